@@ -1,0 +1,1 @@
+"""Built-in vidbench plugins: models, datasets and optimizations, one module each."""

@@ -1,0 +1,89 @@
+"""``frame_avg``: a 2D CNN applied to each frame, features averaged over time.
+
+The order-blind control: it sees the same frames whatever their order, so on a dataset whose
+classes differ only by the direction of time it cannot beat chance between partner classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import timm
+import torch
+from torch import nn
+
+from vidbench import hookimpl
+from vidbench.specs import InputSpec, ModelSpec, Preset
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def small_cnn(widths: Sequence[int]) -> nn.Sequential:
+    """A plain 2D CNN: one strided 3x3 conv per width, global average pool."""
+    layers, channels = [], 3
+    for width in widths:
+        layers.append(_conv_bn_relu(channels, width, 2))
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+class FrameAverage(nn.Module):
+    """Per-frame 2D features, averaged over T, then a linear head."""
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.fc = nn.Linear(embed_dim, num_classes)
+
+    def embed(self, clip: torch.Tensor) -> torch.Tensor:
+        """Mean over time of the per-frame features, ``B x embed_dim``."""
+        b, c, t, h, w = clip.shape
+        frames = clip.transpose(1, 2).reshape(b * t, c, h, w)
+        return self.backbone(frames).reshape(b, t, -1).mean(dim=1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(clip))
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        input=InputSpec(frames=8, crop=32),
+        arch={"widths": (16, 32, 64, 128)},
+        description="four strided 3x3 conv layers per frame, the width of r2plus1d tiny",
+    ),
+    "r18": Preset(
+        name="r18",
+        input=InputSpec(frames=16, crop=112),
+        arch={"timm": "resnet18"},
+        description="timm resnet18 per frame (random init; no download)",
+    ),
+}
+
+
+def build(preset: Preset, num_classes: int) -> FrameAverage:
+    """A frame-average network for ``preset``: a timm backbone by name, or the small CNN by widths."""
+    if "timm" in preset.arch:
+        backbone = timm.create_model(preset.arch["timm"], pretrained=False, num_classes=0)
+        return FrameAverage(backbone, backbone.num_features, num_classes)
+    widths = preset.arch["widths"]
+    return FrameAverage(small_cnn(widths), widths[-1], num_classes)
+
+
+@hookimpl
+def vidbench_models() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="frame_avg",
+            presets=PRESETS,
+            build=build,
+            description="2D CNN per frame, features averaged over time (the order-blind control)",
+        )
+    ]

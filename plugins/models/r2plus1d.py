@@ -1,0 +1,119 @@
+"""R(2+1)D (Tran et al., 2018): 3D convolutions factorized into a spatial 1x3x3 and a temporal 3x1x1 part.
+
+The blocks are torchvision's (``Conv2Plus1D`` inside ``BasicBlock``, with the paper's mid-channel rule
+``M = floor(t d^2 N_in N_out / (d^2 N_in + t N_out))``); the network is one generic class whose
+widths, depths and stem are preset data. Module names follow torchvision's ``VideoResNet`` so a
+torchvision ``r2plus1d_18`` state dict loads into the ``r18`` preset with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D
+
+from vidbench import hookimpl
+from vidbench.specs import InputSpec, ModelSpec, Preset, PublishedFigures
+
+
+def _stem(stem_mid: int, out_channels: int) -> nn.Sequential:
+    """R(2+1)D stem: a 1x7x7 spatial conv (stride 2) then a 3x1x1 temporal conv."""
+    return nn.Sequential(
+        nn.Conv3d(3, stem_mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+        nn.BatchNorm3d(stem_mid),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(stem_mid, out_channels, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.Sequential:
+    """``blocks`` residual (2+1)D blocks; the first one downsamples by ``stride`` in T, H and W."""
+    downsample = None
+    if stride != 1 or in_channels != out_channels:
+        downsample = nn.Sequential(
+            nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm3d(out_channels),
+        )
+    layers = [BasicBlock(in_channels, out_channels, Conv2Plus1D, stride, downsample)]
+    layers += [BasicBlock(out_channels, out_channels, Conv2Plus1D) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class R2Plus1D(nn.Module):
+    """Generic R(2+1)D network: stem, four residual stages, global average pool, linear head."""
+
+    def __init__(self, widths: Sequence[int], depths: Sequence[int], stem_mid: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = _stem(stem_mid, widths[0])
+        channels = widths[0]
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            setattr(self, f"layer{i + 1}", _stage(channels, width, depth, 1 if i == 0 else 2))
+            channels = width
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.fc = nn.Linear(channels, num_classes)
+        self.embed_dim = channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def embed(self, clip: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the head, ``B x embed_dim``."""
+        x = self.stem(clip)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.avgpool(x).flatten(1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(clip))
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        input=InputSpec(frames=8, crop=32),
+        arch={"widths": (16, 32, 64, 128), "depths": (1, 1, 1, 1), "stem_mid": 12},
+        description="CPU-trainable in minutes; same block structure as r18 at 1/4 width, 1 block per stage",
+    ),
+    "r18": Preset(
+        name="r18",
+        input=InputSpec(frames=16, crop=112),
+        arch={"widths": (64, 128, 256, 512), "depths": (2, 2, 2, 2), "stem_mid": 45},
+        published=PublishedFigures(
+            source="torchvision R2Plus1D_18_Weights.KINETICS400_V1 meta",
+            params=31_505_325,
+            gflops=40.519,
+            top1=67.463,
+            input="16 x 112 x 112",
+        ),
+        description="equal to torchvision r2plus1d_18 (same parameters and state-dict keys)",
+    ),
+}
+
+
+def build(preset: Preset, num_classes: int) -> R2Plus1D:
+    """An R(2+1)D network for ``preset`` with a ``num_classes`` head."""
+    return R2Plus1D(num_classes=num_classes, **preset.arch)
+
+
+@hookimpl
+def vidbench_models() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="r2plus1d",
+            presets=PRESETS,
+            build=build,
+            description="R(2+1)D: factorized (2+1)D residual network (Tran et al., CVPR 2018)",
+        )
+    ]

@@ -1,0 +1,1 @@
+"""vidbench tests."""

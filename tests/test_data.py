@@ -1,0 +1,93 @@
+"""The synthetic-motion dataset, decoding, sampling and transforms, on real encoded files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import TINY_DATA
+from vidbench.data.decode import DecodeError, open_video
+from vidbench.data.loader import ClipDataset
+from vidbench.data.sampling import ClipSpec, sample_indices, strided_indices, uniform_indices
+from vidbench_plugins.datasets import synthetic
+
+
+def test_reversed_class_is_its_partner_played_backwards() -> None:
+    for pattern in range(len(synthetic.PATTERNS)):
+        forward = synthetic.render_clip(2 * pattern, np.random.default_rng(7), 32, 8)
+        backward = synthetic.render_clip(2 * pattern + 1, np.random.default_rng(7), 32, 8)
+        assert np.array_equal(forward[::-1], backward)
+        assert not np.array_equal(forward[0], forward[-1]), f"{synthetic.PATTERNS[pattern]} does not move"
+
+
+def test_dataset_is_deterministic_balanced_and_cached(data_root: Path, tmp_path: Path) -> None:
+    first = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA)
+    assert first.num_classes == 20 and len(set(first.class_names)) == 20
+    counts = {split: len(samples) for split, samples in first.splits.items()}
+    assert sum(counts.values()) == 20 * synthetic.CLIPS_PER_CLASS["tiny"]
+    for samples in first.splits.values():
+        assert {s.label for s in samples} == set(range(20))
+    again = synthetic.prepare(tmp_path / "synthetic-motion", {**TINY_DATA, "workers": 1})
+    a, b = first.splits["test"][3], again.splits["test"][3]
+    assert a.label == b.label
+    assert np.array_equal(open_video(a.path).read(range(8)), open_video(b.path).read(range(8)))
+    mtime = a.path.stat().st_mtime_ns
+    synthetic.prepare(data_root / "synthetic-motion", TINY_DATA)
+    assert a.path.stat().st_mtime_ns == mtime, "a prepared dataset must not be generated again"
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_decoded_frames_match_rendered_frames(data_root: Path, backend: str) -> None:
+    prepared = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA)
+    sample = prepared.splits["train"][0]
+    index = int(sample.path.stem)
+    rendered = synthetic.render_clip(sample.label, np.random.default_rng((0, index)), 32, 8)
+    reader = open_video(sample.path, backend)
+    assert (reader.meta.frames, reader.meta.width, reader.meta.height) == (8, 32, 32)
+    decoded = reader.read([0, 3, 7])
+    assert decoded.shape == (3, 32, 32, 3)
+    assert np.abs(decoded.astype(int) - rendered[[0, 3, 7]].astype(int)).mean() < 8
+
+
+def test_unreadable_file_raises_decode_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_text("this is text")
+    for backend in ("decord", "pyav"):
+        with pytest.raises(DecodeError):
+            open_video(bad, backend)  # type: ignore[arg-type]
+
+
+def test_clip_dataset_gives_normalized_cthw(data_root: Path) -> None:
+    prepared = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA)
+    dataset = ClipDataset(prepared.splits["val"], ClipSpec(4), crop=16, train=False)
+    clip, label = dataset[0]
+    assert clip.shape == (3, 4, 16, 16) and clip.dtype.is_floating_point
+    assert 0 <= label < 20
+    assert -3 < float(clip.mean()) < 3 and float(clip.std()) > 0.05
+
+
+@given(st.integers(1, 500), st.integers(1, 64))
+def test_uniform_indices_are_sorted_in_range_and_symmetric(length: int, frames: int) -> None:
+    idx = uniform_indices(length, frames)
+    assert len(idx) == frames
+    assert idx == sorted(idx) and 0 <= idx[0] and idx[-1] < length
+
+
+@given(st.integers(1, 500), st.integers(1, 32), st.integers(1, 8), st.integers(0, 10**6))
+def test_strided_indices_are_sorted_and_in_range(length: int, frames: int, stride: int, seed: int) -> None:
+    idx = sample_indices(length, ClipSpec(frames, stride, "stride"), np.random.default_rng(seed))
+    assert len(idx) == frames and idx == sorted(idx)
+    assert 0 <= idx[0] and idx[-1] < length
+    if (frames - 1) * stride < length:
+        assert all(b - a == stride for a, b in zip(idx, idx[1:], strict=False))
+    assert strided_indices(length, frames, stride) == sorted(strided_indices(length, frames, stride))
+
+
+def test_uniform_sampling_of_a_reversed_video_is_the_reversed_clip() -> None:
+    for length, frames in [(16, 8), (16, 4), (30, 8), (8, 8)]:
+        idx = uniform_indices(length, frames)
+        assert [length - 1 - i for i in reversed(idx)] == idx

@@ -1,0 +1,70 @@
+"""Measurement and evaluation helpers: the latency plan's stopping rules, accuracy and parity."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from vidbench.evaluate import accuracy, parity
+from vidbench.measure.latency import LatencyPlan, measure_latency
+
+
+def test_latency_meets_both_minimums_and_skips_warmup() -> None:
+    calls = []
+
+    def work() -> None:
+        calls.append(1)
+        time.sleep(0.002)
+
+    stats = measure_latency(work, LatencyPlan(warmup=4, min_iters=5, min_seconds=0.1, max_seconds=10))
+    assert stats.iterations >= 5 and stats.measured_s >= 0.1
+    assert len(calls) == 1 + 4 + stats.iterations
+    assert 2.0 <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms
+    assert stats.cv_pct >= 0
+
+
+def test_latency_never_cuts_below_min_iters() -> None:
+    stats = measure_latency(lambda: time.sleep(0.02), LatencyPlan(warmup=0, min_iters=6, min_seconds=0, max_seconds=0.01))
+    assert stats.iterations == 6
+
+
+def test_cold_start_is_reported_apart() -> None:
+    state = {"first": True}
+
+    def work() -> None:
+        time.sleep(0.05 if state["first"] else 0.001)
+        state["first"] = False
+
+    stats = measure_latency(work, LatencyPlan(warmup=1, min_iters=5, min_seconds=0))
+    assert stats.cold_ms >= 50 > stats.p99_ms
+
+
+def test_accuracy_on_a_known_case() -> None:
+    logits = np.array([[3, 1, 0], [0, 2, 1], [0, 1, 2], [2, 1, 0]], dtype=np.float32)
+    labels = np.array([0, 1, 1, 1])
+    acc = accuracy(logits, labels)
+    assert acc.top1 == pytest.approx(0.5)
+    assert acc.top5 == 1.0
+    assert acc.mean_class_acc == pytest.approx((1.0 + 1 / 3) / 2)
+
+
+@given(arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(2, 12)), elements=st.floats(-5, 5, width=32)),
+       st.data())
+def test_top5_is_never_below_top1(logits: np.ndarray, data: st.DataObject) -> None:
+    labels = np.array(data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=len(logits),
+                                         max_size=len(logits))))
+    acc = accuracy(logits, labels)
+    assert 0 <= acc.top1 <= acc.top5 <= 1
+
+
+def test_parity_counts_flips_and_the_largest_difference() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    cand = ref + np.array([[0.0, 0.5], [0.0, 0.0], [-2.5, 0.0]])
+    match = parity(ref, cand)
+    assert match.agreement_top1 == pytest.approx(2 / 3)
+    assert match.max_abs_logit_diff == pytest.approx(2.5)

@@ -1,0 +1,120 @@
+"""The runner end to end, through the real CLI in child processes, on real encoded files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import only_run_dir, vidbench, write_suite
+from vidbench.results import SCHEMA
+
+FAULTY_PLUGIN = '''
+import os, signal, time
+from vidbench import hookimpl
+from vidbench.specs import OptimizationSpec
+
+def _raises(model, example, calibration, workdir):
+    raise RuntimeError("boom: this optimization always raises")
+
+def _dies(model, example, calibration, workdir):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def _hangs(model, example, calibration, workdir):
+    time.sleep(3600)
+
+@hookimpl
+def vidbench_optimizations():
+    return [OptimizationSpec("raises", _raises), OptimizationSpec("dies", _dies), OptimizationSpec("hangs", _hangs)]
+'''
+
+
+def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_root: Path) -> None:
+    (tmp_path / "faulty.py").write_text(FAULTY_PLUGIN)
+    measure = {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "threads": 1, "timeout_s": 25}
+    suite = write_suite(tmp_path, data_root, plugins=["faulty.py"], batch_sizes=[1],
+                        optimizations=["raises", "eager", "dies", "hangs", "onnx"], measure=measure)
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(only_run_dir(tmp_path) / "results.csv").set_index("optimization")
+    assert frame.loc["raises", "status"] == "failed"
+    assert "boom: this optimization always raises" in frame.loc["raises", "reason"]
+    assert frame.loc["dies", "status"] == "failed"
+    assert "SIGKILL" in frame.loc["dies", "reason"]
+    assert frame.loc["hangs", "status"] == "failed"
+    assert frame.loc["hangs", "reason"].startswith("timeout after 25 s")
+    for good in ("eager", "onnx"):
+        assert frame.loc[good, "status"] == "ok", frame.loc[good, "reason"]
+        assert frame.loc[good, "latency_ms_p50"] > 0
+    assert frame.loc["onnx", "agreement_top1"] == 1.0
+    assert frame.loc["onnx", "max_abs_logit_diff"] <= 1e-3
+
+
+def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) -> None:
+    suite = write_suite(tmp_path, data_root, models=[{"name": "frame_avg", "presets": ["tiny"]}])
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert list(frame.columns[: len(SCHEMA)]) == list(SCHEMA)
+    assert len(frame) == 2 and set(frame["status"]) == {"ok"}
+    row = frame.iloc[0]
+    for column in ("params_m", "gflops_per_clip", "size_mb", "top1", "clips_per_s", "frames_per_s", "peak_rss_mb"):
+        assert row[column] > 0, column
+    assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4)
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    assert all(set(SCHEMA) <= set(json.loads(line)) for line in lines)
+    env = json.loads((run_dir / "env.json").read_text())
+    for key in ("python", "cpu", "cores", "threads", "git_commit", "suite_hash", "packages"):
+        assert key in env, key
+    assert env["packages"]["torch"].startswith("2.14.1")
+    assert (run_dir / "summary.md").read_text().count("\n| frame_avg") == 2
+    again = vidbench("report", str(run_dir), cwd=tmp_path)
+    assert again.returncode == 0 and "frame_avg" in again.stdout
+
+
+def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never reached {count} rows")
+
+
+def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_root: Path) -> None:
+    suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"],
+                        models=[{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}])
+    proc = subprocess.Popen([sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results_dir = tmp_path / "results" / "t"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(results_dir.glob("*/results.jsonl")):
+        time.sleep(0.2)
+    jsonl = next(results_dir.glob("*/results.jsonl"))
+    _wait_for_rows(jsonl, 2, 300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)  # the measuring child dies with its parent (PDEATHSIG)
+    before = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    assert 2 <= len(before) < 8
+    resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    after = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    keys = [row["cell_key"] for row in after]
+    assert len(keys) == len(set(keys)) == 8, "a stored cell was measured again, or one is missing"
+    assert after[: len(before)] == before, "rows written before the kill changed"
+    assert all(row["status"] == "ok" for row in after)
+    assert {(r["model"], r["optimization"], r["batch_size"]) for r in after} == {
+        (m, o, b) for m in ("r2plus1d", "frame_avg") for o in ("eager", "onnx") for b in (1, 2)
+    }
+    again = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0
+    assert len(jsonl.read_text().splitlines()) == 8, "a complete run resumed must measure nothing"

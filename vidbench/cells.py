@@ -1,0 +1,114 @@
+"""Expanding a suite into work: model jobs (train once) and cells (one measured row each)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vidbench.config import ExcludeRule, ModelEntry, Suite, TrainSettings
+from vidbench.plugins import Registry
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One dataset x model x preset: trained once, measured under every optimization."""
+
+    dataset: str
+    dataset_options: tuple[tuple[str, Any], ...]
+    model: str
+    preset: str
+    frames: int
+    crop: int
+    stride: int
+    sampling: str
+    train: tuple[tuple[str, Any], ...]
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}__{self.model}__{self.preset}"
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings.model_validate(dict(self.train))
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides the trained weights."""
+        data = asdict(self)
+        data["dataset_options"] = dict(self.dataset_options)
+        data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s")}
+        return data
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the result table: a model job under one optimization at one batch size."""
+
+    job: ModelJob
+    optimization: str
+    batch_size: int
+
+    def identity(self, measure: dict[str, Any]) -> dict[str, Any]:
+        return {**self.job.identity(), "optimization": self.optimization, "batch_size": self.batch_size,
+                "measure": measure}  # fmt: skip
+
+
+def _excluded(rules: list[ExcludeRule], fields: dict[str, Any]) -> bool:
+    for rule in rules:
+        wanted = rule.model_dump(exclude_none=True)
+        if wanted and all(fields.get(k) == v for k, v in wanted.items()):
+            return True
+    return False
+
+
+def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_name: str) -> tuple[int, int, int, str]:
+    preset = registry.model(entry.name).presets[preset_name]
+    frames, crop, stride, sampling = preset.input.frames, preset.input.crop, preset.input.stride, suite.input.sampling
+    for layer in (suite.input, entry.input):
+        if layer is None:
+            continue
+        frames = layer.frames or frames
+        crop = layer.crop or crop
+        stride = layer.stride or stride
+        if "sampling" in layer.model_fields_set:
+            sampling = layer.sampling
+    return frames, crop, stride, sampling
+
+
+def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]]:
+    """The suite's matrix minus ``exclude``: the jobs to train and the cells to measure, in order."""
+    jobs: list[ModelJob] = []
+    cells: list[Cell] = []
+    for ds in suite.datasets:
+        for entry in suite.models:
+            presets = entry.presets or [next(iter(registry.model(entry.name).presets))]
+            for preset in presets:
+                frames, crop, stride, sampling = _resolve_input(suite, entry, registry, preset)
+                job = ModelJob(
+                    dataset=ds.name,
+                    dataset_options=tuple(sorted(ds.options.items())),
+                    model=entry.name,
+                    preset=preset,
+                    frames=frames,
+                    crop=crop,
+                    stride=stride,
+                    sampling=sampling,
+                    train=tuple(sorted(suite.train_for(entry).model_dump().items())),
+                )
+                job_cells = [
+                    Cell(job, opt, bs)
+                    for opt in suite.optimizations
+                    for bs in suite.batch_sizes
+                    if not _excluded(
+                        suite.exclude,
+                        {"dataset": ds.name, "model": entry.name, "preset": preset, "optimization": opt,
+                         "batch_size": bs},
+                    )  # fmt: skip
+                ]
+                if job_cells:
+                    jobs.append(job)
+                    cells.extend(job_cells)
+    return jobs, cells

@@ -1,0 +1,238 @@
+"""Suites: YAML read with ``safe_load`` and validated by pydantic.
+
+Every error names the field path, the bad value and, where the set is known, the allowed values,
+in one line, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vidbench.plugins import Registry
+
+
+class SuiteError(Exception):
+    """A suite file that cannot be run; the message is one line naming the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSettings(_Strict):
+    """How clips are cut from a video; unset fields fall back to the model preset's input spec."""
+
+    frames: int | None = Field(None, ge=1, le=256)
+    crop: int | None = Field(None, ge=8, le=1024)
+    stride: int | None = Field(None, ge=1, le=64)
+    sampling: Literal["uniform", "stride"] = "uniform"
+
+
+class TrainSettings(_Strict):
+    """The training protocol shared by every model of the suite."""
+
+    epochs: int = Field(5, ge=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    workers: int = Field(2, ge=0)
+    seed: int = 0
+    timeout_s: float = Field(3600, gt=0)
+    checkpoint: str | None = None
+    """Path of a trained state dict to load instead of training."""
+
+
+class MeasureSettings(_Strict):
+    """How every cell is timed."""
+
+    threads: int | None = Field(None, ge=1)
+    warmup: int = Field(3, ge=0)
+    min_iters: int = Field(10, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+    max_seconds: float = Field(60.0, gt=0)
+    timeout_s: float = Field(600, gt=0)
+    device: str = "cpu"
+    eval_batch_size: int = Field(16, ge=1)
+    calibration_clips: int = Field(32, ge=1)
+    parity_min_agreement: float = Field(0.99, ge=0, le=1)
+    """An artifact whose top-1 agrees with eager on fewer test clips than this is ``failed: parity``."""
+    parity_max_abs_logit_diff: float | None = Field(None, gt=0)
+
+
+class ModelEntry(_Strict):
+    """One architecture of the suite, its presets and any per-model overrides."""
+
+    name: str
+    presets: list[str] = Field(default_factory=list)
+    input: InputSettings | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetEntry(_Strict):
+    """One dataset of the suite and its plugin-specific options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExcludeRule(_Strict):
+    """Cells matching every field given here are dropped from the matrix."""
+
+    dataset: str | None = None
+    model: str | None = None
+    preset: str | None = None
+    optimization: str | None = None
+    batch_size: int | None = None
+
+
+class Suite(_Strict):
+    """A whole benchmark: datasets x models x presets x optimizations x batch sizes."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    plugins: list[str] = Field(default_factory=list)
+    data_root: str = "data"
+    output_dir: str = "results"
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)
+    optimizations: list[str] = Field(min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    input: InputSettings = Field(default_factory=InputSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    measure: MeasureSettings = Field(default_factory=MeasureSettings)
+    exclude: list[ExcludeRule] = Field(default_factory=list)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError(f"batch sizes must be positive integers, got {value}")
+        return value
+
+    def digest(self) -> str:
+        """A short hash of the suite's content, for env.json and cache keys."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    def train_for(self, entry: ModelEntry) -> TrainSettings:
+        """The suite's train settings with the model's overrides applied."""
+        return TrainSettings.model_validate({**self.train.model_dump(), **entry.train})
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<suite>"
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc``, to list beside an unknown key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return sorted(current.model_fields) if isinstance(current, type) else []
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> str:
+    """Turn pydantic's first error into one line: where, field path, bad value, what is allowed."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_fields(model, loc)
+        message = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
+    value = err.get("input")
+    shown = "" if err["type"] == "missing" else f" (got {value!r})"
+    more = len(exc.errors()) - 1
+    tail = f" [+{more} more error{'s' if more > 1 else ''}]" if more else ""
+    return f"{where}: {_format_loc(loc)}: {message}{shown}{tail}"
+
+
+def _unknown(where: str, loc: str, kind: str, value: str, known: list[str]) -> SuiteError:
+    return SuiteError(f"{where}: {loc}: unknown {kind} {value!r}; allowed: {', '.join(sorted(known)) or '(none)'}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a suite file as a mapping, with a one-line error for bad YAML."""
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}: invalid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: <suite>: expected a mapping of suite fields, got {type(data).__name__}")
+    return data
+
+
+def parse_suite(data: dict[str, Any], where: str = "<suite>") -> Suite:
+    """Validate the suite's structure (types, ranges, known fields)."""
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError(format_validation_error(exc, Suite, where)) from None
+
+
+def check_against_registry(suite: Suite, registry: Registry, where: str = "<suite>") -> None:
+    """Check every name the suite uses against the loaded plugins; dataset options by their schema."""
+    for i, entry in enumerate(suite.datasets):
+        if entry.name not in registry.datasets:
+            raise _unknown(where, f"datasets[{i}].name", "dataset", entry.name, list(registry.datasets))
+        options_model = registry.dataset(entry.name).options
+        try:
+            options_model.model_validate(entry.options)
+        except ValidationError as exc:
+            inner = format_validation_error(exc, options_model, where).split(": ", 1)[1]
+            raise SuiteError(f"{where}: datasets[{i}].options.{inner}") from None
+    for i, entry in enumerate(suite.models):
+        if entry.name not in registry.models:
+            raise _unknown(where, f"models[{i}].name", "model", entry.name, list(registry.models))
+        presets = registry.model(entry.name).presets
+        for j, preset in enumerate(entry.presets):
+            if preset not in presets:
+                raise _unknown(where, f"models[{i}].presets[{j}]", f"preset of {entry.name}", preset, list(presets))
+        try:
+            suite.train_for(entry)
+        except ValidationError as exc:
+            inner = format_validation_error(exc, TrainSettings, where).split(": ", 1)[1]
+            raise SuiteError(f"{where}: models[{i}].train.{inner}") from None
+    for i, name in enumerate(suite.optimizations):
+        if name not in registry.optimizations:
+            raise _unknown(where, f"optimizations[{i}]", "optimization", name, list(registry.optimizations))
+
+
+def load_suite(path: str | Path, registry_loader: Any = None) -> tuple[Suite, Registry]:
+    """Read, validate and check a suite file; load the plugins it needs. Raises :class:`SuiteError`."""
+    from vidbench.plugins import PluginError, load_plugins
+
+    path = Path(path)
+    where = str(path)
+    suite = parse_suite(read_yaml(path), where)
+    try:
+        registry = (registry_loader or load_plugins)(suite.plugins, base_dir=path.parent)
+    except PluginError as exc:
+        raise SuiteError(f"{where}: plugins: {exc}") from None
+    check_against_registry(suite, registry, where)
+    return suite, registry

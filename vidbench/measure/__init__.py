@@ -1,0 +1,1 @@
+"""Measurement: latency, complexity, environment."""

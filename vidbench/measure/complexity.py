@@ -1,0 +1,37 @@
+"""Model complexity: parameters, fvcore GFLOPs per clip, size on disk."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def gflops_per_clip(model: nn.Module, clip: torch.Tensor) -> float:
+    """fvcore FLOPs of one forward pass on one clip, in GFLOPs.
+
+    fvcore counts one fused multiply-add as one FLOP, the convention of the published video-model
+    figures. ``clip`` must have batch size 1 and the suite's real ``T x H x W``.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    if clip.shape[0] != 1:
+        raise ValueError("count FLOPs on a batch of one clip")
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(model.eval(), clip)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return analysis.total() / 1e9
+
+
+def size_on_disk(files: Iterable[Path]) -> int:
+    """Total bytes of every file an artifact needs (ONNX external data included)."""
+    return sum(Path(f).stat().st_size for f in files if Path(f).exists())

@@ -1,0 +1,78 @@
+"""The environment a run measured on: versions, CPU, threads, commit; and its hash for cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "decord", "av", "timm", "fvcore", "vidbench")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform's answer."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def collect_env(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Everything that changes a measurement, as JSON-able data."""
+    cuda = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            cuda = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "device": device,
+        "gpu": cuda,
+        "packages": package_versions(),
+    }
+
+
+def env_hash(env: dict[str, Any]) -> str:
+    """A short hash of the parts of the environment that change results (not the commit or time)."""
+    keys = ("python", "cpu", "cores", "threads", "device", "gpu", "packages")
+    payload = json.dumps({k: env.get(k) for k in keys}, sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Tables and summaries written from a run directory."""

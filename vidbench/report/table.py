@@ -1,0 +1,100 @@
+"""The standardized result table, as Markdown (``summary.md``) and as a rich table for the terminal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from vidbench.results import ResultStore
+
+DISPLAY: tuple[tuple[str, str, str], ...] = (
+    ("model", "model", ""),
+    ("preset", "preset", ""),
+    ("optimization", "optim.", ""),
+    ("batch_size", "batch", "d"),
+    ("top1", "top-1 %", "pct"),
+    ("top5", "top-5 %", "pct"),
+    ("agreement_top1", "agree %", "pct"),
+    ("max_abs_logit_diff", "max |dlogit|", ".1e"),
+    ("latency_ms_p50", "p50 ms", ".2f"),
+    ("latency_ms_p99", "p99 ms", ".2f"),
+    ("clips_per_s", "clips/s", ".1f"),
+    ("frames_per_s", "frames/s", ".0f"),
+    ("params_m", "params M", ".3f"),
+    ("gflops_per_clip", "GFLOPs", ".3f"),
+    ("size_mb", "size MB", ".2f"),
+    ("train_s", "train s", ".0f"),
+    ("status", "status", ""),
+    ("reason", "reason", ""),
+)
+"""(column, header, format) of the summary table; ``pct`` shows a fraction as a percentage."""
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if spec == "pct":
+        return f"{float(value) * 100:.1f}"
+    if spec == "d":
+        return str(int(value))
+    if spec:
+        return format(float(value), spec)
+    return str(value)
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary columns, formatted as strings, one row per cell."""
+    columns = {header: [_fmt(v, spec) for v in frame[col]] for col, header, spec in DISPLAY}
+    if "dataset" in frame and frame["dataset"].nunique() > 1:
+        columns = {"dataset": list(frame["dataset"]), **columns}
+    return pd.DataFrame(columns)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    table = display_frame(frame)
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def rich_table(frame: pd.DataFrame, title: str = "") -> Table:
+    table = display_frame(frame)
+    out = Table(title=title, show_lines=False)
+    for name in table.columns:
+        out.add_column(name, justify="left" if name in ("model", "preset", "optim.", "status", "reason") else "right",
+                       overflow="fold")  # fmt: skip
+    styles = {"ok": "green", "unsupported": "yellow", "failed": "red"}
+    for row in table.itertuples(index=False):
+        status = row[list(table.columns).index("status")]
+        out.add_row(*[str(v) for v in row], style=styles.get(status))
+    return out
+
+
+def write_summary(run_dir: Path) -> Path:
+    """Write ``summary.md``: the table, where the numbers came from, and how they were measured."""
+    store = ResultStore(run_dir)
+    frame = store.frame()
+    env = pd.read_json(run_dir / "env.json", typ="series") if (run_dir / "env.json").exists() else {}
+    packages = env.get("packages", {}) if hasattr(env, "get") else {}
+    lines = [
+        f"# {env.get('suite', run_dir.parent.name)} - run {run_dir.name}",
+        "",
+        to_markdown(frame),
+        "",
+        f"- CPU: {env.get('cpu', '?')}, {env.get('threads', '?')} threads, device {env.get('device', '?')}",
+        f"- torch {packages.get('torch', '?')}, onnxruntime {packages.get('onnxruntime', '?')}, "
+        f"python {env.get('python', '?')}, commit {env.get('git_commit', '?')}",
+        "- top-1 / top-5 / agreement are measured on the artifact over the whole test split; agreement and "
+        "max |dlogit| compare the artifact's logits with eager's on the same clips.",
+        "- Latency is model-only on one batch: warm-up, then at least min_iters calls and min_seconds; "
+        "p50 / p99 of those calls. clips/s = batch / p50.",
+        "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
+    ]
+    path = run_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,115 @@
+"""The result schema and the store of a run: ``results.jsonl`` (append-only), ``results.csv``, ``env.json``.
+
+Every row is appended to the JSONL file and fsynced the moment its cell ends, so a kill loses
+nothing already measured; the CSV is rewritten from the JSONL (atomically) after each row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA: tuple[str, ...] = (
+    "suite", "run_id", "dataset", "model", "preset", "optimization", "device", "threads",
+    "frames", "crop", "batch_size",
+    "params_m", "gflops_per_clip", "size_mb",
+    "top1", "top5", "mean_class_acc", "agreement_top1", "max_abs_logit_diff",
+    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_cv_pct", "clips_per_s", "frames_per_s",
+    "peak_rss_mb", "train_s", "prepare_s", "status", "reason",
+)  # fmt: skip
+"""Columns every results file has, in this order; extra columns follow them."""
+
+STATUSES = ("ok", "unsupported", "failed")
+KEY_COLUMN = "cell_key"
+
+
+def cell_key(cell: Mapping[str, Any], env_hash: str, checkpoint_hash: str) -> str:
+    """The identity of a measurement: the cell's config, the environment and the trained weights."""
+    payload = json.dumps({"cell": dict(cell), "env": env_hash, "ckpt": checkpoint_hash}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 (first 16 hex digits) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Every schema column present (missing ones as None), schema order first, extras after."""
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {row.get('status')!r}")
+    out = {col: row.get(col) for col in SCHEMA}
+    out.update({k: v for k, v in row.items() if k not in out})
+    return out
+
+
+class ResultStore:
+    """The files of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.run_dir / "results.jsonl"
+        self.csv = self.run_dir / "results.csv"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every stored row; a torn last line (a kill mid-write) is ignored."""
+        if not self.jsonl.exists():
+            return []
+        rows = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def keys(self, statuses: Iterable[str] = STATUSES) -> set[str]:
+        """Cell keys already stored with one of ``statuses``."""
+        wanted = set(statuses)
+        return {r[KEY_COLUMN] for r in self.rows() if r.get(KEY_COLUMN) and r.get("status") in wanted}
+
+    def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one row durably, then refresh the CSV."""
+        clean = normalise_row(row)
+        with open(self.jsonl, "a") as fh:
+            fh.write(json.dumps(clean, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.write_csv()
+        return clean
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a table, the latest row winning for a cell measured twice (resume, re-run)."""
+        rows = self.rows()
+        frame = pd.DataFrame(rows, columns=list(SCHEMA)) if not rows else pd.DataFrame(rows)
+        for col in SCHEMA:
+            if col not in frame.columns:
+                frame[col] = None
+        if KEY_COLUMN in frame.columns and len(frame):
+            frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
+        extras = [c for c in frame.columns if c not in SCHEMA]
+        return frame[list(SCHEMA) + extras].reset_index(drop=True)
+
+    def write_csv(self) -> None:
+        tmp = self.csv.with_suffix(".csv.tmp")
+        self.frame().to_csv(tmp, index=False)
+        os.replace(tmp, self.csv)
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> Path:
+        """Write a JSON side file (``env.json``, ``suite.json``) atomically."""
+        path = self.run_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+        return path

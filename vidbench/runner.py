@@ -1,0 +1,255 @@
+"""Run a suite: train each model job once, measure each optimization in its own child process.
+
+A child that raises, dies on a signal or outlives its timeout becomes ``failed`` rows with the
+reason; the suite goes on. Rows are written the moment a cell ends, so a killed run keeps them,
+and ``resume`` skips every cell whose key (cell config + environment hash + checkpoint hash) is
+already in the store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vidbench.cells import Cell, ModelJob, expand
+from vidbench.config import Suite
+from vidbench.measure.env import collect_env, env_hash, git_commit
+from vidbench.plugins import Registry
+from vidbench.results import KEY_COLUMN, ResultStore, cell_key
+from vidbench.worker import job_dir, job_to_dict
+
+StatusFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a child process ended: ``ok``, or the one-line reason it did not."""
+
+    ok: bool
+    reason: str = ""
+
+
+def _die_with_parent() -> None:
+    """In the child: its own session (so a timeout kills its whole group) and death if the parent dies."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 2048))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else ""
+    except OSError:
+        return ""
+
+
+def launch(task: dict[str, Any], task_dir: Path, timeout_s: float, status: StatusFn | None = None) -> Outcome:
+    """Run ``vidbench.worker`` on ``task`` in a child process; wait at most ``timeout_s`` seconds."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    task_file, log_file, error_file = task_dir / "task.json", task_dir / "log.txt", task_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
+    task_file.write_text(json.dumps(task, indent=2, default=str))
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidbench.worker", str(task_file)],
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return Outcome(False, f"timeout after {timeout_s:g} s")
+            if status is not None:
+                status(_last_line(log_file))
+            time.sleep(0.2)
+    if proc.returncode == 0:
+        return Outcome(True)
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        return Outcome(False, f"killed by signal {name} (see {log_file})")
+    reason = error_file.read_text().strip() if error_file.exists() else _last_line(log_file)
+    return Outcome(False, reason or f"exit code {proc.returncode}")
+
+
+def latest_run_dir(suite_dir: Path) -> Path | None:
+    """The newest run directory of a suite, by name (run ids sort by time)."""
+    runs = sorted(p for p in suite_dir.glob("*") if (p / "env.json").exists())
+    return runs[-1] if runs else None
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+class SuiteRun:
+    """One execution of a suite into one run directory."""
+
+    def __init__(self, suite: Suite, registry: Registry, suite_path: Path, run_dir: Path, run_id: str) -> None:
+        self.suite = suite
+        self.registry = registry
+        self.suite_path = suite_path
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.store = ResultStore(run_dir)
+        self.threads = suite.measure.threads or os.cpu_count() or 1
+        self.env = collect_env(self.threads, suite.measure.device)
+        self.env_hash = env_hash(self.env)
+        self.jobs, self.cells = expand(suite, registry)
+        self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
+
+    def write_env(self) -> None:
+        env = {**self.env, "env_hash": self.env_hash, "git_commit": git_commit(Path(__file__).parent),
+               "suite": self.suite.name, "suite_hash": self.suite.digest(), "suite_file": str(self.suite_path),
+               "run_id": self.run_id, "started_utc": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+        self.store.write_json("env.json", env)
+        self.store.write_json("suite.json", self.suite.model_dump(mode="json"))
+
+    def _task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
+        return {"kind": kind, "suite": self.suite.model_dump(mode="json"), "plugins": self.plugin_files,
+                "run_dir": str(self.run_dir), "job": job_to_dict(job), "threads": self.threads,
+                "data_root": str((Path.cwd() / self.suite.data_root).resolve()), **extra}  # fmt: skip
+
+    def _row_base(self, cell: Cell, key: str, train_s: float | None) -> dict[str, Any]:
+        job = cell.job
+        return {"suite": self.suite.name, "run_id": self.run_id, "dataset": job.dataset, "model": job.model,
+                "preset": job.preset, "optimization": cell.optimization, "device": self.suite.measure.device,
+                "threads": self.threads, "frames": job.frames, "crop": job.crop, "batch_size": cell.batch_size,
+                "train_s": train_s, KEY_COLUMN: key}  # fmt: skip
+
+    def _key(self, cell: Cell, checkpoint_sha: str) -> str:
+        return cell_key(cell.identity(self.suite.measure.model_dump()), self.env_hash, checkpoint_sha)
+
+    def train(self, job: ModelJob, status: StatusFn) -> tuple[Outcome, dict[str, Any]]:
+        """Train ``job`` in a child unless its checkpoint and eager evaluation are already on disk."""
+        summary_file = job_dir(self.run_dir, job) / "train.json"
+        if summary_file.exists():
+            return Outcome(True), json.loads(summary_file.read_text())
+        outcome = launch(self._task("train", job), self.run_dir / "logs" / job.slug / "train",
+                         job.train_settings().timeout_s, status)  # fmt: skip
+        if not outcome.ok:
+            return Outcome(False, f"training failed: {outcome.reason}"), {}
+        return outcome, json.loads(summary_file.read_text())
+
+    def measure(self, job: ModelJob, optimization: str, cells: list[Cell], summary: dict[str, Any],
+                skip: set[str], status: StatusFn) -> int:  # fmt: skip
+        """Measure one optimization of a trained job; returns how many rows were written."""
+        keyed = {c.batch_size: (c, self._key(c, summary["checkpoint_sha"])) for c in cells}
+        todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
+        if not todo:
+            return 0
+        rows = {str(bs): self._row_base(c, key, summary.get("train_s")) for bs, (c, key) in todo.items()}
+        before = self.store.keys()
+        supported, why = self.registry.optimization(optimization).supported(self.suite.measure.device)
+        if not supported:
+            for row in rows.values():
+                self.store.append({**row, "status": "unsupported", "reason": why})
+            return len(rows)
+        task = self._task("measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows)
+        outcome = launch(task, self.run_dir / "logs" / job.slug / optimization, self.suite.measure.timeout_s, status)
+        written = self.store.keys() - before
+        for row in rows.values():
+            if row[KEY_COLUMN] not in written:
+                reason = outcome.reason if not outcome.ok else "child exited without writing this row"
+                self.store.append({**row, "status": "failed", "reason": reason})
+        return len(rows)
+
+    def execute(self, resume: bool, retry_failed: bool, progress: Progress) -> None:
+        self.write_env()
+        skip = self.store.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
+        if not resume:
+            skip = set()
+        progress.start(len(self.cells))
+        for ds in self.suite.datasets:
+            progress.stage(f"preparing dataset {ds.name}")
+            spec = self.registry.dataset(ds.name)
+            spec.prepare(Path(self.suite.data_root).resolve() / ds.name, spec.options.model_validate(ds.options))
+        for job in self.jobs:
+            job_cells = [c for c in self.cells if c.job == job]
+            label = f"{job.model}/{job.preset}"
+            progress.stage(f"training {label}")
+            outcome, summary = self.train(job, lambda line, label=label: progress.stage(f"training {label}: {line}"))
+            for optimization in dict.fromkeys(c.optimization for c in job_cells):
+                cells = [c for c in job_cells if c.optimization == optimization]
+                if not outcome.ok:
+                    self._fail_untrained(cells, outcome.reason, skip)
+                    progress.advance(len(cells))
+                    continue
+                progress.stage(f"measuring {label} {optimization}")
+                self.measure(job, optimization, cells, summary, skip,
+                             lambda line, o=optimization: progress.stage(f"measuring {label} {o}: {line}"))  # fmt: skip
+                progress.advance(len(cells))
+        progress.stop()
+
+    def _fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
+        for cell in cells:
+            key = self._key(cell, "untrained")
+            if key not in skip:
+                self.store.append({**self._row_base(cell, key, None), "status": "failed", "reason": reason})
+
+
+class Progress:
+    """A rich progress display (cells done / total, current stage, elapsed), or plain lines when quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._progress: Any = None
+        self._task: Any = None
+
+    def start(self, total: int) -> None:
+        if self.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self._progress = RichProgress(
+            TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), transient=False,
+        )  # fmt: skip
+        self._progress.start()
+        self._task = self._progress.add_task("starting", total=total)
+
+    def stage(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text[:90])
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description="done")
+            self._progress.stop()
+
+
+def run_suite(suite: Suite, registry: Registry, suite_path: Path, resume: bool = False,
+              retry_failed: bool = False, quiet: bool = False, run_id: str | None = None) -> Path:  # fmt: skip
+    """Execute a validated suite; returns its run directory."""
+    suite_dir = Path(suite.output_dir) / suite.name
+    run_dir = None
+    if run_id:
+        run_dir = suite_dir / run_id
+    elif resume:
+        run_dir = latest_run_dir(suite_dir)
+    if run_dir is None:
+        run_dir = suite_dir / new_run_id()
+    run = SuiteRun(suite, registry, suite_path, run_dir.resolve(), run_dir.name)
+    run.execute(resume, retry_failed, Progress(quiet))
+    return run.run_dir

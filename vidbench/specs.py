@@ -1,0 +1,138 @@
+"""Descriptors that plugins hand to the core: models, datasets, optimizations.
+
+The core builds nothing by name; it only calls what these descriptors carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Device = str
+"""A torch device string such as ``"cpu"`` or ``"cuda"``."""
+
+
+@dataclass(frozen=True)
+class PublishedFigures:
+    """Reference numbers published for a preset, with the input they were measured at."""
+
+    source: str
+    params: int | None = None
+    gflops: float | None = None
+    top1: float | None = None
+    input: str = ""
+    num_classes: int = 400
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one clip looks like when it reaches the model."""
+
+    frames: int
+    crop: int
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named configuration of an architecture: the architecture's parameters as plain data."""
+
+    name: str
+    input: InputSpec
+    arch: Mapping[str, Any] = field(default_factory=dict)
+    published: PublishedFigures | None = None
+    description: str = ""
+
+
+class VideoModel(Protocol):
+    """What every model plugin returns: logits from a clip, and the pooled features before the head."""
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor: ...
+
+    def embed(self, clip: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: its presets and how to build one preset for ``num_classes`` classes."""
+
+    name: str
+    presets: Mapping[str, Preset]
+    build: Callable[[Preset, int], nn.Module]
+    description: str = ""
+    onnx_exportable: bool | str = True
+    """``True``, or a string saying why the model does not export."""
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One video file and its label index."""
+
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset on disk, ready to be read: class names and the samples of each split."""
+
+    root: Path
+    class_names: list[str]
+    splits: Mapping[str, list[VideoSample]]
+    labels_kind: Literal["single", "multi"] = "single"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class DatasetOptions(BaseModel):
+    """Base for a dataset plugin's options; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its option schema and an idempotent ``prepare(root, options)``."""
+
+    name: str
+    prepare: Callable[[Path, Any], PreparedDataset]
+    options: type[DatasetOptions] = DatasetOptions
+    description: str = ""
+
+
+@dataclass
+class Artifact:
+    """An optimized, callable form of a model, and the files that hold it on disk."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    files: list[Path]
+    notes: str = ""
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.run(clip)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files if path.exists())
+
+
+class Unsupported(Exception):  # noqa: N818 - it is an outcome, not a bug
+    """Raised by ``prepare`` when an optimization cannot apply; the row becomes ``unsupported``."""
+
+
+@dataclass(frozen=True)
+class OptimizationSpec:
+    """An optimization: whether it can run on a device, and how to turn an eager model into an Artifact."""
+
+    name: str
+    prepare: Callable[[nn.Module, torch.Tensor, Iterable[torch.Tensor] | None, Path], Artifact]
+    supported: Callable[[Device], tuple[bool, str]] = lambda device: (True, "")
+    description: str = ""

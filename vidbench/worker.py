@@ -1,0 +1,217 @@
+"""The child process of a run: ``python -m vidbench.worker TASK.json``.
+
+Two kinds of task: ``train`` (train one model job, save its checkpoint and eager test logits) and
+``measure`` (one optimization of one job: prepare, parity gate, accuracy, latency per batch size;
+each finished row is appended to the store at once). Any exception is written to the task's
+``error.txt`` for the parent, which turns it into ``failed`` rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidbench.cells import ModelJob
+from vidbench.config import Suite
+from vidbench.data.loader import ClipDataset, make_loader
+from vidbench.data.sampling import ClipSpec
+from vidbench.evaluate import accuracy, collect_logits, parity
+from vidbench.measure.complexity import count_params, gflops_per_clip
+from vidbench.measure.latency import LatencyPlan, measure_latency
+from vidbench.plugins import Registry, load_plugins
+from vidbench.results import ResultStore, file_hash
+from vidbench.specs import PreparedDataset, Unsupported
+from vidbench.train import TrainConfig, atomic_save, train
+
+
+def job_from_dict(data: dict[str, Any]) -> ModelJob:
+    data = dict(data)
+    data["dataset_options"] = tuple((k, v) for k, v in data["dataset_options"])
+    data["train"] = tuple((k, v) for k, v in data["train"])
+    return ModelJob(**data)
+
+
+def job_to_dict(job: ModelJob) -> dict[str, Any]:
+    return asdict(job)
+
+
+def job_dir(run_dir: Path, job: ModelJob) -> Path:
+    return run_dir / "models" / job.slug
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MiB (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Context:
+    """What a task needs: suite, plugins, dataset, and the job's clip settings."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.suite = Suite.model_validate(task["suite"])
+        self.registry: Registry = load_plugins(task["plugins"])
+        self.run_dir = Path(task["run_dir"])
+        self.job = job_from_dict(task["job"])
+        self.data_root = Path(task["data_root"])
+        self.threads = int(task["threads"])
+        torch.set_num_threads(self.threads)
+        self._dataset: PreparedDataset | None = None
+
+    @property
+    def dataset(self) -> PreparedDataset:
+        if self._dataset is None:
+            spec = self.registry.dataset(self.job.dataset)
+            options = spec.options.model_validate(dict(self.job.dataset_options))
+            self._dataset = spec.prepare(self.data_root / self.job.dataset, options)
+        return self._dataset
+
+    def clips(self, split: str, train_mode: bool) -> ClipDataset:
+        clip = ClipSpec(self.job.frames, self.job.stride, self.job.sampling)  # type: ignore[arg-type]
+        return ClipDataset(self.dataset.splits[split], clip, self.job.crop, train_mode)
+
+    def loader(self, split: str, batch_size: int, train_mode: bool = False):
+        workers = self.job.train_settings().workers
+        return make_loader(self.clips(split, train_mode), batch_size, workers, shuffle=train_mode,
+                           seed=self.job.train_settings().seed)  # fmt: skip
+
+    def build_model(self) -> torch.nn.Module:
+        spec = self.registry.model(self.job.model)
+        return spec.build(spec.presets[self.job.preset], self.dataset.num_classes)
+
+    def example(self, batch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        shape = (batch, 3, self.job.frames, self.job.crop, self.job.crop)
+        return torch.randn(shape, generator=generator)
+
+
+def run_train(ctx: Context) -> None:
+    """Train (or load the given checkpoint), save it atomically, evaluate eager on the test split."""
+    out = job_dir(ctx.run_dir, ctx.job)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = ctx.job.train_settings()
+    model = ctx.build_model()
+    train_s = 0.0
+    if settings.checkpoint:
+        state = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    else:
+        config = TrainConfig(
+            epochs=settings.epochs, lr=settings.lr, weight_decay=settings.weight_decay,
+            warmup_epochs=settings.warmup_epochs, label_smoothing=settings.label_smoothing, seed=settings.seed,
+        )  # fmt: skip
+        loader = ctx.loader("train", settings.batch_size, train_mode=True)
+        result = train(model, loader, config, metrics_path=out / "metrics.jsonl",
+                       progress=lambda line: print(line, flush=True))  # fmt: skip
+        train_s = result.train_s
+    checkpoint = out / "checkpoint.pt"
+    atomic_save(model.state_dict(), checkpoint)
+    model.eval()
+    logits, labels = collect_logits(model, ctx.loader("test", ctx.suite.measure.eval_batch_size))
+    tmp = out / ".eval.tmp.npz"
+    np.savez(tmp, logits=logits, labels=labels)
+    os.replace(tmp, out / "eval.npz")
+    acc = accuracy(logits, labels)
+    summary = {"train_s": train_s, "checkpoint_sha": file_hash(checkpoint), **asdict(acc),
+               "test_clips": len(labels)}  # fmt: skip
+    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"eager test top-1 {acc.top1:.1%}", flush=True)
+
+
+def calibration_clips(ctx: Context, limit: int) -> Iterator[torch.Tensor]:
+    """Up to ``limit`` training clips (eval transforms), one batch of 1 at a time, decoded lazily."""
+    dataset = ctx.clips("train", train_mode=False)
+    for index in range(min(limit, len(dataset))):
+        yield dataset[index][0].unsqueeze(0)
+
+
+def run_measure(ctx: Context) -> None:
+    """Prepare one optimization's artifact, gate it on parity, re-measure accuracy, time each batch size."""
+    task = ctx.task
+    store = ResultStore(ctx.run_dir)
+    measure = ctx.suite.measure
+    out = job_dir(ctx.run_dir, ctx.job)
+    model = ctx.build_model()
+    model.load_state_dict(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True), strict=True)
+    model.eval()
+    params_m = count_params(model) / 1e6
+    gflops = gflops_per_clip(model, ctx.example(1))
+    base = {"params_m": params_m, "gflops_per_clip": gflops}
+
+    def write(batch_size: int, **fields: Any) -> None:
+        store.append({**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), **fields})
+
+    spec = ctx.registry.optimization(task["optimization"])
+    workdir = ctx.run_dir / "artifacts" / ctx.job.slug / spec.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        artifact = spec.prepare(model, ctx.example(2), calibration_clips(ctx, measure.calibration_clips), workdir)
+    except Unsupported as exc:
+        for bs in task["batch_sizes"]:
+            write(bs, status="unsupported", reason=str(exc))
+        return
+    prepare_s = time.perf_counter() - start
+    size_mb = artifact.size_bytes / 2**20
+    eager = np.load(out / "eval.npz")
+    logits, labels = collect_logits(artifact, ctx.loader("test", measure.eval_batch_size))
+    match = parity(eager["logits"], logits)
+    acc = accuracy(logits, labels)
+    common = {"size_mb": size_mb, "prepare_s": prepare_s, "top1": acc.top1, "top5": acc.top5,
+              "mean_class_acc": acc.mean_class_acc, "agreement_top1": match.agreement_top1,
+              "max_abs_logit_diff": match.max_abs_logit_diff, "notes": artifact.notes}  # fmt: skip
+    problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure)
+    plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
+    for bs in task["batch_sizes"]:
+        if problem:
+            write(bs, **common, status="failed", reason=f"parity: {problem}")
+            continue
+        clip = ctx.example(bs)
+        stats = measure_latency(lambda clip=clip: artifact(clip), plan)
+        clips_per_s = bs * 1000 / stats.p50_ms
+        write(
+            bs, **common, status="ok", reason="",
+            latency_ms_p50=stats.p50_ms, latency_ms_p90=stats.p90_ms, latency_ms_p99=stats.p99_ms,
+            latency_cv_pct=stats.cv_pct, clips_per_s=clips_per_s, frames_per_s=clips_per_s * ctx.job.frames,
+            latency_ms_cold=stats.cold_ms, latency_iterations=stats.iterations,
+        )  # fmt: skip
+
+
+def parity_problem(agreement: float, max_diff: float, measure: Any) -> str:
+    """Why an artifact fails the parity gate, or ``""`` when it passes."""
+    if agreement < measure.parity_min_agreement:
+        return f"top-1 agreement {agreement:.1%} < {measure.parity_min_agreement:.1%}"
+    if measure.parity_max_abs_logit_diff is not None and max_diff > measure.parity_max_abs_logit_diff:
+        return f"max |dlogit| {max_diff:.3g} > {measure.parity_max_abs_logit_diff:.3g}"
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    task_path = Path(args[0])
+    task = json.loads(task_path.read_text())
+    error_file = task_path.with_name("error.txt")
+    try:
+        ctx = Context(task)
+        {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
+    except BaseException as exc:
+        lines = traceback.format_exception_only(type(exc), exc)
+        error_file.write_text(lines[-1].strip() + "\n")
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
