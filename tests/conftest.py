@@ -38,8 +38,14 @@ def suite_dict(data_root: Path, **overrides: Any) -> dict[str, Any]:
         "batch_sizes": [1, 2],
         "input": {"frames": 4, "crop": 16},
         "train": {"epochs": 1, "batch_size": 16, "workers": 0, "timeout_s": 300},
-        "measure": {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "eval_batch_size": 32, "threads": 1,
-                    "timeout_s": 120},
+        "measure": {
+            "warmup": 1,
+            "min_iters": 3,
+            "min_seconds": 0.0,
+            "eval_batch_size": 32,
+            "threads": 1,
+            "timeout_s": 120,
+        },
     }
     suite.update(overrides)
     return suite
@@ -51,12 +57,18 @@ def write_suite(directory: Path, data_root: Path, **overrides: Any) -> Path:
     return path
 
 
-def vidbench(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None,
-             **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def vidbench(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``vidbench`` CLI in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "vidbench.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "250", **(env or {})}, **kwargs,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
+        **kwargs,
     )
 
 

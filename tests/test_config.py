@@ -11,20 +11,32 @@ from tests.conftest import suite_dict, vidbench
 from vidbench.config import SuiteError, load_suite
 
 BAD_SUITES = [
-    ("unknown model", {"models": [{"name": "r2plus1dd"}]},
-     ["models[0].name", "'r2plus1dd'", "allowed:", "frame_avg", "r2plus1d"]),
-    ("unknown preset", {"models": [{"name": "r2plus1d", "presets": ["huge"]}]},
-     ["models[0].presets[0]", "'huge'", "tiny", "r18"]),
-    ("unknown optimization", {"optimizations": ["eager", "tensorrtt"]},
-     ["optimizations[1]", "'tensorrtt'", "eager", "onnx"]),
+    (
+        "unknown model",
+        {"models": [{"name": "r2plus1dd"}]},
+        ["models[0].name", "'r2plus1dd'", "allowed:", "frame_avg", "r2plus1d"],
+    ),
+    (
+        "unknown preset",
+        {"models": [{"name": "r2plus1d", "presets": ["huge"]}]},
+        ["models[0].presets[0]", "'huge'", "tiny", "r18"],
+    ),
+    (
+        "unknown optimization",
+        {"optimizations": ["eager", "tensorrtt"]},
+        ["optimizations[1]", "'tensorrtt'", "eager", "onnx"],
+    ),
     ("bad batch size", {"batch_sizes": [1, 0]}, ["batch_sizes", "[1, 0]"]),
     ("wrong type", {"train": {"epochs": "many"}}, ["train.epochs", "'many'", "integer"]),
     ("unknown field", {"meassure": {}}, ["meassure", "unknown field", "allowed:", "measure"]),
     ("bad sampling", {"input": {"sampling": "random"}}, ["input.sampling", "'random'", "'uniform'", "'stride'"]),
-    ("bad dataset option", {"datasets": [{"name": "synthetic-motion", "options": {"size": "huge"}}]},
-     ["datasets[0].options.size", "'huge'", "'tiny'", "'small'", "'full'"]),
+    (
+        "bad dataset option",
+        {"datasets": [{"name": "synthetic-motion", "options": {"size": "huge"}}]},
+        ["datasets[0].options.size", "'huge'", "'tiny'", "'small'", "'full'"],
+    ),
     ("unknown dataset", {"datasets": [{"name": "kinetics-9000"}]}, ["datasets[0].name", "synthetic-motion"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("case", "change", "expected"), BAD_SUITES, ids=[c[0] for c in BAD_SUITES])

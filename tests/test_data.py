@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from vidbench_plugins.datasets import synthetic
 
 from tests.conftest import TINY_DATA
 from vidbench.data.decode import DecodeError, open_video
 from vidbench.data.loader import ClipDataset
 from vidbench.data.sampling import ClipSpec, sample_indices, strided_indices, uniform_indices
-from vidbench_plugins.datasets import synthetic
 
 
 def test_reversed_class_is_its_partner_played_backwards() -> None:
@@ -74,16 +75,16 @@ def test_clip_dataset_gives_normalized_cthw(data_root: Path) -> None:
 def test_uniform_indices_are_sorted_in_range_and_symmetric(length: int, frames: int) -> None:
     idx = uniform_indices(length, frames)
     assert len(idx) == frames
-    assert idx == sorted(idx) and 0 <= idx[0] and idx[-1] < length
+    assert idx == sorted(idx) and idx[0] >= 0 and idx[-1] < length
 
 
 @given(st.integers(1, 500), st.integers(1, 32), st.integers(1, 8), st.integers(0, 10**6))
 def test_strided_indices_are_sorted_and_in_range(length: int, frames: int, stride: int, seed: int) -> None:
     idx = sample_indices(length, ClipSpec(frames, stride, "stride"), np.random.default_rng(seed))
     assert len(idx) == frames and idx == sorted(idx)
-    assert 0 <= idx[0] and idx[-1] < length
+    assert idx[0] >= 0 and idx[-1] < length
     if (frames - 1) * stride < length:
-        assert all(b - a == stride for a, b in zip(idx, idx[1:], strict=False))
+        assert all(b - a == stride for a, b in itertools.pairwise(idx))
     assert strided_indices(length, frames, stride) == sorted(strided_indices(length, frames, stride))
 
 

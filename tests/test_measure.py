@@ -29,7 +29,9 @@ def test_latency_meets_both_minimums_and_skips_warmup() -> None:
 
 
 def test_latency_never_cuts_below_min_iters() -> None:
-    stats = measure_latency(lambda: time.sleep(0.02), LatencyPlan(warmup=0, min_iters=6, min_seconds=0, max_seconds=0.01))
+    stats = measure_latency(
+        lambda: time.sleep(0.02), LatencyPlan(warmup=0, min_iters=6, min_seconds=0, max_seconds=0.01)
+    )
     assert stats.iterations == 6
 
 
@@ -53,11 +55,14 @@ def test_accuracy_on_a_known_case() -> None:
     assert acc.mean_class_acc == pytest.approx((1.0 + 1 / 3) / 2)
 
 
-@given(arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(2, 12)), elements=st.floats(-5, 5, width=32)),
-       st.data())
+@given(
+    arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(2, 12)), elements=st.floats(-5, 5, width=32)),
+    st.data(),
+)
 def test_top5_is_never_below_top1(logits: np.ndarray, data: st.DataObject) -> None:
-    labels = np.array(data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=len(logits),
-                                         max_size=len(logits))))
+    labels = np.array(
+        data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=len(logits), max_size=len(logits)))
+    )
     acc = accuracy(logits, labels)
     assert 0 <= acc.top1 <= acc.top5 <= 1
 

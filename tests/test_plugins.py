@@ -47,7 +47,8 @@ def _install_third_party(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     (src / "acme_video").mkdir(parents=True)
     (src / "acme_video" / "__init__.py").write_text(MODEL_MODULE.format(cls="AcmeNet", name="acme_net"))
-    (src / "pyproject.toml").write_text(textwrap.dedent('''
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -58,10 +59,26 @@ def _install_third_party(tmp_path: Path) -> Path:
         acme = "acme_video"
         [tool.setuptools]
         packages = ["acme_video"]
-    '''))
+    """)
+    )
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(src)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+        timeout=300,
+    )
     return site
 
 
@@ -83,8 +100,14 @@ def test_third_party_entry_point_plugin_lists_and_runs(tmp_path: Path, data_root
 def test_local_file_plugin_named_in_a_suite_runs(tmp_path: Path, data_root: Path) -> None:
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "my_model.py").write_text(MODEL_MODULE.format(cls="MyNet", name="my_net"))
-    suite = write_suite(tmp_path, data_root, plugins=["plugins/my_model.py"], batch_sizes=[1],
-                        models=[{"name": "my_net"}], optimizations=["eager", "onnx"])
+    suite = write_suite(
+        tmp_path,
+        data_root,
+        plugins=["plugins/my_model.py"],
+        batch_sizes=[1],
+        models=[{"name": "my_net"}],
+        optimizations=["eager", "onnx"],
+    )
     listing = vidbench("plugins", "list", "--suite", str(suite), cwd=tmp_path, timeout=120)
     assert "my_net" in listing.stdout
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import only_run_dir, vidbench, write_suite
 from vidbench.results import SCHEMA
 
-FAULTY_PLUGIN = '''
+FAULTY_PLUGIN = """
 import os, signal, time
 from vidbench import hookimpl
 from vidbench.specs import OptimizationSpec
@@ -33,14 +33,20 @@ def _hangs(model, example, calibration, workdir):
 @hookimpl
 def vidbench_optimizations():
     return [OptimizationSpec("raises", _raises), OptimizationSpec("dies", _dies), OptimizationSpec("hangs", _hangs)]
-'''
+"""
 
 
 def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_root: Path) -> None:
     (tmp_path / "faulty.py").write_text(FAULTY_PLUGIN)
     measure = {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "threads": 1, "timeout_s": 25}
-    suite = write_suite(tmp_path, data_root, plugins=["faulty.py"], batch_sizes=[1],
-                        optimizations=["raises", "eager", "dies", "hangs", "onnx"], measure=measure)
+    suite = write_suite(
+        tmp_path,
+        data_root,
+        plugins=["faulty.py"],
+        batch_sizes=[1],
+        optimizations=["raises", "eager", "dies", "hangs", "onnx"],
+        measure=measure,
+    )
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_csv(only_run_dir(tmp_path) / "results.csv").set_index("optimization")
@@ -90,10 +96,19 @@ def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
 
 
 def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_root: Path) -> None:
-    suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"],
-                        models=[{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}])
-    proc = subprocess.Popen([sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    suite = write_suite(
+        tmp_path,
+        data_root,
+        optimizations=["eager", "onnx"],
+        models=[{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     results_dir = tmp_path / "results" / "t"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(results_dir.glob("*/results.jsonl")):

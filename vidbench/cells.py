@@ -52,8 +52,12 @@ class Cell:
     batch_size: int
 
     def identity(self, measure: dict[str, Any]) -> dict[str, Any]:
-        return {**self.job.identity(), "optimization": self.optimization, "batch_size": self.batch_size,
-                "measure": measure}  # fmt: skip
+        return {
+            **self.job.identity(),
+            "optimization": self.optimization,
+            "batch_size": self.batch_size,
+            "measure": measure,
+        }
 
 
 def _excluded(rules: list[ExcludeRule], fields: dict[str, Any]) -> bool:
@@ -104,9 +108,14 @@ def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]
                     for bs in suite.batch_sizes
                     if not _excluded(
                         suite.exclude,
-                        {"dataset": ds.name, "model": entry.name, "preset": preset, "optimization": opt,
-                         "batch_size": bs},
-                    )  # fmt: skip
+                        {
+                            "dataset": ds.name,
+                            "model": entry.name,
+                            "preset": preset,
+                            "optimization": opt,
+                            "batch_size": bs,
+                        },
+                    )
                 ]
                 if job_cells:
                     jobs.append(job)

@@ -14,11 +14,17 @@ from vidbench.plugins import PluginError, load_plugins
 from vidbench.report.table import rich_table, write_summary
 from vidbench.results import ResultStore
 
-app = typer.Typer(help="Benchmark video-understanding models: train, optimize, measure, compare.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="Benchmark video-understanding models: train, optimize, measure, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 console = Console()
+if not console.is_terminal:
+    # Piped or in CI: do not fold the result table into an 80-column strip.
+    console = Console(width=200)
 err_console = Console(stderr=True)
 
 
@@ -42,8 +48,9 @@ def run(
         suite, registry = load_suite(suite_file)
     except SuiteError as exc:
         raise _fail(str(exc)) from None
-    run_dir = run_suite(suite, registry, suite_file, resume=resume, retry_failed=retry_failed, quiet=quiet,
-                        run_id=run_id)  # fmt: skip
+    run_dir = run_suite(
+        suite, registry, suite_file, resume=resume, retry_failed=retry_failed, quiet=quiet, run_id=run_id
+    )
     summary = write_summary(run_dir)
     frame = ResultStore(run_dir).frame()
     console.print(rich_table(frame, title=f"{suite.name} / {run_dir.name}"))

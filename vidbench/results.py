@@ -16,13 +16,37 @@ from typing import Any
 import pandas as pd
 
 SCHEMA: tuple[str, ...] = (
-    "suite", "run_id", "dataset", "model", "preset", "optimization", "device", "threads",
-    "frames", "crop", "batch_size",
-    "params_m", "gflops_per_clip", "size_mb",
-    "top1", "top5", "mean_class_acc", "agreement_top1", "max_abs_logit_diff",
-    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_cv_pct", "clips_per_s", "frames_per_s",
-    "peak_rss_mb", "train_s", "prepare_s", "status", "reason",
-)  # fmt: skip
+    "suite",
+    "run_id",
+    "dataset",
+    "model",
+    "preset",
+    "optimization",
+    "device",
+    "threads",
+    "frames",
+    "crop",
+    "batch_size",
+    "params_m",
+    "gflops_per_clip",
+    "size_mb",
+    "top1",
+    "top5",
+    "mean_class_acc",
+    "agreement_top1",
+    "max_abs_logit_diff",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_cv_pct",
+    "clips_per_s",
+    "frames_per_s",
+    "peak_rss_mb",
+    "train_s",
+    "prepare_s",
+    "status",
+    "reason",
+)
 """Columns every results file has, in this order; extra columns follow them."""
 
 STATUSES = ("ok", "unsupported", "failed")

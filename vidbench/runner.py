@@ -8,6 +8,7 @@ already in the store.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,8 @@ class Outcome:
 def _die_with_parent() -> None:
     """In the child: its own session (so a timeout kills its whole group) and death if the parent dies."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _last_line(path: Path) -> str:
@@ -67,9 +66,11 @@ def launch(task: dict[str, Any], task_dir: Path, timeout_s: float, status: Statu
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vidbench.worker", str(task_file)],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + timeout_s
         while proc.poll() is None:
             if time.monotonic() > deadline:
@@ -95,7 +96,7 @@ def latest_run_dir(suite_dir: Path) -> Path | None:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 class SuiteRun:
@@ -115,23 +116,48 @@ class SuiteRun:
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     def write_env(self) -> None:
-        env = {**self.env, "env_hash": self.env_hash, "git_commit": git_commit(Path(__file__).parent),
-               "suite": self.suite.name, "suite_hash": self.suite.digest(), "suite_file": str(self.suite_path),
-               "run_id": self.run_id, "started_utc": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+        env = {
+            **self.env,
+            "env_hash": self.env_hash,
+            "git_commit": git_commit(Path(__file__).parent),
+            "suite": self.suite.name,
+            "suite_hash": self.suite.digest(),
+            "suite_file": str(self.suite_path),
+            "run_id": self.run_id,
+            "started_utc": datetime.now(UTC).isoformat(),
+        }
         self.store.write_json("env.json", env)
         self.store.write_json("suite.json", self.suite.model_dump(mode="json"))
 
     def _task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
-        return {"kind": kind, "suite": self.suite.model_dump(mode="json"), "plugins": self.plugin_files,
-                "run_dir": str(self.run_dir), "job": job_to_dict(job), "threads": self.threads,
-                "data_root": str((Path.cwd() / self.suite.data_root).resolve()), **extra}  # fmt: skip
+        return {
+            "kind": kind,
+            "suite": self.suite.model_dump(mode="json"),
+            "plugins": self.plugin_files,
+            "run_dir": str(self.run_dir),
+            "job": job_to_dict(job),
+            "threads": self.threads,
+            "data_root": str((Path.cwd() / self.suite.data_root).resolve()),
+            **extra,
+        }
 
     def _row_base(self, cell: Cell, key: str, train_s: float | None) -> dict[str, Any]:
         job = cell.job
-        return {"suite": self.suite.name, "run_id": self.run_id, "dataset": job.dataset, "model": job.model,
-                "preset": job.preset, "optimization": cell.optimization, "device": self.suite.measure.device,
-                "threads": self.threads, "frames": job.frames, "crop": job.crop, "batch_size": cell.batch_size,
-                "train_s": train_s, KEY_COLUMN: key}  # fmt: skip
+        return {
+            "suite": self.suite.name,
+            "run_id": self.run_id,
+            "dataset": job.dataset,
+            "model": job.model,
+            "preset": job.preset,
+            "optimization": cell.optimization,
+            "device": self.suite.measure.device,
+            "threads": self.threads,
+            "frames": job.frames,
+            "crop": job.crop,
+            "batch_size": cell.batch_size,
+            "train_s": train_s,
+            KEY_COLUMN: key,
+        }
 
     def _key(self, cell: Cell, checkpoint_sha: str) -> str:
         return cell_key(cell.identity(self.suite.measure.model_dump()), self.env_hash, checkpoint_sha)
@@ -141,14 +167,22 @@ class SuiteRun:
         summary_file = job_dir(self.run_dir, job) / "train.json"
         if summary_file.exists():
             return Outcome(True), json.loads(summary_file.read_text())
-        outcome = launch(self._task("train", job), self.run_dir / "logs" / job.slug / "train",
-                         job.train_settings().timeout_s, status)  # fmt: skip
+        outcome = launch(
+            self._task("train", job), self.run_dir / "logs" / job.slug / "train", job.train_settings().timeout_s, status
+        )
         if not outcome.ok:
             return Outcome(False, f"training failed: {outcome.reason}"), {}
         return outcome, json.loads(summary_file.read_text())
 
-    def measure(self, job: ModelJob, optimization: str, cells: list[Cell], summary: dict[str, Any],
-                skip: set[str], status: StatusFn) -> int:  # fmt: skip
+    def measure(
+        self,
+        job: ModelJob,
+        optimization: str,
+        cells: list[Cell],
+        summary: dict[str, Any],
+        skip: set[str],
+        status: StatusFn,
+    ) -> int:
         """Measure one optimization of a trained job; returns how many rows were written."""
         keyed = {c.batch_size: (c, self._key(c, summary["checkpoint_sha"])) for c in cells}
         todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
@@ -192,8 +226,14 @@ class SuiteRun:
                     progress.advance(len(cells))
                     continue
                 progress.stage(f"measuring {label} {optimization}")
-                self.measure(job, optimization, cells, summary, skip,
-                             lambda line, o=optimization: progress.stage(f"measuring {label} {o}: {line}"))  # fmt: skip
+                self.measure(
+                    job,
+                    optimization,
+                    cells,
+                    summary,
+                    skip,
+                    lambda line, o=optimization, lb=label: progress.stage(f"measuring {lb} {o}: {line}"),
+                )
                 progress.advance(len(cells))
         progress.stop()
 
@@ -219,9 +259,13 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
-            TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), transient=False,
-        )  # fmt: skip
+            TextColumn("[bold]cells"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            transient=False,
+        )
         self._progress.start()
         self._task = self._progress.add_task("starting", total=total)
 
@@ -239,8 +283,15 @@ class Progress:
             self._progress.stop()
 
 
-def run_suite(suite: Suite, registry: Registry, suite_path: Path, resume: bool = False,
-              retry_failed: bool = False, quiet: bool = False, run_id: str | None = None) -> Path:  # fmt: skip
+def run_suite(
+    suite: Suite,
+    registry: Registry,
+    suite_path: Path,
+    resume: bool = False,
+    retry_failed: bool = False,
+    quiet: bool = False,
+    run_id: str | None = None,
+) -> Path:
     """Execute a validated suite; returns its run directory."""
     suite_dir = Path(suite.output_dir) / suite.name
     run_dir = None

@@ -124,7 +124,7 @@ class Artifact:
         return sum(path.stat().st_size for path in self.files if path.exists())
 
 
-class Unsupported(Exception):  # noqa: N818 - it is an outcome, not a bug
+class Unsupported(Exception):
     """Raised by ``prepare`` when an optimization cannot apply; the row becomes ``unsupported``."""
 
 

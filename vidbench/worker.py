@@ -83,8 +83,9 @@ class Context:
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False):
         workers = self.job.train_settings().workers
-        return make_loader(self.clips(split, train_mode), batch_size, workers, shuffle=train_mode,
-                           seed=self.job.train_settings().seed)  # fmt: skip
+        return make_loader(
+            self.clips(split, train_mode), batch_size, workers, shuffle=train_mode, seed=self.job.train_settings().seed
+        )
 
     def build_model(self) -> torch.nn.Module:
         spec = self.registry.model(self.job.model)
@@ -108,12 +109,17 @@ def run_train(ctx: Context) -> None:
         model.load_state_dict(state, strict=True)
     else:
         config = TrainConfig(
-            epochs=settings.epochs, lr=settings.lr, weight_decay=settings.weight_decay,
-            warmup_epochs=settings.warmup_epochs, label_smoothing=settings.label_smoothing, seed=settings.seed,
-        )  # fmt: skip
+            epochs=settings.epochs,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            warmup_epochs=settings.warmup_epochs,
+            label_smoothing=settings.label_smoothing,
+            seed=settings.seed,
+        )
         loader = ctx.loader("train", settings.batch_size, train_mode=True)
-        result = train(model, loader, config, metrics_path=out / "metrics.jsonl",
-                       progress=lambda line: print(line, flush=True))  # fmt: skip
+        result = train(
+            model, loader, config, metrics_path=out / "metrics.jsonl", progress=lambda line: print(line, flush=True)
+        )
         train_s = result.train_s
     checkpoint = out / "checkpoint.pt"
     atomic_save(model.state_dict(), checkpoint)
@@ -123,8 +129,7 @@ def run_train(ctx: Context) -> None:
     np.savez(tmp, logits=logits, labels=labels)
     os.replace(tmp, out / "eval.npz")
     acc = accuracy(logits, labels)
-    summary = {"train_s": train_s, "checkpoint_sha": file_hash(checkpoint), **asdict(acc),
-               "test_clips": len(labels)}  # fmt: skip
+    summary = {"train_s": train_s, "checkpoint_sha": file_hash(checkpoint), **asdict(acc), "test_clips": len(labels)}
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"eager test top-1 {acc.top1:.1%}", flush=True)
 
@@ -168,9 +173,16 @@ def run_measure(ctx: Context) -> None:
     logits, labels = collect_logits(artifact, ctx.loader("test", measure.eval_batch_size))
     match = parity(eager["logits"], logits)
     acc = accuracy(logits, labels)
-    common = {"size_mb": size_mb, "prepare_s": prepare_s, "top1": acc.top1, "top5": acc.top5,
-              "mean_class_acc": acc.mean_class_acc, "agreement_top1": match.agreement_top1,
-              "max_abs_logit_diff": match.max_abs_logit_diff, "notes": artifact.notes}  # fmt: skip
+    common = {
+        "size_mb": size_mb,
+        "prepare_s": prepare_s,
+        "top1": acc.top1,
+        "top5": acc.top5,
+        "mean_class_acc": acc.mean_class_acc,
+        "agreement_top1": match.agreement_top1,
+        "max_abs_logit_diff": match.max_abs_logit_diff,
+        "notes": artifact.notes,
+    }
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
     for bs in task["batch_sizes"]:
@@ -181,11 +193,19 @@ def run_measure(ctx: Context) -> None:
         stats = measure_latency(lambda clip=clip: artifact(clip), plan)
         clips_per_s = bs * 1000 / stats.p50_ms
         write(
-            bs, **common, status="ok", reason="",
-            latency_ms_p50=stats.p50_ms, latency_ms_p90=stats.p90_ms, latency_ms_p99=stats.p99_ms,
-            latency_cv_pct=stats.cv_pct, clips_per_s=clips_per_s, frames_per_s=clips_per_s * ctx.job.frames,
-            latency_ms_cold=stats.cold_ms, latency_iterations=stats.iterations,
-        )  # fmt: skip
+            bs,
+            **common,
+            status="ok",
+            reason="",
+            latency_ms_p50=stats.p50_ms,
+            latency_ms_p90=stats.p90_ms,
+            latency_ms_p99=stats.p99_ms,
+            latency_cv_pct=stats.cv_pct,
+            clips_per_s=clips_per_s,
+            frames_per_s=clips_per_s * ctx.job.frames,
+            latency_ms_cold=stats.cold_ms,
+            latency_iterations=stats.iterations,
+        )
 
 
 def parity_problem(agreement: float, max_diff: float, measure: Any) -> str:

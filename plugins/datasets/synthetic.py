@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,40 +90,42 @@ def _poses(pattern: str, rng: np.random.Generator, res: int, length: int) -> lis
         lo_y, hi_y = margin - min(dy, 0), res - margin - max(dy, 0)
         return rng.uniform(lo_x, max(lo_x, hi_x)), rng.uniform(lo_y, max(lo_y, hi_y))
 
-    step: Callable[[float], _Pose]
+    times = [i / max(length - 1, 1) for i in range(length)]
     if pattern.startswith("slide-"):
         dx = {"slide-right": 1.0, "slide-down": 0.0, "slide-down-right": 0.75, "slide-down-left": -0.75}[pattern]
         dy = {"slide-right": 0.0, "slide-down": 1.0, "slide-down-right": 0.75, "slide-down-left": 0.75}[pattern]
         x0, y0 = place(dx * travel, dy * travel)
-        step = lambda t: _Pose(x0 + dx * travel * t, y0 + dy * travel * t, size, angle0, 1.0, 0.0)
-    elif pattern == "right-then-down":
+        return [_Pose(x0 + dx * travel * t, y0 + dy * travel * t, size, angle0, 1.0, 0.0) for t in times]
+    if pattern == "right-then-down":
         leg = 0.8 * travel
         x0, y0 = place(leg, leg)
-        step = lambda t: _Pose(x0 + leg * min(2 * t, 1), y0 + leg * max(2 * t - 1, 0), size, angle0, 1.0, 0.0)
-    elif pattern == "grow":
-        x0, y0 = place(0, 0)
-        step = lambda t: _Pose(x0, y0, size * (0.5 + 0.9 * t), angle0, 1.0, 0.0)
-    elif pattern == "orbit-clockwise":
+        return [_Pose(x0 + leg * min(2 * t, 1), y0 + leg * max(2 * t - 1, 0), size, angle0, 1.0, 0.0) for t in times]
+    if pattern == "orbit-clockwise":
         radius = res * rng.uniform(0.18, 0.26)
         ox, oy = res / 2 + rng.uniform(-0.06, 0.06) * res, res / 2 + rng.uniform(-0.06, 0.06) * res
         start = rng.uniform(0, 2 * math.pi)
         # Image y points down, so an increasing angle turns clockwise on screen.
-        step = lambda t: _Pose(
-            ox + radius * math.cos(start + math.pi * t), oy + radius * math.sin(start + math.pi * t),
-            size, angle0, 1.0, 0.0,
-        )
-    elif pattern == "fade-in":
-        x0, y0 = place(0, 0)
-        step = lambda t: _Pose(x0, y0, size * 1.2, angle0, 0.1 + 0.9 * t, 0.0)
-    elif pattern == "spin-clockwise":
-        x0, y0 = place(0, 0)
-        step = lambda t: _Pose(x0, y0, size * 1.3, angle0 + 0.6 * math.pi * t, 1.0, 0.0)
-    elif pattern == "scroll-right":
-        x0, y0 = place(0, 0)
-        step = lambda t: _Pose(x0, y0, size, angle0, 1.0, travel * t)
-    else:
+        return [
+            _Pose(
+                ox + radius * math.cos(start + math.pi * t),
+                oy + radius * math.sin(start + math.pi * t),
+                size,
+                angle0,
+                1.0,
+                0.0,
+            )
+            for t in times
+        ]
+    if pattern not in ("grow", "fade-in", "spin-clockwise", "scroll-right"):
         raise ValueError(f"unknown pattern {pattern}")
-    return [step(i / max(length - 1, 1)) for i in range(length)]
+    x0, y0 = place(0, 0)
+    if pattern == "grow":
+        return [_Pose(x0, y0, size * (0.5 + 0.9 * t), angle0, 1.0, 0.0) for t in times]
+    if pattern == "fade-in":
+        return [_Pose(x0, y0, size * 1.2, angle0, 0.1 + 0.9 * t, 0.0) for t in times]
+    if pattern == "spin-clockwise":
+        return [_Pose(x0, y0, size * 1.3, angle0 + 0.6 * math.pi * t, 1.0, 0.0) for t in times]
+    return [_Pose(x0, y0, size, angle0, 1.0, travel * t) for t in times]
 
 
 def _random_colour(rng: np.random.Generator, bright: bool) -> np.ndarray:

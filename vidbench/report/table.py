@@ -19,7 +19,7 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("top1", "top-1 %", "pct"),
     ("top5", "top-5 %", "pct"),
     ("agreement_top1", "agree %", "pct"),
-    ("max_abs_logit_diff", "max |dlogit|", ".1e"),
+    ("max_abs_logit_diff", "max abs dlogit", ".1e"),
     ("latency_ms_p50", "p50 ms", ".2f"),
     ("latency_ms_p99", "p99 ms", ".2f"),
     ("clips_per_s", "clips/s", ".1f"),
@@ -62,12 +62,35 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+TERMINAL_COLUMNS = (
+    "model",
+    "preset",
+    "optim.",
+    "batch",
+    "top-1 %",
+    "agree %",
+    "max abs dlogit",
+    "p50 ms",
+    "clips/s",
+    "params M",
+    "GFLOPs",
+    "size MB",
+    "status",
+    "reason",
+)
+"""The columns shown in the terminal; summary.md and results.csv hold them all."""
+
+
 def rich_table(frame: pd.DataFrame, title: str = "") -> Table:
     table = display_frame(frame)
+    table = table[[c for c in table.columns if c in TERMINAL_COLUMNS or c == "dataset"]]
     out = Table(title=title, show_lines=False)
     for name in table.columns:
-        out.add_column(name, justify="left" if name in ("model", "preset", "optim.", "status", "reason") else "right",
-                       overflow="fold")  # fmt: skip
+        out.add_column(
+            name,
+            justify="left" if name in ("model", "preset", "optim.", "status", "reason") else "right",
+            overflow="fold",
+        )
     styles = {"ok": "green", "unsupported": "yellow", "failed": "red"}
     for row in table.itertuples(index=False):
         status = row[list(table.columns).index("status")]
