@@ -29,7 +29,7 @@ BAD_SUITES = [
     ("bad batch size", {"batch_sizes": [1, 0]}, ["batch_sizes", "[1, 0]"]),
     ("wrong type", {"train": {"epochs": "many"}}, ["train.epochs", "'many'", "integer"]),
     ("unknown field", {"meassure": {}}, ["meassure", "unknown field", "allowed:", "measure"]),
-    ("bad sampling", {"input": {"sampling": "random"}}, ["input.sampling", "'random'", "'uniform'", "'stride'"]),
+    ("bad sampling", {"input": {"sampling": "random"}}, ["input.sampling", "'random'", "'uniform'", "'dense'"]),
     (
         "bad dataset option",
         {"datasets": [{"name": "synthetic-motion", "options": {"size": "huge"}}]},

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from vidbench_plugins.datasets import synthetic
 
 from tests.conftest import TINY_DATA
 from vidbench.data.decode import DecodeError, open_video
 from vidbench.data.loader import ClipDataset
-from vidbench.data.sampling import ClipSpec, sample_indices, strided_indices, uniform_indices
+from vidbench.data.sampling import ClipSpec
 
 
 def test_reversed_class_is_its_partner_played_backwards() -> None:
@@ -48,7 +45,7 @@ def test_decoded_frames_match_rendered_frames(data_root: Path, backend: str) -> 
     index = int(sample.path.stem)
     rendered = synthetic.render_clip(sample.label, np.random.default_rng((0, index)), 32, 8)
     reader = open_video(sample.path, backend)
-    assert (reader.meta.frames, reader.meta.width, reader.meta.height) == (8, 32, 32)
+    assert (reader.meta.frames, *reader.meta.display_size) == (8, 32, 32)
     decoded = reader.read([0, 3, 7])
     assert decoded.shape == (3, 32, 32, 3)
     assert np.abs(decoded.astype(int) - rendered[[0, 3, 7]].astype(int)).mean() < 8
@@ -71,24 +68,25 @@ def test_clip_dataset_gives_normalized_cthw(data_root: Path) -> None:
     assert -3 < float(clip.mean()) < 3 and float(clip.std()) > 0.05
 
 
-@given(st.integers(1, 500), st.integers(1, 64))
-def test_uniform_indices_are_sorted_in_range_and_symmetric(length: int, frames: int) -> None:
-    idx = uniform_indices(length, frames)
-    assert len(idx) == frames
-    assert idx == sorted(idx) and idx[0] >= 0 and idx[-1] < length
+def test_mirror_map_is_an_involution_and_swaps_directions() -> None:
+    names, mirror = synthetic.class_names(), synthetic.mirror_map()
+    label = {name: i for i, name in enumerate(names)}
+    for source, target in mirror.items():
+        assert target is None or mirror[target] == source
+    assert mirror[label["slide-right"]] == label["slide-right-reversed"]
+    assert mirror[label["slide-down-right"]] == label["slide-down-left"]
+    assert mirror[label["slide-down"]] == label["slide-down"]
+    assert mirror[label["right-then-down"]] is None
 
 
-@given(st.integers(1, 500), st.integers(1, 32), st.integers(1, 8), st.integers(0, 10**6))
-def test_strided_indices_are_sorted_and_in_range(length: int, frames: int, stride: int, seed: int) -> None:
-    idx = sample_indices(length, ClipSpec(frames, stride, "stride"), np.random.default_rng(seed))
-    assert len(idx) == frames and idx == sorted(idx)
-    assert idx[0] >= 0 and idx[-1] < length
-    if (frames - 1) * stride < length:
-        assert all(b - a == stride for a, b in itertools.pairwise(idx))
-    assert strided_indices(length, frames, stride) == sorted(strided_indices(length, frames, stride))
+def test_flip_follows_the_mirror_map() -> None:
+    from vidbench.data.transforms import LabelAwareFlip
 
-
-def test_uniform_sampling_of_a_reversed_video_is_the_reversed_clip() -> None:
-    for length, frames in [(16, 8), (16, 4), (30, 8), (8, 8)]:
-        idx = uniform_indices(length, frames)
-        assert [length - 1 - i for i in reversed(idx)] == idx
+    flip = LabelAwareFlip({0: 1, 1: 0, 2: None}, p=1.0)
+    frames = np.arange(2 * 2 * 3 * 3, dtype=np.uint8).reshape(2, 2, 3, 3)
+    flipped, label = flip(frames, 0, np.random.default_rng(0))
+    assert label == 1 and np.array_equal(flipped, frames[:, :, ::-1])
+    same, label = flip(frames, 2, np.random.default_rng(0))
+    assert label == 2 and np.array_equal(same, frames)
+    same, label = flip(frames, 5, np.random.default_rng(0))
+    assert label == 5 and np.array_equal(same[:, :, ::-1], frames)

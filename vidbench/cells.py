@@ -23,6 +23,8 @@ class ModelJob:
     crop: int
     stride: int
     sampling: str
+    short: str
+    data: tuple[tuple[str, Any], ...]
     train: tuple[tuple[str, Any], ...]
 
     @property
@@ -36,6 +38,7 @@ class ModelJob:
         """Everything that decides the trained weights."""
         data = asdict(self)
         data["dataset_options"] = dict(self.dataset_options)
+        data["data"] = dict(self.data)
         data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s")}
         return data
 
@@ -68,18 +71,25 @@ def _excluded(rules: list[ExcludeRule], fields: dict[str, Any]) -> bool:
     return False
 
 
-def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_name: str) -> tuple[int, int, int, str]:
+def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_name: str) -> dict[str, Any]:
+    """The clip settings of one model: its override, else the suite's ``input``, else the preset's."""
     preset = registry.model(entry.name).presets[preset_name]
-    frames, crop, stride, sampling = preset.input.frames, preset.input.crop, preset.input.stride, suite.input.sampling
+    resolved: dict[str, Any] = {
+        "frames": preset.input.frames,
+        "crop": preset.input.crop,
+        "stride": preset.input.stride,
+        "sampling": suite.input.sampling,
+        "short": suite.input.short,
+    }
     for layer in (suite.input, entry.input):
         if layer is None:
             continue
-        frames = layer.frames or frames
-        crop = layer.crop or crop
-        stride = layer.stride or stride
-        if "sampling" in layer.model_fields_set:
-            sampling = layer.sampling
-    return frames, crop, stride, sampling
+        for name in ("frames", "crop", "stride"):
+            resolved[name] = getattr(layer, name) or resolved[name]
+        for name in ("sampling", "short"):
+            if name in layer.model_fields_set:
+                resolved[name] = getattr(layer, name)
+    return resolved
 
 
 def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]]:
@@ -90,16 +100,13 @@ def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]
         for entry in suite.models:
             presets = entry.presets or [next(iter(registry.model(entry.name).presets))]
             for preset in presets:
-                frames, crop, stride, sampling = _resolve_input(suite, entry, registry, preset)
                 job = ModelJob(
                     dataset=ds.name,
                     dataset_options=tuple(sorted(ds.options.items())),
                     model=entry.name,
                     preset=preset,
-                    frames=frames,
-                    crop=crop,
-                    stride=stride,
-                    sampling=sampling,
+                    **_resolve_input(suite, entry, registry, preset),
+                    data=tuple(sorted(suite.data.model_dump(exclude={"cache", "cache_dir"}).items())),
                     train=tuple(sorted(suite.train_for(entry).model_dump().items())),
                 )
                 job_cells = [

@@ -31,7 +31,29 @@ class InputSettings(_Strict):
     frames: int | None = Field(None, ge=1, le=256)
     crop: int | None = Field(None, ge=8, le=1024)
     stride: int | None = Field(None, ge=1, le=64)
-    sampling: Literal["uniform", "stride"] = "uniform"
+    sampling: Literal["uniform", "dense"] = "uniform"
+    short: Literal["loop", "repeat_last", "pad"] = "repeat_last"
+    """What a video shorter than the clip does: wrap around, hold its last frame, or pad with black."""
+
+
+class DataSettings(_Strict):
+    """How files are decoded and served."""
+
+    backend: Literal["auto", "decord", "pyav"] = "auto"
+    square_pixels: bool = False
+    """Resize non-square-pixel video to its display aspect before transforms."""
+    cache: bool = False
+    """Keep decoded clips (uint8) on disk under ``cache_dir`` for repeated epochs and cells."""
+    cache_dir: str = ".vidbench-cache/clips"
+
+
+class AugmentSettings(_Strict):
+    """Training augmentation (evaluation never augments)."""
+
+    random_resized_crop: tuple[float, float] | None = None
+    color_jitter: float = Field(0.0, ge=0, le=1)
+    flip: bool = False
+    """Horizontal flip with the dataset's label mirror map (pairs swap, unmirrorable classes never flip)."""
 
 
 class TrainSettings(_Strict):
@@ -46,6 +68,7 @@ class TrainSettings(_Strict):
     workers: int = Field(2, ge=0)
     seed: int = 0
     timeout_s: float = Field(3600, gt=0)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
     checkpoint: str | None = None
     """Path of a trained state dict to load instead of training."""
 
@@ -106,6 +129,7 @@ class Suite(_Strict):
     optimizations: list[str] = Field(min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     input: InputSettings = Field(default_factory=InputSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     exclude: list[ExcludeRule] = Field(default_factory=list)
@@ -124,7 +148,7 @@ class Suite(_Strict):
 
     def train_for(self, entry: ModelEntry) -> TrainSettings:
         """The suite's train settings with the model's overrides applied."""
-        return TrainSettings.model_validate({**self.train.model_dump(), **entry.train})
+        return TrainSettings.model_validate({**self.train.model_dump(exclude_unset=True), **entry.train})
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -14,9 +14,12 @@ from torch.utils.data import DataLoader
 def collect_logits(
     predict: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``predict`` over every batch: ``(logits N x K float32, labels N int64)``."""
+    """Run ``predict`` over every batch: ``(logits N x K float32, labels N int64)``; skipped clips are absent."""
     logits, labels = [], []
-    for clips, target in loader:
+    for batch in loader:
+        if batch is None:  # every clip of the batch was skipped as undecodable
+            continue
+        clips, target = batch
         logits.append(torch.as_tensor(predict(clips)).float().cpu().numpy())
         labels.append(np.asarray(target))
     return np.concatenate(logits), np.concatenate(labels)

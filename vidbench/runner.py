@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from typing import Any
 
 from vidbench.cells import Cell, ModelJob, expand
 from vidbench.config import Suite
+from vidbench.data.loader import read_skip_log
+from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, ResultStore, cell_key
@@ -131,6 +134,7 @@ class SuiteRun:
 
     def _task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
         return {
+            "dataset_file": str(self.dataset_file(job.dataset, dict(job.dataset_options))),
             "kind": kind,
             "suite": self.suite.model_dump(mode="json"),
             "plugins": self.plugin_files,
@@ -210,10 +214,7 @@ class SuiteRun:
         if not resume:
             skip = set()
         progress.start(len(self.cells))
-        for ds in self.suite.datasets:
-            progress.stage(f"preparing dataset {ds.name}")
-            spec = self.registry.dataset(ds.name)
-            spec.prepare(Path(self.suite.data_root).resolve() / ds.name, spec.options.model_validate(ds.options))
+        self.prepare_datasets(progress)
         for job in self.jobs:
             job_cells = [c for c in self.cells if c.job == job]
             label = f"{job.model}/{job.preset}"
@@ -236,6 +237,27 @@ class SuiteRun:
                 )
                 progress.advance(len(cells))
         progress.stop()
+
+    def prepare_datasets(self, progress: Progress) -> None:
+        """Prepare each dataset once (raises DatasetError before any training), save its index for the
+        children, and start ``skipped.csv`` with the files left out at preparation."""
+        skipped: list[tuple[str, str]] = []
+        for ds in self.suite.datasets:
+            progress.stage(f"preparing dataset {ds.name}")
+            spec = self.registry.dataset(ds.name)
+            options = spec.options.model_validate(ds.options)
+            prepared = spec.prepare(Path(self.suite.data_root).resolve() / ds.name, options)
+            for split, samples in prepared.splits.items():
+                if not samples:
+                    raise DatasetError(f"dataset {ds.name}: split {split!r} has no readable videos")
+            save_prepared(prepared, self.dataset_file(ds.name, ds.options))
+            skipped += prepared.skipped
+        existing = read_skip_log(self.run_dir / "skipped.csv")
+        write_skipped(self.run_dir / "skipped.csv", sorted(set(existing) | set(skipped)))
+
+    def dataset_file(self, name: str, options: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return self.run_dir / "datasets" / f"{name}-{digest}.json"
 
     def _fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
         for cell in cells:

@@ -86,6 +86,10 @@ class PreparedDataset:
     class_names: list[str]
     splits: Mapping[str, list[VideoSample]]
     labels_kind: Literal["single", "multi"] = "single"
+    mirror: Mapping[int, int | None] | None = None
+    """Label of each class's mirror image, for a label-aware horizontal flip (see LabelAwareFlip)."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Files found but left out at preparation, with the reason."""
 
     @property
     def num_classes(self) -> int:

@@ -95,7 +95,10 @@ def train(
     model.train()
     for epoch in range(config.epochs):
         epoch_loss, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
-        for clips, labels in loader:
+        for batch in loader:
+            if batch is None:  # every clip of the batch was skipped as undecodable
+                continue
+            clips, labels = batch
             logits = model(clips)
             loss = criterion(logits, labels)
             if not torch.isfinite(loss):

@@ -24,8 +24,12 @@ import torch
 
 from vidbench.cells import ModelJob
 from vidbench.config import Suite
+from vidbench.data.cache import ClipCache
+from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import ClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
+from vidbench.data.scan import load_prepared
+from vidbench.data.transforms import Augment
 from vidbench.evaluate import accuracy, collect_logits, parity
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.latency import LatencyPlan, measure_latency
@@ -39,6 +43,7 @@ def job_from_dict(data: dict[str, Any]) -> ModelJob:
     data = dict(data)
     data["dataset_options"] = tuple((k, v) for k, v in data["dataset_options"])
     data["train"] = tuple((k, v) for k, v in data["train"])
+    data["data"] = tuple((k, v) for k, v in data["data"])
     return ModelJob(**data)
 
 
@@ -72,14 +77,25 @@ class Context:
     @property
     def dataset(self) -> PreparedDataset:
         if self._dataset is None:
-            spec = self.registry.dataset(self.job.dataset)
-            options = spec.options.model_validate(dict(self.job.dataset_options))
-            self._dataset = spec.prepare(self.data_root / self.job.dataset, options)
+            self._dataset = load_prepared(Path(self.task["dataset_file"]))
         return self._dataset
 
     def clips(self, split: str, train_mode: bool) -> ClipDataset:
-        clip = ClipSpec(self.job.frames, self.job.stride, self.job.sampling)  # type: ignore[arg-type]
-        return ClipDataset(self.dataset.splits[split], clip, self.job.crop, train_mode)
+        job, data = self.job, self.suite.data
+        clip = ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
+        augment = job.train_settings().augment
+        return ClipDataset(
+            self.dataset.splits[split],
+            clip,
+            job.crop,
+            train_mode,
+            backend=resolve_backend(data.backend),
+            augment=Augment(augment.random_resized_crop, augment.color_jitter, augment.flip),
+            mirror=self.dataset.mirror,
+            square_pixels=data.square_pixels,
+            cache=ClipCache(Path(data.cache_dir)) if data.cache else None,
+            skip_log=self.run_dir / "skipped.csv",
+        )
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False):
         workers = self.job.train_settings().workers

@@ -56,6 +56,36 @@ def class_names() -> list[str]:
     return [f"{p}{suffix}" for p in PATTERNS for suffix in ("", "-reversed")]
 
 
+# Horizontal mirror of each forward pattern, as (pattern, reversed?); None: its mirror is no class.
+_MIRROR = {
+    "slide-right": ("slide-right", True),
+    "slide-down": ("slide-down", False),
+    "slide-down-right": ("slide-down-left", False),
+    "slide-down-left": ("slide-down-right", False),
+    "grow": ("grow", False),
+    "orbit-clockwise": ("orbit-clockwise", True),
+    "fade-in": ("fade-in", False),
+    "spin-clockwise": ("spin-clockwise", True),
+    "scroll-right": ("scroll-right", True),
+    "right-then-down": None,
+}
+
+
+def mirror_map() -> dict[int, int | None]:
+    """Label of the mirrored clip for each label (a mirrored slide-right is a slide-left, i.e. the
+    reversed slide-right); right-then-down mirrors to left-then-down, which is no class."""
+    out: dict[int, int | None] = {}
+    for k, pattern in enumerate(PATTERNS):
+        target = _MIRROR[pattern]
+        for reverse in (False, True):
+            if target is None:
+                out[2 * k + reverse] = None
+            else:
+                partner, flips_direction = target
+                out[2 * k + reverse] = 2 * PATTERNS.index(partner) + (reverse != flips_direction)
+    return out
+
+
 @dataclass(frozen=True)
 class _Pose:
     cx: float
@@ -224,7 +254,7 @@ def prepare(root: Path, options: SyntheticMotionOptions | dict) -> PreparedDatas
                 csv.writer(fh).writerows([("path", "label"), *items])
         (out / ".complete").write_text("ok\n")
     splits = {split: [VideoSample(out / rel, label) for rel, label in items] for split, items in rows.items()}
-    return PreparedDataset(root=out, class_names=names, splits=splits)
+    return PreparedDataset(root=out, class_names=names, splits=splits, mirror=mirror_map())
 
 
 @hookimpl
