@@ -11,6 +11,7 @@ from rich.table import Table
 
 from vidbench.config import SuiteError, load_suite
 from vidbench.data.loader import read_skip_log
+from vidbench.data.scan import DatasetError
 from vidbench.plugins import PluginError, load_plugins
 from vidbench.report.table import rich_table, write_summary
 from vidbench.results import ResultStore
@@ -51,14 +52,20 @@ def run(
         suite, registry = load_suite(suite_file)
     except SuiteError as exc:
         raise _fail(str(exc)) from None
-    run_dir = run_suite(
-        suite, registry, suite_file, resume=resume, retry_failed=retry_failed, quiet=quiet, run_id=run_id
-    )
+    try:
+        run_dir = run_suite(
+            suite, registry, suite_file, resume=resume, retry_failed=retry_failed, quiet=quiet, run_id=run_id
+        )
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
     summary = write_summary(run_dir)
     frame = ResultStore(run_dir).frame()
     console.print(rich_table(frame, title=f"{suite.name} / {run_dir.name}"))
     counts = frame["status"].value_counts().to_dict()
     console.print(f"cells: {len(frame)} ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    skipped = read_skip_log(run_dir / "skipped.csv")
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {run_dir / 'skipped.csv'}")
     skipped = read_skip_log(run_dir / "skipped.csv")
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {run_dir / 'skipped.csv'}")

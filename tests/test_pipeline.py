@@ -1,0 +1,225 @@
+"""The data pipeline on files it writes itself: seeking, colour range, cache, skipping, datasets, CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from vidbench_plugins.datasets import folder, kinetics
+
+from tests.conftest import REAL_CLIPS, only_run_dir, vidbench, write_suite
+from vidbench.data.cache import ClipCache
+from vidbench.data.decode import open_video, probe
+from vidbench.data.loader import ClipDataset, collate_skipping_none, read_skip_log
+from vidbench.data.sampling import ClipSpec
+from vidbench.data.scan import DatasetError
+from vidbench.specs import VideoSample
+
+
+def encode(path: Path, frames: np.ndarray, pix_fmt: str = "yuv420p", gop: int = 12, fps: int = 25) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        stream.options = {"crf": "1", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def patches(count: int) -> np.ndarray:
+    colours = [(12, 12, 12), (243, 243, 243), (200, 30, 30), (30, 200, 30), (30, 30, 200), (128, 128, 128),
+               (250, 200, 20), (20, 200, 250)]  # fmt: skip
+    frames = np.zeros((count, 64, 64, 3), np.uint8)
+    for i, colour in enumerate(colours):
+        frames[:, (i // 4) * 32 : (i // 4 + 1) * 32, (i % 4) * 16 : (i % 4 + 1) * 16] = colour
+    return frames
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_full_and_limited_range_give_the_same_colours(tmp_path: Path, backend: str) -> None:
+    truth = patches(6)
+    limited = encode(tmp_path / "limited.mp4", truth, "yuv420p")
+    full = encode(tmp_path / "full.mp4", truth, "yuvj420p")
+    assert probe(full).color_range == "full"
+    a = open_video(limited, backend).read([0, 5]).astype(int)  # type: ignore[arg-type]
+    b = open_video(full, backend).read([0, 5]).astype(int)  # type: ignore[arg-type]
+    assert np.abs(a - truth[[0, 5]]).mean() < 3 and np.abs(b - truth[[0, 5]]).mean() < 3
+    assert np.abs(a - b).mean() < 3
+
+
+def test_seek_in_a_long_file_decodes_only_from_the_nearest_keyframe(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (40, 1, 1, 3), dtype=np.uint8), 10, axis=0)
+    frames = np.broadcast_to(frames, (400, 32, 32, 3)).copy()
+    frames[np.arange(400), 0, 0, 0] = np.arange(400) % 256  # each frame a little different
+    path = encode(tmp_path / "long.mp4", frames, gop=25)
+    meta = probe(path)
+    assert meta.frames == 400 and meta.keyframes >= 16
+    reader = open_video(path, "pyav")
+    out = reader.read(list(range(380, 396)))
+    assert out.shape[0] == 16
+    assert reader.decoded_frames <= 16 + 25, f"decoded {reader.decoded_frames} of 400"
+    assert np.abs(out.astype(int) - frames[380:396].astype(int)).mean() < 4
+    spread = open_video(path, "pyav")
+    spread.read([5, 200, 395])
+    assert spread.decoded_frames < 3 * 26
+
+
+def test_clip_cache_returns_the_decoded_frames(data_root: Path, tmp_path: Path) -> None:
+    from vidbench_plugins.datasets import synthetic
+
+    from tests.conftest import TINY_DATA
+
+    samples = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA).splits["test"][:6]
+    cache = ClipCache(tmp_path / "cache")
+    cached = ClipDataset(samples, ClipSpec(4), 16, train=False, cache=cache)
+    plain = ClipDataset(samples, ClipSpec(4), 16, train=False)
+    first = [cached[i][0] for i in range(6)]
+    assert cache.misses == 6 and cache.hits == 0
+    second = [cached[i][0] for i in range(6)]
+    assert cache.hits == 6
+    for a, b, c in zip(first, second, [plain[i][0] for i in range(6)], strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_broken_files_are_skipped_and_listed(tmp_path: Path, data_root: Path) -> None:
+    from vidbench_plugins.datasets import synthetic
+
+    from tests.conftest import TINY_DATA
+
+    good = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA).splits["test"][0]
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.path.read_bytes()[:600])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    log = tmp_path / "skipped.csv"
+    ds = ClipDataset([VideoSample(p, 0) for p in (text, good.path, truncated, empty)], ClipSpec(4), 16, False,
+                     skip_log=log)  # fmt: skip
+    batch = collate_skipping_none([ds[i] for i in range(4)])
+    assert batch is not None and batch[0].shape[0] == 1
+    listed = dict(read_skip_log(log))
+    assert set(listed) == {str(text), str(truncated), str(empty)}
+    assert all(reason for reason in listed.values())
+
+
+def _asl_folder(tmp_path: Path, with_corrupt: bool) -> Path:
+    root = tmp_path / "asl"
+    for clip in sorted((REAL_CLIPS / "asl_gestures").glob("*.mkv")):
+        (root / clip.stem).mkdir(parents=True)
+        os.symlink(clip, root / clip.stem / clip.name)
+    if with_corrupt:
+        os.symlink(REAL_CLIPS / "odd/corrupted.mp4", root / "yes" / "corrupted.mp4")
+    return root
+
+
+@pytest.mark.skipif(not REAL_CLIPS.exists(), reason="real clips absent")
+def test_folder_suite_over_the_asl_clips_runs_end_to_end(tmp_path: Path) -> None:
+    root = _asl_folder(tmp_path, with_corrupt=True)
+    suite = write_suite(
+        tmp_path, tmp_path / "data", datasets=[{"name": "folder", "options": {"path": str(root), "split": "all"}}],
+        input={"frames": 4, "crop": 32}, batch_sizes=[1],
+    )  # fmt: skip
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert list(frame["status"]) == ["ok"] and frame["top1"].notna().all()
+    skipped = dict(read_skip_log(run_dir / "skipped.csv"))
+    assert any(path.endswith("corrupted.mp4") for path in skipped), skipped
+    assert "skipped" in proc.stdout
+
+
+def test_folder_dataset_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        folder.prepare(tmp_path, {"path": str(tmp_path / "nowhere")})
+    (tmp_path / "ds" / "cats").mkdir(parents=True)
+    (tmp_path / "ds" / "dogs").mkdir(parents=True)
+    (tmp_path / "ds" / "dogs" / "a.mp4").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="no video files: cats"):
+        folder.prepare(tmp_path, {"path": str(tmp_path / "ds")})
+
+
+def test_missing_dataset_path_fails_the_run_before_training(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, tmp_path / "data",
+                        datasets=[{"name": "folder", "options": {"path": str(tmp_path / "absent")}}])  # fmt: skip
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and str(tmp_path / "absent") in proc.stderr
+    assert not list(tmp_path.glob("results/t/*/models"))
+
+
+def _kinetics_tree(tmp_path: Path, data_root: Path) -> Path:
+    from vidbench_plugins.datasets import synthetic
+
+    from tests.conftest import TINY_DATA
+
+    samples = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA).splits["train"]
+    root = tmp_path / "k400"
+    rows = {"train": [], "val": []}
+    for i, sample in enumerate(samples[:24]):
+        split = "train" if i < 16 else "val"
+        label = ["abseiling", "archery", "yoga"][i % 3]
+        row = {"label": label, "youtube_id": f"vid{i:04d}", "time_start": "10", "time_end": "20", "split": split}
+        target = kinetics.video_path(root, split, row)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(sample.path, target)
+        rows[split].append(row)
+    rows["train"].append(
+        {"label": "archery", "youtube_id": "gone", "time_start": "0", "time_end": "10", "split": "train"}
+    )
+    for split, items in rows.items():
+        with open(root / f"{split}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, ["label", "youtube_id", "time_start", "time_end", "split"])
+            writer.writeheader()
+            writer.writerows(items)
+    return root
+
+
+def test_kinetics_layout_classes_and_errors(tmp_path: Path, data_root: Path) -> None:
+    root = _kinetics_tree(tmp_path, data_root)
+    prepared = kinetics.prepare(tmp_path, {"root": str(root), "classes": ["archery", "yoga"]})
+    assert prepared.class_names == ["archery", "yoga"]
+    assert len(prepared.splits["train"]) == 10 and len(prepared.splits["test"]) == 6
+    assert [s.path for s in prepared.splits["val"]] == [s.path for s in prepared.splits["test"]]
+    assert any("gone_000000_000010.mp4" in path for path, _ in prepared.skipped)
+    assert len(kinetics.KINETICS50) == len(set(kinetics.KINETICS50)) == 50
+    with pytest.raises(DatasetError, match=r"kinetics classes not in train\.csv: yoga-extreme"):
+        kinetics.prepare(tmp_path, {"root": str(root), "classes": ["yoga-extreme"]})
+    with open(root / "val.csv", "a") as fh:
+        fh.write("juggling fire,x,0,10,val\n")
+    with pytest.raises(DatasetError, match=r"label\(s\) not in train\.csv: juggling fire"):
+        kinetics.prepare(tmp_path, {"root": str(root)})
+    with pytest.raises(DatasetError, match="expected layout"):
+        kinetics.prepare(tmp_path, {"root": str(tmp_path / "no-kinetics"), "classes": "kinetics50"})
+
+
+@pytest.mark.skipif(not REAL_CLIPS.exists(), reason="real clips absent")
+def test_data_cli_inspect_bench_preview(tmp_path: Path) -> None:
+    inspect = vidbench("data", "inspect", str(REAL_CLIPS / "odd"), "--decode", cwd=tmp_path, timeout=300)
+    assert inspect.returncode == 0, inspect.stderr[-2000:]
+    assert "corrupted.mp4" in inspect.stdout and "unreadable" in inspect.stdout
+    assert "rotated 90 deg" in inspect.stdout
+    bench = vidbench("data", "bench", str(REAL_CLIPS / "odd/video_90.mov"), "--rounds", "1", "--frames", "3",
+                     cwd=tmp_path, timeout=300)  # fmt: skip
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    for backend in ("decord", "pyav", "pytorchvideo"):
+        assert backend in bench.stdout
+    out = tmp_path / "sheet.png"
+    preview = vidbench("data", "preview", str(REAL_CLIPS / "odd/video_90.mov"), "--out", str(out), "--frames", "3",
+                       cwd=tmp_path, timeout=300)  # fmt: skip
+    assert preview.returncode == 0, preview.stderr[-2000:]
+    image = np.asarray(Image.open(out))
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 10
