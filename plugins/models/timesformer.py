@@ -1,0 +1,176 @@
+"""TimeSformer (Bertasius et al., ICML 2021) with divided space-time attention.
+
+Each block attends over time (the same patch across frames), projects that through ``temporal_fc``,
+then attends over space (all patches of one frame, with the class token), then an MLP; the layout
+follows the authors' ``vit.py`` so parameter counts match theirs. Written with ``reshape`` / ``permute``
+only (no einops) so it exports to ONNX. Position embeddings (space, with the class token; and time)
+are interpolated when the clip's frame count or image size differs from the preset's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+from torch import nn
+
+from vidbench import hookimpl
+from vidbench.specs import InputSpec, ModelSpec, Preset, PublishedFigures
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (vidbench's FLOP counter
+    has a handle for it)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class DividedBlock(nn.Module):
+    """Temporal attention, then spatial attention, then MLP (pre-norm residuals)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float) -> None:
+        super().__init__()
+        self.temporal_norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.temporal_attn = Attention(dim, heads)
+        self.temporal_fc = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """``x``: ``B x (1 + P*T) x D``, patch tokens ordered patch-major then time (``(p t)``)."""
+        b, _, d = x.shape
+        cls, patches = x[:, :1], x[:, 1:]
+        p = patches.shape[1] // frames
+        # Temporal attention: each patch position across the T frames.
+        xt = patches.reshape(b * p, frames, d)
+        xt = self.drop_path(self.temporal_attn(self.temporal_norm1(xt))).reshape(b, p * frames, d)
+        patches = patches + self.temporal_fc(xt)
+        # Spatial attention: all patches of one frame, with a copy of the class token per frame.
+        xs = patches.reshape(b, p, frames, d).permute(0, 2, 1, 3).reshape(b * frames, p, d)
+        xs = torch.cat([cls.repeat_interleave(frames, dim=0), xs], dim=1)
+        res = self.drop_path(self.attn(self.norm1(xs)))
+        res_cls = res[:, :1].reshape(b, frames, d).mean(dim=1, keepdim=True)
+        res_patches = res[:, 1:].reshape(b, frames, p, d).permute(0, 2, 1, 3).reshape(b, p * frames, d)
+        x = torch.cat([cls, patches], dim=1) + torch.cat([res_cls, res_patches], dim=1)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class TimeSformer(nn.Module):
+    """Patch embedding per frame, class token, space and time position embeddings, divided blocks."""
+
+    def __init__(self, num_classes: int, img_size: int, frames: int, patch: int = 16, dim: int = 768,
+                 depth: int = 12, heads: int = 12, mlp_ratio: float = 4.0, drop_path: float = 0.1) -> None:  # fmt: skip
+        super().__init__()
+        self.patch = patch
+        self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        grid = img_size // patch
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, frames, dim))
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(DividedBlock(dim, heads, mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        self.embed_dim = dim
+        for param in (self.pos_embed, self.cls_token, self.time_embed):
+            trunc_normal_(param, std=0.02)
+        self.apply(self._init)
+        for block in self.blocks:  # as the authors: temporal_fc starts at zero, so block = ViT block
+            nn.init.zeros_(block.temporal_fc.weight)
+            nn.init.zeros_(block.temporal_fc.bias)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _space_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        side = int(patch_pos.shape[1] ** 0.5)
+        if (grid_h, grid_w) != (side, side):
+            grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+            patch_pos = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
+    def _time_embed(self, frames: int) -> torch.Tensor:
+        if frames == self.time_embed.shape[1]:
+            return self.time_embed
+        return F.interpolate(self.time_embed.transpose(1, 2), size=frames, mode="nearest").transpose(1, 2)
+
+    def embed(self, clip: torch.Tensor) -> torch.Tensor:
+        """The final class token, ``B x dim``."""
+        b, c, t, h, w = clip.shape
+        x = self.patch_embed(clip.transpose(1, 2).reshape(b * t, c, h, w))  # (b t) d gh gw
+        grid_h, grid_w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (b t) p d
+        x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], dim=1) + self._space_embed(grid_h, grid_w)
+        cls = x[:b, :1]  # the class token is the same for every frame; keep one per clip
+        p = grid_h * grid_w
+        patches = x[:, 1:].reshape(b, t, p, -1).permute(0, 2, 1, 3)  # b p t d
+        patches = (patches + self._time_embed(t).unsqueeze(1)).reshape(b, p * t, -1)
+        x = torch.cat([cls, patches], dim=1)
+        for block in self.blocks:
+            x = block(x, t)
+        return self.norm(x)[:, 0]
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(clip))
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        input=InputSpec(frames=8, crop=32),
+        arch={"patch": 8, "dim": 96, "depth": 4, "heads": 4, "drop_path": 0.0},
+        description="4 divided blocks, width 96, 8x8 patches: CPU-trainable",
+    ),
+    "base": Preset(
+        name="base",
+        input=InputSpec(frames=8, crop=224, stride=32),
+        arch={"patch": 16, "dim": 768, "depth": 12, "heads": 12, "drop_path": 0.1},
+        published=PublishedFigures(
+            source="TimeSformer paper (Bertasius et al. 2021), Tables 1-2: 121.4M params, 0.59 TFLOPs for 3 views",
+            params=121_400_000,
+            gflops=196.0,
+            top1=78.0,
+            input="8 x 224 x 224, one view (paper: 3 views)",
+        ),
+        description="ViT-B/16 with divided space-time attention, 8 x 224",
+    ),
+}
+
+
+def build(preset: Preset, num_classes: int) -> TimeSformer:
+    """A TimeSformer for ``preset`` (its input spec fixes the embedding grid) and ``num_classes``."""
+    return TimeSformer(num_classes, img_size=preset.input.crop, frames=preset.input.frames, **preset.arch)
+
+
+@hookimpl
+def vidbench_models() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="timesformer",
+            presets=PRESETS,
+            build=build,
+            description="TimeSformer: divided space-time attention transformer (Bertasius et al., 2021)",
+        )
+    ]
