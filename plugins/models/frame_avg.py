@@ -6,31 +6,13 @@ classes differ only by the direction of time it cannot beat chance between partn
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import timm
 import torch
 from torch import nn
 
 from vidbench import hookimpl
+from vidbench.nn import small_cnn
 from vidbench.specs import InputSpec, ModelSpec, Preset
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def small_cnn(widths: Sequence[int]) -> nn.Sequential:
-    """A plain 2D CNN: one strided 3x3 conv per width, global average pool."""
-    layers, channels = [], 3
-    for width in widths:
-        layers.append(_conv_bn_relu(channels, width, 2))
-        channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
 
 class FrameAverage(nn.Module):

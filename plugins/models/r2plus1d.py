@@ -43,6 +43,78 @@ def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.
     return nn.Sequential(*layers)
 
 
+def mmaction_mid_channels(in_channels: int, out_channels: int, kh: int, kw: int) -> int:
+    """MMAction2's ``Conv2plus1d`` rule, with its temporal kernel fixed at 3 in the formula."""
+    return int(3 * in_channels * out_channels * kh * kw / (in_channels * kh * kw + 3 * out_channels))
+
+
+class Conv2Plus1dMM(nn.Module):
+    """MMAction2's ``Conv2plus1d``: spatial conv, BN, ReLU, temporal conv (its module names too)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int],
+                 stride: tuple[int, int, int] = (1, 1, 1), padding: tuple[int, int, int] = (0, 0, 0)) -> None:  # fmt: skip
+        super().__init__()
+        mid = mmaction_mid_channels(in_channels, out_channels, kernel[1], kernel[2])
+        self.conv_s = nn.Conv3d(in_channels, mid, (1, kernel[1], kernel[2]), (1, stride[1], stride[2]),
+                                (0, padding[1], padding[2]), bias=False)  # fmt: skip
+        self.bn_s = nn.BatchNorm3d(mid)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv_t = nn.Conv3d(mid, out_channels, (kernel[0], 1, 1), (stride[0], 1, 1), (padding[0], 0, 0), bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_t(self.relu(self.bn_s(self.conv_s(x))))
+
+
+class BasicBlockMM(nn.Module):
+    """MMAction2's ``BasicBlock3d`` with (2+1)D convolutions, each with its own mid-channel count."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = Conv2Plus1dMM(in_channels, out_channels, (3, 3, 3), (stride,) * 3, (1, 1, 1))
+        self.bn1 = nn.BatchNorm3d(out_channels)
+        self.conv2 = Conv2Plus1dMM(out_channels, out_channels, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        self.bn2 = nn.BatchNorm3d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                Conv2Plus1dMM(in_channels, out_channels, (1, 1, 1), (stride,) * 3), nn.BatchNorm3d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + identity)
+
+
+class R2Plus1DMM(nn.Module):
+    """MMAction2's ``ResNet2Plus1d``: a (2+1)D 3x7x7 stem, a 1x3x3 max-pool, four stages, I3D-style head."""
+
+    def __init__(self, widths: Sequence[int], depths: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            Conv2Plus1dMM(3, widths[0], (3, 7, 7), (1, 2, 2), (1, 3, 3)),
+            nn.BatchNorm3d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        channels, stages = widths[0], []
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            blocks = [BasicBlockMM(channels, width, 1 if i == 0 else 2)]
+            blocks += [BasicBlockMM(width, width, 1) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+            channels = width
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(channels, num_classes)
+        self.embed_dim = channels
+
+    def embed(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.maxpool(self.conv1(clip))).mean(dim=(2, 3, 4))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(clip))
+
+
 class R2Plus1D(nn.Module):
     """Generic R(2+1)D network: stem, four residual stages, global average pool, linear head."""
 
@@ -99,12 +171,28 @@ PRESETS = {
         ),
         description="equal to torchvision r2plus1d_18 (same parameters and state-dict keys)",
     ),
+    "r34": Preset(
+        name="r34",
+        input=InputSpec(frames=8, crop=256, stride=8),
+        arch={"style": "mmaction", "widths": (64, 128, 256, 512), "depths": (3, 4, 6, 3)},
+        published=PublishedFigures(
+            source="MMAction2 configs/recognition/r2plus1d/metafile.yml (r2plus1d_r34_8xb8-8x8x1-180e)",
+            params=63_800_000,
+            gflops=53.1,
+            top1=69.76,
+            input="8 x 256 x 256 (its 53.1 GFLOPs match fvcore at the 256 test crop; training crop is 224)",
+        ),
+        description="MMAction2's ResNet2Plus1d depth 34: (2+1)D stem and downsampling, per-conv mid channels",
+    ),
 }
 
 
-def build(preset: Preset, num_classes: int) -> R2Plus1D:
+def build(preset: Preset, num_classes: int) -> nn.Module:
     """An R(2+1)D network for ``preset`` with a ``num_classes`` head."""
-    return R2Plus1D(num_classes=num_classes, **preset.arch)
+    arch = dict(preset.arch)
+    if arch.pop("style", "torchvision") == "mmaction":
+        return R2Plus1DMM(num_classes=num_classes, **arch)
+    return R2Plus1D(num_classes=num_classes, **arch)
 
 
 @hookimpl

@@ -1,0 +1,108 @@
+"""CNN-LSTM: a 2D CNN per frame (any timm backbone, ResNet-18 by default), a bidirectional LSTM over
+time, and attention pooling over the LSTM outputs.
+
+Variable clip lengths: ``forward(clip, mask)`` takes a ``B x T`` boolean mask of valid frames (valid
+frames first); the LSTM runs on packed sequences and the attention ignores padded steps, so a clip
+padded with masked frames gives the same logits as the clip alone. Without a mask every frame is
+valid (and the model exports to ONNX).
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from vidbench import hookimpl
+from vidbench.nn import small_cnn
+from vidbench.specs import InputSpec, ModelSpec, Preset
+
+
+class AttentionPool(nn.Module):
+    """Softmax over time of a learned score per step; masked steps get no weight."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.score(x).squeeze(-1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=1).unsqueeze(-1)
+        return (weights * x).sum(dim=1)
+
+
+class CNNLSTM(nn.Module):
+    """Per-frame CNN features -> BiLSTM -> attention pooling -> linear head."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden: int, layers: int, num_classes: int,
+                 dropout: float = 0.2) -> None:  # fmt: skip
+        super().__init__()
+        self.backbone = backbone
+        self.lstm = nn.LSTM(feature_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.pool = AttentionPool(2 * hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * hidden, num_classes)
+        self.embed_dim = 2 * hidden
+
+    def frame_features(self, clip: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = clip.shape
+        return self.backbone(clip.transpose(1, 2).reshape(b * t, c, h, w)).reshape(b, t, -1)
+
+    def embed(self, clip: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention-pooled BiLSTM outputs, ``B x 2*hidden``."""
+        features = self.frame_features(clip)
+        if mask is None:
+            out, _ = self.lstm(features)
+        else:
+            lengths = mask.sum(dim=1).cpu()
+            packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=features.shape[1])
+        return self.pool(out, mask)
+
+    def forward(self, clip: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(self.dropout(self.embed(clip, mask)))
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        input=InputSpec(frames=8, crop=32),
+        arch={"widths": (16, 32, 64, 128), "hidden": 64, "layers": 1},
+        description="small per-frame CNN (as frame_avg tiny), BiLSTM 64 per direction",
+    ),
+    "r18": Preset(
+        name="r18",
+        input=InputSpec(frames=16, crop=112),
+        arch={"timm": "resnet18", "hidden": 512, "layers": 1},
+        description="timm resnet18 per frame, BiLSTM 512 per direction (the seed's CNN + LSTM design)",
+    ),
+}
+
+
+def build(preset: Preset, num_classes: int) -> CNNLSTM:
+    """A CNN-LSTM: ``arch["timm"]`` names any timm backbone (random init, no download), else ``widths``."""
+    arch = dict(preset.arch)
+    if "timm" in arch:
+        backbone = timm.create_model(arch.pop("timm"), pretrained=False, num_classes=0)
+        feature_dim = backbone.num_features
+    else:
+        widths = arch.pop("widths")
+        backbone, feature_dim = small_cnn(widths), widths[-1]
+    return CNNLSTM(backbone, feature_dim, num_classes=num_classes, **arch)
+
+
+@hookimpl
+def vidbench_models() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="cnn_lstm",
+            presets=PRESETS,
+            build=build,
+            description="2D CNN per frame (timm) + bidirectional LSTM + attention pooling; masks variable lengths",
+        )
+    ]
