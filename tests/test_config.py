@@ -36,6 +36,11 @@ BAD_SUITES = [
         ["datasets[0].options.size", "'huge'", "'tiny'", "'small'", "'full'"],
     ),
     ("unknown dataset", {"datasets": [{"name": "kinetics-9000"}]}, ["datasets[0].name", "synthetic-motion"]),
+    (
+        "missing weights",
+        {"models": [{"name": "r2plus1d", "pretrained": "nope.pt"}]},
+        ["models[0].pretrained", "'nope.pt'", "not found"],
+    ),
 ]
 
 

@@ -38,8 +38,16 @@ def encode(path: Path, frames: np.ndarray, pix_fmt: str = "yuv420p", gop: int = 
 
 
 def patches(count: int) -> np.ndarray:
-    colours = [(12, 12, 12), (243, 243, 243), (200, 30, 30), (30, 200, 30), (30, 30, 200), (128, 128, 128),
-               (250, 200, 20), (20, 200, 250)]  # fmt: skip
+    colours = [
+        (12, 12, 12),
+        (243, 243, 243),
+        (200, 30, 30),
+        (30, 200, 30),
+        (30, 30, 200),
+        (128, 128, 128),
+        (250, 200, 20),
+        (20, 200, 250),
+    ]
     frames = np.zeros((count, 64, 64, 3), np.uint8)
     for i, colour in enumerate(colours):
         frames[:, (i // 4) * 32 : (i // 4 + 1) * 32, (i % 4) * 16 : (i % 4 + 1) * 16] = colour
@@ -106,8 +114,9 @@ def test_broken_files_are_skipped_and_listed(tmp_path: Path, data_root: Path) ->
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     log = tmp_path / "skipped.csv"
-    ds = ClipDataset([VideoSample(p, 0) for p in (text, good.path, truncated, empty)], ClipSpec(4), 16, False,
-                     skip_log=log)  # fmt: skip
+    ds = ClipDataset(
+        [VideoSample(p, 0) for p in (text, good.path, truncated, empty)], ClipSpec(4), 16, False, skip_log=log
+    )
     batch = collate_skipping_none([ds[i] for i in range(4)])
     assert batch is not None and batch[0].shape[0] == 1
     listed = dict(read_skip_log(log))
@@ -129,9 +138,12 @@ def _asl_folder(tmp_path: Path, with_corrupt: bool) -> Path:
 def test_folder_suite_over_the_asl_clips_runs_end_to_end(tmp_path: Path) -> None:
     root = _asl_folder(tmp_path, with_corrupt=True)
     suite = write_suite(
-        tmp_path, tmp_path / "data", datasets=[{"name": "folder", "options": {"path": str(root), "split": "all"}}],
-        input={"frames": 4, "crop": 32}, batch_sizes=[1],
-    )  # fmt: skip
+        tmp_path,
+        tmp_path / "data",
+        datasets=[{"name": "folder", "options": {"path": str(root), "split": "all"}}],
+        input={"frames": 4, "crop": 32},
+        batch_sizes=[1],
+    )
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
@@ -153,8 +165,9 @@ def test_folder_dataset_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_missing_dataset_path_fails_the_run_before_training(tmp_path: Path) -> None:
-    suite = write_suite(tmp_path, tmp_path / "data",
-                        datasets=[{"name": "folder", "options": {"path": str(tmp_path / "absent")}}])  # fmt: skip
+    suite = write_suite(
+        tmp_path, tmp_path / "data", datasets=[{"name": "folder", "options": {"path": str(tmp_path / "absent")}}]
+    )
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and str(tmp_path / "absent") in proc.stderr
@@ -212,14 +225,32 @@ def test_data_cli_inspect_bench_preview(tmp_path: Path) -> None:
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert "corrupted.mp4" in inspect.stdout and "unreadable" in inspect.stdout
     assert "rotated 90 deg" in inspect.stdout
-    bench = vidbench("data", "bench", str(REAL_CLIPS / "odd/video_90.mov"), "--rounds", "1", "--frames", "3",
-                     cwd=tmp_path, timeout=300)  # fmt: skip
+    bench = vidbench(
+        "data",
+        "bench",
+        str(REAL_CLIPS / "odd/video_90.mov"),
+        "--rounds",
+        "1",
+        "--frames",
+        "3",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert bench.returncode == 0, bench.stderr[-2000:]
     for backend in ("decord", "pyav", "pytorchvideo"):
         assert backend in bench.stdout
     out = tmp_path / "sheet.png"
-    preview = vidbench("data", "preview", str(REAL_CLIPS / "odd/video_90.mov"), "--out", str(out), "--frames", "3",
-                       cwd=tmp_path, timeout=300)  # fmt: skip
+    preview = vidbench(
+        "data",
+        "preview",
+        str(REAL_CLIPS / "odd/video_90.mov"),
+        "--out",
+        str(out),
+        "--frames",
+        "3",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert preview.returncode == 0, preview.stderr[-2000:]
     image = np.asarray(Image.open(out))
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 10

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from vidbench.config import ExcludeRule, ModelEntry, Suite, TrainSettings
 from vidbench.plugins import Registry
+from vidbench.results import file_hash
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class ModelJob:
     stride: int
     sampling: str
     short: str
+    pretrained: str | None
     data: tuple[tuple[str, Any], ...]
     train: tuple[tuple[str, Any], ...]
 
@@ -39,6 +42,8 @@ class ModelJob:
         data = asdict(self)
         data["dataset_options"] = dict(self.dataset_options)
         data["data"] = dict(self.data)
+        if self.pretrained:
+            data["pretrained"] = file_hash(Path(self.pretrained))
         data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s")}
         return data
 
@@ -92,7 +97,7 @@ def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_n
     return resolved
 
 
-def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]]:
+def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tuple[list[ModelJob], list[Cell]]:
     """The suite's matrix minus ``exclude``: the jobs to train and the cells to measure, in order."""
     jobs: list[ModelJob] = []
     cells: list[Cell] = []
@@ -106,6 +111,7 @@ def expand(suite: Suite, registry: Registry) -> tuple[list[ModelJob], list[Cell]
                     model=entry.name,
                     preset=preset,
                     **_resolve_input(suite, entry, registry, preset),
+                    pretrained=str((Path(base_dir or ".") / entry.pretrained).resolve()) if entry.pretrained else None,
                     data=tuple(sorted(suite.data.model_dump(exclude={"cache", "cache_dir"}).items())),
                     train=tuple(sorted(suite.train_for(entry).model_dump().items())),
                 )

@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+models_app = typer.Typer(help="Inspect the model plugins.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 data_app = typer.Typer(help="Look at video files: metadata, decode speed, sampled frames.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
@@ -107,6 +109,73 @@ def plugins_list(
     console.print(table)
 
 
+@models_app.command("info")
+def models_info(
+    name: Annotated[str | None, typer.Argument(help="One model; all when omitted.")] = None,
+    flops: Annotated[bool, typer.Option(help="Count fvcore GFLOPs (slow for the large presets).")] = True,
+    num_classes: Annotated[int, typer.Option(help="Head size for the counts (published figures use 400).")] = 400,
+) -> None:
+    """Per model and preset: params, fvcore GFLOPs at the preset's input, published figures and the
+    difference, input spec, ONNX exportability."""
+    import torch
+
+    from vidbench.measure.complexity import count_params, gflops_per_clip
+
+    registry = load_plugins()
+    names = [name] if name else sorted(registry.models)
+    if name and name not in registry.models:
+        raise _fail(f"unknown model {name!r}; allowed: {', '.join(sorted(registry.models))}")
+    table = Table(
+        title=f"vidbench models (GFLOPs: fvcore, one multiply-add = one FLOP, batch 1, {num_classes} classes)"
+    )
+    for column in (
+        "model",
+        "preset",
+        "input T x crop",
+        "params M",
+        "published M",
+        "diff %",
+        "GFLOPs",
+        "published",
+        "diff %",
+        "K400 top-1",
+        "ONNX",
+        "source",
+    ):
+        table.add_column(column, overflow="fold")
+    for model_name in names:
+        spec = registry.model(model_name)
+        for preset in spec.presets.values():
+            model = spec.build(preset, num_classes).eval()
+            params = count_params(model)
+            gflops = None
+            if flops:
+                clip = torch.zeros(1, 3, preset.input.frames, preset.input.crop, preset.input.crop)
+                gflops = gflops_per_clip(model, clip)
+            pub = preset.published
+
+            def diff(ours: float | None, theirs: float | None) -> str:
+                return f"{(ours - theirs) / theirs * 100:+.2f}" if ours is not None and theirs else "-"
+
+            exportable = "yes" if spec.onnx_exportable is True else f"no: {spec.onnx_exportable}"
+            table.add_row(
+                model_name,
+                preset.name,
+                f"{preset.input.frames} x {preset.input.crop}",
+                f"{params / 1e6:.3f}",
+                f"{pub.params / 1e6:.2f}" if pub and pub.params else "-",
+                diff(params, pub and pub.params),
+                f"{gflops:.3f}" if gflops is not None else "-",
+                f"{pub.gflops:g}" if pub and pub.gflops else "-",
+                diff(gflops, pub and pub.gflops),
+                f"{pub.top1:g}" if pub and pub.top1 else "-",
+                exportable,
+                pub.source if pub else preset.description,
+            )
+            del model
+    console.print(table)
+
+
 def _video_files(path: Path) -> list[Path]:
     from vidbench.data.scan import VIDEO_EXTENSIONS
 
@@ -137,8 +206,23 @@ def data_inspect(
                 bad.append((str(file), problem))
                 del good[file]
     table = Table(title=f"{path}: {len(files)} file(s), {len(bad)} unreadable")
-    for column in ("file", "container", "codec", "pix_fmt", "range", "coded", "display", "rot", "SAR", "fps",
-                   "frames", "dur s", "VFR", "keyframes", "problems"):  # fmt: skip
+    for column in (
+        "file",
+        "container",
+        "codec",
+        "pix_fmt",
+        "range",
+        "coded",
+        "display",
+        "rot",
+        "SAR",
+        "fps",
+        "frames",
+        "dur s",
+        "VFR",
+        "keyframes",
+        "problems",
+    ):
         table.add_column(column, overflow="fold")
     base = path if path.is_dir() else path.parent
     for file in files:
@@ -149,10 +233,23 @@ def data_inspect(
             continue
         m = good[file]
         w, h = m.display_size
-        table.add_row(name, m.container, m.codec, m.pix_fmt, m.color_range, f"{m.coded_width}x{m.coded_height}",
-                      f"{w}x{h}", str(m.rotation), str(m.sar), f"{m.fps:.2f}", f"{m.frames} ({m.frames_from})",
-                      f"{m.duration_s:.2f}", "yes" if m.vfr else "no", str(m.keyframes),
-                      "; ".join(m.problems()))  # fmt: skip
+        table.add_row(
+            name,
+            m.container,
+            m.codec,
+            m.pix_fmt,
+            m.color_range,
+            f"{m.coded_width}x{m.coded_height}",
+            f"{w}x{h}",
+            str(m.rotation),
+            str(m.sar),
+            f"{m.fps:.2f}",
+            f"{m.frames} ({m.frames_from})",
+            f"{m.duration_s:.2f}",
+            "yes" if m.vfr else "no",
+            str(m.keyframes),
+            "; ".join(m.problems()),
+        )
     console.print(table)
 
 
@@ -174,15 +271,32 @@ def data_bench(
     results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in decoders().items()]
     reference = next(r for r in results if r.backend == REFERENCE)
     table = Table(title=f"{len(files)} file(s) x {rounds} round(s), {frames} frames uniform, {crop}px eval transforms")
-    for column in ("backend", "clips", "failed", "clips/s", "frames/s", "decode ms/clip", "transform ms/clip",
-                   "collate ms/clip", f"x {REFERENCE}"):  # fmt: skip
+    for column in (
+        "backend",
+        "clips",
+        "failed",
+        "clips/s",
+        "frames/s",
+        "decode ms/clip",
+        "transform ms/clip",
+        "collate ms/clip",
+        f"x {REFERENCE}",
+    ):
         table.add_column(column, justify="right")
     for r in results:
         per = 1000 / max(r.clips, 1)
         ratio = r.clips_per_s / reference.clips_per_s if reference.clips_per_s else float("nan")
-        table.add_row(r.backend, str(r.clips), str(r.failed), f"{r.clips_per_s:.1f}", f"{r.frames_per_s:.0f}",
-                      f"{r.decode_s * per:.1f}", f"{r.transform_s * per:.1f}", f"{r.collate_s * per:.2f}",
-                      f"{ratio:.2f}")  # fmt: skip
+        table.add_row(
+            r.backend,
+            str(r.clips),
+            str(r.failed),
+            f"{r.clips_per_s:.1f}",
+            f"{r.frames_per_s:.0f}",
+            f"{r.decode_s * per:.1f}",
+            f"{r.transform_s * per:.1f}",
+            f"{r.collate_s * per:.2f}",
+            f"{ratio:.2f}",
+        )
     console.print(table)
 
 

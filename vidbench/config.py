@@ -43,7 +43,7 @@ class DataSettings(_Strict):
     square_pixels: bool = False
     """Resize non-square-pixel video to its display aspect before transforms."""
     cache: bool = False
-    """Keep decoded clips (uint8) on disk under ``cache_dir`` for repeated epochs and cells."""
+    """Keep decoded evaluation clips (uint8) on disk under ``cache_dir`` for later cells and runs."""
     cache_dir: str = ".vidbench-cache/clips"
 
 
@@ -95,6 +95,8 @@ class ModelEntry(_Strict):
 
     name: str
     presets: list[str] = Field(default_factory=list)
+    pretrained: str | None = None
+    """A local state dict to start from (relative to the suite file); never downloaded."""
     input: InputSettings | None = None
     train: dict[str, Any] = Field(default_factory=dict)
 
@@ -219,7 +221,9 @@ def parse_suite(data: dict[str, Any], where: str = "<suite>") -> Suite:
         raise SuiteError(format_validation_error(exc, Suite, where)) from None
 
 
-def check_against_registry(suite: Suite, registry: Registry, where: str = "<suite>") -> None:
+def check_against_registry(
+    suite: Suite, registry: Registry, where: str = "<suite>", base_dir: Path | None = None
+) -> None:
     """Check every name the suite uses against the loaded plugins; dataset options by their schema."""
     for i, entry in enumerate(suite.datasets):
         if entry.name not in registry.datasets:
@@ -234,6 +238,8 @@ def check_against_registry(suite: Suite, registry: Registry, where: str = "<suit
         if entry.name not in registry.models:
             raise _unknown(where, f"models[{i}].name", "model", entry.name, list(registry.models))
         presets = registry.model(entry.name).presets
+        if entry.pretrained and not (Path(base_dir or ".") / entry.pretrained).is_file():
+            raise SuiteError(f"{where}: models[{i}].pretrained: weights file not found: {entry.pretrained!r}")
         for j, preset in enumerate(entry.presets):
             if preset not in presets:
                 raise _unknown(where, f"models[{i}].presets[{j}]", f"preset of {entry.name}", preset, list(presets))
@@ -258,5 +264,5 @@ def load_suite(path: str | Path, registry_loader: Any = None) -> tuple[Suite, Re
         registry = (registry_loader or load_plugins)(suite.plugins, base_dir=path.parent)
     except PluginError as exc:
         raise SuiteError(f"{where}: plugins: {exc}") from None
-    check_against_registry(suite, registry, where)
+    check_against_registry(suite, registry, where, path.parent)
     return suite, registry

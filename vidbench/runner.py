@@ -115,7 +115,7 @@ class SuiteRun:
         self.threads = suite.measure.threads or os.cpu_count() or 1
         self.env = collect_env(self.threads, suite.measure.device)
         self.env_hash = env_hash(self.env)
-        self.jobs, self.cells = expand(suite, registry)
+        self.jobs, self.cells = expand(suite, registry, suite_path.parent)
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     def write_env(self) -> None:

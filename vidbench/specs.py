@@ -66,6 +66,8 @@ class ModelSpec:
     presets: Mapping[str, Preset]
     build: Callable[[Preset, int], nn.Module]
     description: str = ""
+    head: str = "fc"
+    """Module name of the classifier head: a pretrained head for another class count is not loaded."""
     onnx_exportable: bool | str = True
     """``True``, or a string saying why the model does not export."""
 

@@ -37,6 +37,7 @@ from vidbench.plugins import Registry, load_plugins
 from vidbench.results import ResultStore, file_hash
 from vidbench.specs import PreparedDataset, Unsupported
 from vidbench.train import TrainConfig, atomic_save, train
+from vidbench.weights import load_pretrained
 
 
 def job_from_dict(data: dict[str, Any]) -> ModelJob:
@@ -120,6 +121,10 @@ def run_train(ctx: Context) -> None:
     settings = ctx.job.train_settings()
     model = ctx.build_model()
     train_s = 0.0
+    if ctx.job.pretrained:
+        spec = ctx.registry.model(ctx.job.model)
+        fresh = load_pretrained(model, ctx.job.pretrained, spec.head)
+        print(f"loaded {ctx.job.pretrained}" + (f" (new head: {', '.join(fresh)})" if fresh else ""), flush=True)
     if settings.checkpoint:
         state = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

@@ -23,17 +23,57 @@ from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSa
 # vidbench's Kinetics-50: 50 Kinetics-400 classes chosen for distinct, common human actions (the seed
 # names a 50-class subset but no list). Names are Kinetics-400's own spelling.
 KINETICS50 = (
-    "abseiling", "archery", "arm wrestling", "bench pressing", "blowing out candles", "bowling",
-    "brushing teeth", "canoeing or kayaking", "catching or throwing baseball", "cooking egg",
-    "cutting watermelon", "dancing ballet", "dribbling basketball", "driving car", "eating spaghetti",
-    "flipping pancake", "golf driving", "hammer throw", "high jump", "hula hooping", "ice skating",
-    "juggling balls", "jumping into pool", "kicking field goal", "knitting", "mowing lawn",
-    "playing basketball", "playing cello", "playing drums", "playing guitar", "playing piano",
-    "playing tennis", "playing violin", "pole vault", "pull ups", "push up", "riding a bike",
-    "riding or walking with horse", "rock climbing", "salsa dancing", "shooting goal (soccer)",
-    "skateboarding", "skiing (not slalom or crosscountry)", "skydiving", "surfing water",
-    "swimming backstroke", "tai chi", "tying tie", "walking the dog", "yoga",
-)  # fmt: skip
+    "abseiling",
+    "archery",
+    "arm wrestling",
+    "bench pressing",
+    "blowing out candles",
+    "bowling",
+    "brushing teeth",
+    "canoeing or kayaking",
+    "catching or throwing baseball",
+    "cooking egg",
+    "cutting watermelon",
+    "dancing ballet",
+    "dribbling basketball",
+    "driving car",
+    "eating spaghetti",
+    "flipping pancake",
+    "golf driving",
+    "hammer throw",
+    "high jump",
+    "hula hooping",
+    "ice skating",
+    "juggling balls",
+    "jumping into pool",
+    "kicking field goal",
+    "knitting",
+    "mowing lawn",
+    "playing basketball",
+    "playing cello",
+    "playing drums",
+    "playing guitar",
+    "playing piano",
+    "playing tennis",
+    "playing violin",
+    "pole vault",
+    "pull ups",
+    "push up",
+    "riding a bike",
+    "riding or walking with horse",
+    "rock climbing",
+    "salsa dancing",
+    "shooting goal (soccer)",
+    "skateboarding",
+    "skiing (not slalom or crosscountry)",
+    "skydiving",
+    "surfing water",
+    "swimming backstroke",
+    "tai chi",
+    "tying tie",
+    "walking the dog",
+    "yoga",
+)
 SPLIT_SOURCES = {"train": "train", "val": "val", "test": "val"}
 LAYOUT = "<root>/{train,val}.csv and <root>/{train,val}/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4"
 
@@ -81,8 +121,9 @@ def prepare(root: Path, options: KineticsOptions | dict) -> PreparedDataset:
     base = Path(opts.root).expanduser()
     missing = [name for name in ("train.csv", "val.csv") if not (base / name).is_file()]
     if not base.is_dir() or missing:
-        raise DatasetError(f"kinetics data not found at {base} (missing {', '.join(missing) or 'folder'}); "
-                           f"expected layout: {LAYOUT}")  # fmt: skip
+        raise DatasetError(
+            f"kinetics data not found at {base} (missing {', '.join(missing) or 'folder'}); expected layout: {LAYOUT}"
+        )
     tables = {split: _read_csv(base / f"{split}.csv") for split in ("train", "val")}
     train_labels = {row["label"] for row in tables["train"]}
     unknown = sorted({row["label"] for row in tables["val"]} - train_labels)
@@ -108,8 +149,9 @@ def prepare(root: Path, options: KineticsOptions | dict) -> PreparedDataset:
         wanted[split] = items
     unique = sorted({p for items in wanted.values() for p, _ in items})
     if not unique:
-        raise DatasetError(f"kinetics at {base}: none of the listed videos of the chosen classes exist; "
-                           f"expected layout: {LAYOUT}")  # fmt: skip
+        raise DatasetError(
+            f"kinetics at {base}: none of the listed videos of the chosen classes exist; expected layout: {LAYOUT}"
+        )
     good, bad = probe_files(unique, opts.workers)
     splits = {split: [VideoSample(p, y) for p, y in items if p in good] for split, items in wanted.items()}
     return PreparedDataset(root=base, class_names=classes, splits=splits, skipped=sorted(set(skipped)) + bad)

@@ -22,17 +22,26 @@ def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
 class C3D(nn.Module):
     """conv1 pool1(1x2x2) conv2 pool2 conv3a/b pool3 conv4a/b pool4 conv5a/b pool5, fc6 fc7 fc8."""
 
-    def __init__(self, num_classes: int, widths: Sequence[int], hidden: int, frames: int, crop: int,
-                 dropout: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self, num_classes: int, widths: Sequence[int], hidden: int, frames: int, crop: int, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         w1, w2, w3, w4, w5 = widths
         self.features = nn.Sequential(
-            _conv(3, w1), nn.MaxPool3d((1, 2, 2)),
-            _conv(w1, w2), nn.MaxPool3d(2),
-            _conv(w2, w3), _conv(w3, w3), nn.MaxPool3d(2),
-            _conv(w3, w4), _conv(w4, w4), nn.MaxPool3d(2),
-            _conv(w4, w5), _conv(w5, w5), nn.MaxPool3d(2),
-        )  # fmt: skip
+            _conv(3, w1),
+            nn.MaxPool3d((1, 2, 2)),
+            _conv(w1, w2),
+            nn.MaxPool3d(2),
+            _conv(w2, w3),
+            _conv(w3, w3),
+            nn.MaxPool3d(2),
+            _conv(w3, w4),
+            _conv(w4, w4),
+            nn.MaxPool3d(2),
+            _conv(w4, w5),
+            _conv(w5, w5),
+            nn.MaxPool3d(2),
+        )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, 3, frames, crop, crop)).numel()
         self.fc6 = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
@@ -77,4 +86,4 @@ def build(preset: Preset, num_classes: int) -> C3D:
 
 @hookimpl
 def vidbench_models() -> list[ModelSpec]:
-    return [ModelSpec(name="c3d", presets=PRESETS, build=build, description="C3D (Tran et al., 2015)")]
+    return [ModelSpec(name="c3d", presets=PRESETS, build=build, head="fc8", description="C3D (Tran et al., 2015)")]

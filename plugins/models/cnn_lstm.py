@@ -37,12 +37,19 @@ class AttentionPool(nn.Module):
 class CNNLSTM(nn.Module):
     """Per-frame CNN features -> BiLSTM -> attention pooling -> linear head."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, hidden: int, layers: int, num_classes: int,
-                 dropout: float = 0.2) -> None:  # fmt: skip
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, hidden: int, layers: int, num_classes: int, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.lstm = nn.LSTM(feature_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.lstm = nn.LSTM(
+            feature_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.pool = AttentionPool(2 * hidden)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden, num_classes)

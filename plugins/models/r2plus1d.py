@@ -51,12 +51,24 @@ def mmaction_mid_channels(in_channels: int, out_channels: int, kh: int, kw: int)
 class Conv2Plus1dMM(nn.Module):
     """MMAction2's ``Conv2plus1d``: spatial conv, BN, ReLU, temporal conv (its module names too)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int],
-                 stride: tuple[int, int, int] = (1, 1, 1), padding: tuple[int, int, int] = (0, 0, 0)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int] = (1, 1, 1),
+        padding: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
         super().__init__()
         mid = mmaction_mid_channels(in_channels, out_channels, kernel[1], kernel[2])
-        self.conv_s = nn.Conv3d(in_channels, mid, (1, kernel[1], kernel[2]), (1, stride[1], stride[2]),
-                                (0, padding[1], padding[2]), bias=False)  # fmt: skip
+        self.conv_s = nn.Conv3d(
+            in_channels,
+            mid,
+            (1, kernel[1], kernel[2]),
+            (1, stride[1], stride[2]),
+            (0, padding[1], padding[2]),
+            bias=False,
+        )
         self.bn_s = nn.BatchNorm3d(mid)
         self.relu = nn.ReLU(inplace=True)
         self.conv_t = nn.Conv3d(mid, out_channels, (kernel[0], 1, 1), (stride[0], 1, 1), (padding[0], 0, 0), bias=False)

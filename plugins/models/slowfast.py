@@ -72,6 +72,7 @@ def vidbench_models() -> list[ModelSpec]:
             name="slowfast",
             presets=PRESETS,
             build=build,
+            head="blocks.6.proj",
             description="SlowFast R50 8x8 (Feichtenhofer et al., 2019), pytorchvideo builder",
         )
     ]

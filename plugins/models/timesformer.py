@@ -71,8 +71,18 @@ class DividedBlock(nn.Module):
 class TimeSformer(nn.Module):
     """Patch embedding per frame, class token, space and time position embeddings, divided blocks."""
 
-    def __init__(self, num_classes: int, img_size: int, frames: int, patch: int = 16, dim: int = 768,
-                 depth: int = 12, heads: int = 12, mlp_ratio: float = 4.0, drop_path: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int,
+        img_size: int,
+        frames: int,
+        patch: int = 16,
+        dim: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.1,
+    ) -> None:
         super().__init__()
         self.patch = patch
         self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
@@ -171,6 +181,7 @@ def vidbench_models() -> list[ModelSpec]:
             name="timesformer",
             presets=PRESETS,
             build=build,
+            head="head",
             description="TimeSformer: divided space-time attention transformer (Bertasius et al., 2021)",
         )
     ]

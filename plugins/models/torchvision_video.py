@@ -55,29 +55,71 @@ class VideoResNet(tvv.VideoResNet):
 
 
 def _tv(source: str, params: int, gflops: float, top1: float, input_text: str) -> PublishedFigures:
-    return PublishedFigures(source=f"torchvision {source} meta", params=params, gflops=gflops, top1=top1,
-                            input=input_text)  # fmt: skip
+    return PublishedFigures(
+        source=f"torchvision {source} meta", params=params, gflops=gflops, top1=top1, input=input_text
+    )
 
 
 # name -> (builder, subclass, presets). The published GFLOPs are torchvision's, counted at the
 # preset's input; S3D's and Swin3D-T's inputs are the ones their weight transforms use.
+HEADS = {"s3d": "classifier", "mvit_v2_s": "head", "swin3d_t": "head", "r3d": "fc", "mc3": "fc"}
 MODELS: dict[str, tuple[Callable[..., nn.Module], type[nn.Module], dict[str, Preset]]] = {
-    "s3d": (tvv.s3d, S3D, {"default": Preset(
-        "default", InputSpec(frames=16, crop=224),
-        published=_tv("S3D_Weights.KINETICS400_V1", 8_320_048, 17.979, 68.368, "16 x 224 x 224"))}),
-    "mvit_v2_s": (tvv.mvit_v2_s, MViT, {"default": Preset(
-        "default", InputSpec(frames=16, crop=224),
-        published=_tv("MViT_V2_S_Weights.KINETICS400_V1", 34_537_744, 64.224, 80.757, "16 x 224 x 224"))}),
-    "swin3d_t": (tvv.swin3d_t, Swin3D, {"default": Preset(
-        "default", InputSpec(frames=16, crop=224),
-        published=_tv("Swin3D_T_Weights.KINETICS400_V1", 28_158_070, 43.882, 77.715, "16 x 224 x 224"))}),
-    "r3d": (tvv.r3d_18, VideoResNet, {"r18": Preset(
-        "r18", InputSpec(frames=16, crop=112),
-        published=_tv("R3D_18_Weights.KINETICS400_V1", 33_371_472, 40.697, 63.2, "16 x 112 x 112"))}),
-    "mc3": (tvv.mc3_18, VideoResNet, {"r18": Preset(
-        "r18", InputSpec(frames=16, crop=112),
-        published=_tv("MC3_18_Weights.KINETICS400_V1", 11_695_440, 43.343, 63.96, "16 x 112 x 112"))}),
-}  # fmt: skip
+    "s3d": (
+        tvv.s3d,
+        S3D,
+        {
+            "default": Preset(
+                "default",
+                InputSpec(frames=16, crop=224),
+                published=_tv("S3D_Weights.KINETICS400_V1", 8_320_048, 17.979, 68.368, "16 x 224 x 224"),
+            )
+        },
+    ),
+    "mvit_v2_s": (
+        tvv.mvit_v2_s,
+        MViT,
+        {
+            "default": Preset(
+                "default",
+                InputSpec(frames=16, crop=224),
+                published=_tv("MViT_V2_S_Weights.KINETICS400_V1", 34_537_744, 64.224, 80.757, "16 x 224 x 224"),
+            )
+        },
+    ),
+    "swin3d_t": (
+        tvv.swin3d_t,
+        Swin3D,
+        {
+            "default": Preset(
+                "default",
+                InputSpec(frames=16, crop=224),
+                published=_tv("Swin3D_T_Weights.KINETICS400_V1", 28_158_070, 43.882, 77.715, "16 x 224 x 224"),
+            )
+        },
+    ),
+    "r3d": (
+        tvv.r3d_18,
+        VideoResNet,
+        {
+            "r18": Preset(
+                "r18",
+                InputSpec(frames=16, crop=112),
+                published=_tv("R3D_18_Weights.KINETICS400_V1", 33_371_472, 40.697, 63.2, "16 x 112 x 112"),
+            )
+        },
+    ),
+    "mc3": (
+        tvv.mc3_18,
+        VideoResNet,
+        {
+            "r18": Preset(
+                "r18",
+                InputSpec(frames=16, crop=112),
+                published=_tv("MC3_18_Weights.KINETICS400_V1", 11_695_440, 43.343, 63.96, "16 x 112 x 112"),
+            )
+        },
+    ),
+}
 
 
 def _builder(name: str) -> Callable[[Preset, int], nn.Module]:
@@ -94,6 +136,12 @@ def _builder(name: str) -> Callable[[Preset, int], nn.Module]:
 @hookimpl
 def vidbench_models() -> list[ModelSpec]:
     return [
-        ModelSpec(name=name, presets=presets, build=_builder(name), description=f"torchvision {factory.__name__}")
+        ModelSpec(
+            name=name,
+            presets=presets,
+            build=_builder(name),
+            head=HEADS[name],
+            description=f"torchvision {factory.__name__}",
+        )
         for name, (factory, _, presets) in MODELS.items()
     ]

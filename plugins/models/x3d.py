@@ -72,6 +72,7 @@ def vidbench_models() -> list[ModelSpec]:
             name="x3d",
             presets=PRESETS,
             build=build,
+            head="blocks.5.proj",
             description="X3D: expanded 3D CNN (Feichtenhofer, 2020), pytorchvideo builder, SiLU for export",
         )
     ]
