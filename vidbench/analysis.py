@@ -63,22 +63,34 @@ def most_confused_pairs(confusion: np.ndarray, class_names: Sequence[str], top: 
         if off[true, pred] == 0:
             break
         total = confusion[true].sum()
-        pairs.append({"true": class_names[true], "predicted": class_names[pred], "count": int(off[true, pred]),
-                      "share": float(off[true, pred] / total)})  # fmt: skip
+        pairs.append(
+            {
+                "true": class_names[true],
+                "predicted": class_names[pred],
+                "count": int(off[true, pred]),
+                "share": float(off[true, pred] / total),
+            }
+        )
     return pairs
 
 
-def worst_clips(logits: np.ndarray, labels: np.ndarray, ids: Sequence[str], class_names: Sequence[str],
-                top: int = 20) -> list[dict]:  # fmt: skip
+def worst_clips(
+    logits: np.ndarray, labels: np.ndarray, ids: Sequence[str], class_names: Sequence[str], top: int = 20
+) -> list[dict]:
     """The clips whose true class got the lowest probability, with what the model predicted instead."""
     probs = softmax(logits)
     true_prob = probs[np.arange(len(labels)), labels]
     order = np.argsort(true_prob)[:top]
     return [
-        {"clip": str(ids[i]), "true": class_names[labels[i]], "predicted": class_names[int(probs[i].argmax())],
-         "p_true": float(true_prob[i]), "p_predicted": float(probs[i].max())}
+        {
+            "clip": str(ids[i]),
+            "true": class_names[labels[i]],
+            "predicted": class_names[int(probs[i].argmax())],
+            "p_true": float(true_prob[i]),
+            "p_predicted": float(probs[i].max()),
+        }
         for i in order
-    ]  # fmt: skip
+    ]
 
 
 def knn_retrieval(features: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:

@@ -74,6 +74,86 @@ def run(
     console.print(f"results: {run_dir / 'results.csv'}\nsummary: {summary}")
 
 
+def _select_job(suite_file: Path, model: str, preset: str | None, out: Path | None):
+    """The suite's run machinery for one model job, writing into ``out``."""
+    from vidbench.cells import expand
+    from vidbench.runner import Progress, SuiteRun
+
+    try:
+        suite, registry = load_suite(suite_file)
+    except SuiteError as exc:
+        raise _fail(str(exc)) from None
+    jobs, _ = expand(suite, registry, suite_file.parent)
+    matches = [j for j in jobs if j.model == model and (preset is None or j.preset == preset)]
+    if not matches:
+        known = ", ".join(sorted({f"{j.model}/{j.preset}" for j in jobs}))
+        raise _fail(
+            f"{suite_file}: no model {model!r}{f' preset {preset!r}' if preset else ''} in the suite; it has: {known}"
+        )
+    job = matches[0]
+    out = out or Path(suite.output_dir) / suite.name / f"train-{job.model}-{job.preset}"
+    run = SuiteRun(suite, registry, suite_file, out.resolve(), out.name)
+    try:
+        run.prepare_datasets(Progress(quiet=True))
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    return run, job
+
+
+@app.command()
+def train(
+    suite_file: Annotated[Path, typer.Argument(help="Suite YAML: dataset, input and train settings.")],
+    model: Annotated[str, typer.Option(help="Model name in the suite.")],
+    preset: Annotated[str | None, typer.Option(help="Preset (default: the suite's first for this model).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default results/<suite>/train-<model>-<preset>).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the folder's last checkpoint.")] = False,
+) -> None:
+    """Train one model of a suite outside the suite run: checkpoints every epoch, TensorBoard, analysis."""
+    from vidbench.train import STATE_FILE
+    from vidbench.worker import Context, job_dir, run_train
+
+    run, job = _select_job(suite_file, model, preset, out)
+    folder = job_dir(run.run_dir, job)
+    if (folder / STATE_FILE).exists() and not resume:
+        raise _fail(f"{folder / STATE_FILE} exists: pass --resume to continue it, or choose another --out")
+    (folder / "train.json").unlink(missing_ok=True)
+    run.write_env()
+    run_train(Context(run.task("train", job)))
+    console.print(f"trained: {folder}\ncheckpoint: {folder / 'checkpoint.pt'}\nanalysis: {folder / 'analysis.json'}")
+
+
+@app.command()
+def evaluate(
+    suite_file: Annotated[Path, typer.Argument(help="The suite the model was trained with.")],
+    model: Annotated[str, typer.Option(help="Model name in the suite.")],
+    preset: Annotated[str | None, typer.Option(help="Preset (default: the suite's first for this model).")] = None,
+    out: Annotated[Path | None, typer.Option(help="The folder `vidbench train` wrote.")] = None,
+) -> None:
+    """Evaluate a trained model on the test split: accuracy, calibration, temporal probes, retrieval, errors."""
+    import json
+
+    from vidbench.worker import Context, evaluate_job, job_dir
+
+    run, job = _select_job(suite_file, model, preset, out)
+    folder = job_dir(run.run_dir, job)
+    if not (folder / "checkpoint.pt").exists():
+        raise _fail(f"{folder / 'checkpoint.pt'} not found: train it first (vidbench train)")
+    summary = evaluate_job(Context(run.task("train", job)))
+    table = Table(title=f"{job.model}/{job.preset} on the {job.dataset} test split")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    details = json.loads((folder / "analysis.json").read_text())
+    for pair in details.get("most_confused", [])[:5]:
+        console.print(f"confused: {pair['true']} -> {pair['predicted']} ({pair['count']}, {pair['share']:.0%})")
+    console.print(f"analysis: {folder / 'analysis.json'}")
+
+
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")]) -> None:
     """Re-print a run's result table from disk and rewrite its summary.md."""

@@ -68,6 +68,19 @@ class TrainSettings(_Strict):
     workers: int = Field(2, ge=0)
     seed: int = 0
     timeout_s: float = Field(3600, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    accumulate: int = Field(1, ge=1)
+    """Gradient accumulation: optimizer steps every ``accumulate`` batches."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision; off by default (bf16 is slower than fp32 on this CPU)."""
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    deterministic: bool = False
+    early_stop_patience: int | None = Field(None, ge=1)
+    """Stop after this many epochs without a better validation top-1."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Time budget per model: no new epoch starts once it is spent."""
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     checkpoint: str | None = None
     """Path of a trained state dict to load instead of training."""

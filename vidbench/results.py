@@ -46,8 +46,15 @@ SCHEMA: tuple[str, ...] = (
     "prepare_s",
     "status",
     "reason",
+    "map",
+    "ece",
+    "top1_reversed",
+    "top1_shuffled",
+    "top1_frame_drop",
+    "top1_frozen",
 )
-"""Columns every results file has, in this order; extra columns follow them."""
+"""Columns every results file has, in this order (shared/DESIGN.md's, then the evaluation columns of
+issue 6: multi-label mAP, calibration error and the temporal probes); extra columns follow them."""
 
 STATUSES = ("ok", "unsupported", "failed")
 KEY_COLUMN = "cell_key"

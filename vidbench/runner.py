@@ -132,7 +132,8 @@ class SuiteRun:
         self.store.write_json("env.json", env)
         self.store.write_json("suite.json", self.suite.model_dump(mode="json"))
 
-    def _task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
+    def task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
+        """The JSON task a child process (or an in-process command) runs."""
         return {
             "dataset_file": str(self.dataset_file(job.dataset, dict(job.dataset_options))),
             "kind": kind,
@@ -172,7 +173,7 @@ class SuiteRun:
         if summary_file.exists():
             return Outcome(True), json.loads(summary_file.read_text())
         outcome = launch(
-            self._task("train", job), self.run_dir / "logs" / job.slug / "train", job.train_settings().timeout_s, status
+            self.task("train", job), self.run_dir / "logs" / job.slug / "train", job.train_settings().timeout_s, status
         )
         if not outcome.ok:
             return Outcome(False, f"training failed: {outcome.reason}"), {}
@@ -199,7 +200,7 @@ class SuiteRun:
             for row in rows.values():
                 self.store.append({**row, "status": "unsupported", "reason": why})
             return len(rows)
-        task = self._task("measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows)
+        task = self.task("measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows)
         outcome = launch(task, self.run_dir / "logs" / job.slug / optimization, self.suite.measure.timeout_s, status)
         written = self.store.keys() - before
         for row in rows.values():

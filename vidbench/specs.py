@@ -74,10 +74,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class VideoSample:
-    """One video file and its label index."""
+    """One video file and its label index (a tuple of indices for a multi-label dataset)."""
 
     path: Path
-    label: int
+    label: int | tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,11 @@
-"""The training loop every model shares: AdamW, linear warm-up then cosine decay, atomic checkpoints."""
+"""The training loop every model shares.
+
+Cross-entropy with label smoothing (BCE for multi-label), AdamW or SGD with momentum, linear warm-up
+then cosine decay, gradient clipping and accumulation, optional AMP and EMA, early stopping on
+validation top-1, and a time budget. Every epoch ends with an atomic checkpoint of the whole state
+(model, optimizer, scheduler, scaler, EMA, RNG, epoch), so a killed run resumes where it stopped; a
+NaN or Inf loss stops the run with a clear message and leaves the last good checkpoint in place.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +25,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 ProgressFn = Callable[[str], None]
+STATE_FILE = "train_state.pt"
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -25,27 +38,44 @@ class TrainConfig:
 
     epochs: int
     lr: float
-    weight_decay: float
-    warmup_epochs: float
-    label_smoothing: float
-    seed: int
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    grad_clip: float | None = None
+    accumulate: int = 1
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    ema_decay: float | None = None
+    deterministic: bool = False
+    early_stop_patience: int | None = None
+    max_minutes: float | None = None
+    multilabel: bool = False
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run gives back: time, last loss and train accuracy, and steps taken."""
+    """What a training run gives back."""
 
     train_s: float
     final_loss: float
     train_top1: float
     steps: int
+    epochs_done: int
+    stopped: str
+    """Why training ended: ``completed``, ``early stop``, ``time budget``."""
+    best_val_top1: float | None
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a run repeats."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -71,58 +101,224 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def train(
-    model: nn.Module,
-    loader: DataLoader,
-    config: TrainConfig,
-    metrics_path: Path | None = None,
-    progress: ProgressFn | None = None,
-) -> TrainResult:
-    """Train ``model`` in place on ``loader`` for ``config.epochs`` epochs; one JSON line of metrics per epoch."""
-    seed_everything(config.seed)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
-    total = config.epochs * len(loader)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total, max(1, round(config.warmup_epochs * len(loader))))
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    start, steps, loss_value, top1 = time.perf_counter(), 0, float("nan"), 0.0
-    model.train()
-    for epoch in range(config.epochs):
-        epoch_loss, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
-        for batch in loader:
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> Any:
+    if config.amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _targets(labels: torch.Tensor, logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    return labels.float() if multilabel else labels
+
+
+def _hits(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> int:
+    top = logits.argmax(1)
+    if multilabel:
+        return int(labels[torch.arange(len(top)), top].sum())
+    return int((top == labels).sum())
+
+
+class Trainer:
+    """One training run writing into ``out_dir``: ``train_state.pt``, ``metrics.jsonl``, ``tensorboard/``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        config: TrainConfig,
+        out_dir: Path,
+        val_loader: DataLoader | None = None,
+        progress: ProgressFn | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.model, self.loader, self.config = model, loader, config
+        self.out_dir, self.val_loader, self.progress = Path(out_dir), val_loader, progress
+        self.device = torch.device(device)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.seed, config.deterministic)
+        self.model.to(self.device)
+        self.optimizer = _optimizer(model, config)
+        steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
+        total = config.epochs * steps_per_epoch
+        warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.ema = None
+        if config.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=config.ema_decay)
+        self.criterion: nn.Module = (
+            nn.BCEWithLogitsLoss() if config.multilabel else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        )
+        self.epoch, self.steps, self.best_val, self.stale = 0, 0, None, 0
+        self.history: list[dict[str, float]] = []
+
+    # --- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        generator = getattr(self.loader, "generator", None)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "best_val": self.best_val,
+            "stale": self.stale,
+            "history": self.history,
+            "config": asdict(self.config),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "loader": generator.get_state() if generator is not None else None,
+            },
+        }
+
+    def restore(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.steps = state["epoch"], state["steps"]
+        self.best_val, self.stale, self.history = state["best_val"], state["stale"], state["history"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        generator = getattr(self.loader, "generator", None)
+        if generator is not None and state["rng"]["loader"] is not None:
+            generator.set_state(state["rng"]["loader"])
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_FILE
+
+    def final_model(self) -> nn.Module:
+        """The weights to evaluate: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- loop --------------------------------------------------------------------------------
+    def _epoch(self) -> tuple[float, float, int]:
+        self.model.train()
+        total_loss, hits, seen = 0.0, 0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(self.loader):
             if batch is None:  # every clip of the batch was skipped as undecodable
                 continue
-            clips, labels = batch
-            logits = model(clips)
-            loss = criterion(logits, labels)
+            clips, labels = (t.to(self.device, non_blocking=True) for t in batch)
+            with _autocast(self.config, self.device):
+                logits = self.model(clips)
+                loss = self.criterion(logits.float(), _targets(labels, logits, self.config.multilabel))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {steps}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            steps += 1
-            epoch_loss += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+                raise NonFiniteLoss(
+                    f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped, "
+                    f"last good checkpoint: {self.state_path if self.state_path.exists() else 'none yet'}"
+                )
+            self.scaler.scale(loss / self.config.accumulate).backward()
+            if (i + 1) % self.config.accumulate == 0 or i + 1 == len(self.loader):
+                if self.config.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.steps += 1
+                if self.ema is not None:
+                    self.ema.update(self.model, step=self.steps)
+            total_loss += loss.item() * len(labels)
+            hits += _hits(logits.detach(), labels, self.config.multilabel)
             seen += len(labels)
-        loss_value, top1 = epoch_loss / max(seen, 1), correct / max(seen, 1)
-        line = {
-            "epoch": epoch + 1,
-            "loss": loss_value,
-            "train_top1": top1,
-            "lr": schedule.get_last_lr()[0],
-            "clips_per_s": seen / (time.perf_counter() - epoch_start),
-        }
-        if metrics_path is not None:
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(line) + "\n")
-        if progress is not None:
-            progress(f"epoch {epoch + 1}/{config.epochs} loss {loss_value:.3f} train top-1 {top1:.1%}")
-    model.eval()
-    return TrainResult(time.perf_counter() - start, loss_value, top1, steps)
+        return total_loss / max(seen, 1), hits / max(seen, 1), seen
+
+    @torch.inference_mode()
+    def validate(self) -> float | None:
+        if self.val_loader is None:
+            return None
+        model = self.final_model()
+        model.eval()
+        hits = seen = 0
+        for batch in self.val_loader:
+            if batch is None:
+                continue
+            clips, labels = (t.to(self.device) for t in batch)
+            hits += _hits(model(clips), labels, self.config.multilabel)
+            seen += len(labels)
+        return hits / max(seen, 1)
+
+    def run(self, resume: bool = True) -> TrainResult:
+        """Train to ``config.epochs`` (continuing from ``train_state.pt`` when ``resume``)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        if resume and self.state_path.exists():
+            self.restore(self.state_path)
+            self._say(f"resumed after epoch {self.epoch}")
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.epoch + 1)
+        start, stopped = time.perf_counter(), "completed"
+        spent = sum(h.get("epoch_s", 0.0) for h in self.history)
+        loss, top1 = float("nan"), 0.0
+        try:
+            while self.epoch < self.config.epochs:
+                if self.config.max_minutes is not None and spent / 60 >= self.config.max_minutes:
+                    stopped = "time budget"
+                    break
+                epoch_start = time.perf_counter()
+                loss, top1, seen = self._epoch()
+                val = self.validate()
+                self.epoch += 1
+                epoch_s = time.perf_counter() - epoch_start
+                spent += epoch_s
+                line = {
+                    "epoch": self.epoch,
+                    "loss": loss,
+                    "train_top1": top1,
+                    "val_top1": val,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "clips_per_s": seen / epoch_s,
+                    "epoch_s": epoch_s,
+                }
+                self.history.append(line)
+                for key, value in line.items():
+                    if key != "epoch" and value is not None:
+                        writer.add_scalar(f"train/{key}", value, self.epoch)
+                writer.flush()
+                with open(self.out_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(line) + "\n")
+                improved = val is not None and (self.best_val is None or val > self.best_val)
+                if improved:
+                    self.best_val, self.stale = val, 0
+                elif val is not None:
+                    self.stale += 1
+                atomic_save(self.state(), self.state_path)
+                shown = f" val {val:.1%}" if val is not None else ""
+                self._say(
+                    f"epoch {self.epoch}/{self.config.epochs} loss {loss:.3f} train {top1:.1%}{shown} "
+                    f"{seen / epoch_s:.0f} clips/s"
+                )
+                patience = self.config.early_stop_patience
+                if patience is not None and self.stale >= patience:
+                    stopped = "early stop"
+                    break
+        finally:
+            writer.close()
+        self.final_model().eval()
+        return TrainResult(time.perf_counter() - start, loss, top1, self.steps, self.epoch, stopped, self.best_val)
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)

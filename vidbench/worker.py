@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidbench.analysis import TEMPORAL_PROBES, expected_calibration_error
 from vidbench.cells import ModelJob
 from vidbench.config import Suite
 from vidbench.data.cache import ClipCache
@@ -30,14 +31,14 @@ from vidbench.data.loader import ClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
 from vidbench.data.scan import load_prepared
 from vidbench.data.transforms import Augment
-from vidbench.evaluate import accuracy, collect_logits, parity
+from vidbench.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.latency import LatencyPlan, measure_latency
 from vidbench.plugins import Registry, load_plugins
 from vidbench.results import ResultStore, file_hash
 from vidbench.specs import PreparedDataset, Unsupported
-from vidbench.train import TrainConfig, atomic_save, train
-from vidbench.weights import load_pretrained
+from vidbench.train import TrainConfig, Trainer, atomic_save, seed_everything
+from vidbench.weights import load_pretrained, read_state_dict
 
 
 def job_from_dict(data: dict[str, Any]) -> ModelJob:
@@ -85,6 +86,7 @@ class Context:
         job, data = self.job, self.suite.data
         clip = ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
         augment = job.train_settings().augment
+        multi = self.dataset.labels_kind == "multi"
         return ClipDataset(
             self.dataset.splits[split],
             clip,
@@ -96,6 +98,7 @@ class Context:
             square_pixels=data.square_pixels,
             cache=ClipCache(Path(data.cache_dir)) if data.cache else None,
             skip_log=self.run_dir / "skipped.csv",
+            multilabel_classes=self.dataset.num_classes if multi else None,
         )
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False):
@@ -115,44 +118,73 @@ class Context:
 
 
 def run_train(ctx: Context) -> None:
-    """Train (or load the given checkpoint), save it atomically, evaluate eager on the test split."""
+    """Train (resuming from ``train_state.pt`` when present) or load the given checkpoint, save the
+    weights atomically, then evaluate eager on the test split: logits, probes, embeddings, analysis."""
     out = job_dir(ctx.run_dir, ctx.job)
     out.mkdir(parents=True, exist_ok=True)
     settings = ctx.job.train_settings()
+    seed_everything(settings.seed, settings.deterministic)  # before building: the initial weights repeat too
     model = ctx.build_model()
-    train_s = 0.0
+    info: dict[str, Any] = {"train_s": 0.0, "epochs_done": 0, "stopped": "loaded checkpoint"}
     if ctx.job.pretrained:
         spec = ctx.registry.model(ctx.job.model)
         fresh = load_pretrained(model, ctx.job.pretrained, spec.head)
         print(f"loaded {ctx.job.pretrained}" + (f" (new head: {', '.join(fresh)})" if fresh else ""), flush=True)
     if settings.checkpoint:
-        state = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(read_state_dict(settings.checkpoint), strict=True)
     else:
-        config = TrainConfig(
-            epochs=settings.epochs,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            warmup_epochs=settings.warmup_epochs,
-            label_smoothing=settings.label_smoothing,
-            seed=settings.seed,
+        trainer = Trainer(
+            model,
+            ctx.loader("train", settings.batch_size, train_mode=True),
+            train_config(settings, ctx.dataset.labels_kind == "multi"),
+            out,
+            val_loader=ctx.loader("val", ctx.suite.measure.eval_batch_size),
+            progress=lambda line: print(line, flush=True),
         )
-        loader = ctx.loader("train", settings.batch_size, train_mode=True)
-        result = train(
-            model, loader, config, metrics_path=out / "metrics.jsonl", progress=lambda line: print(line, flush=True)
-        )
-        train_s = result.train_s
+        result = trainer.run(resume=True)
+        model = trainer.final_model()
+        info = {
+            "train_s": sum(h["epoch_s"] for h in trainer.history),
+            "epochs_done": result.epochs_done,
+            "stopped": result.stopped,
+            "best_val_top1": result.best_val_top1,
+        }
+    atomic_save(model.state_dict(), out / "checkpoint.pt")
+    evaluate_job(ctx, model, info)
+
+
+def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[str, Any] | None = None) -> dict:
+    """Eager evaluation of a trained job on the test split: ``eval.npz`` (logits), the analysis files,
+    and ``train.json`` (written last: its presence marks the job complete)."""
+    out = job_dir(ctx.run_dir, ctx.job)
     checkpoint = out / "checkpoint.pt"
-    atomic_save(model.state_dict(), checkpoint)
+    if model is None:
+        model = ctx.build_model()
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
+    if info is None:
+        previous = out / "train.json"
+        keep = ("train_s", "epochs_done", "stopped", "best_val_top1")
+        info = {k: v for k, v in json.loads(previous.read_text()).items() if k in keep} if previous.exists() else {}
     model.eval()
-    logits, labels = collect_logits(model, ctx.loader("test", ctx.suite.measure.eval_batch_size))
+    test = ctx.loader("test", ctx.suite.measure.eval_batch_size)
+    outputs = run_split(model, test, embed=model.embed, probes=list(TEMPORAL_PROBES))
     tmp = out / ".eval.tmp.npz"
-    np.savez(tmp, logits=logits, labels=labels)
+    np.savez(tmp, logits=outputs.logits, labels=outputs.labels)
     os.replace(tmp, out / "eval.npz")
-    acc = accuracy(logits, labels)
-    summary = {"train_s": train_s, "checkpoint_sha": file_hash(checkpoint), **asdict(acc), "test_clips": len(labels)}
-    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"eager test top-1 {acc.top1:.1%}", flush=True)
+    samples = ctx.dataset.splits["test"]
+    ids = [str(s.path) for s in samples] if len(samples) == len(outputs.labels) else []
+    ids = ids or [f"clip{i}" for i in range(len(outputs.labels))]
+    summary = write_analysis(out, outputs, ctx.dataset.class_names, ids)
+    record = {**info, "checkpoint_sha": file_hash(checkpoint), **summary, "test_clips": len(outputs.labels)}
+    (out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"eager test top-1 {summary['top1']:.1%}", flush=True)
+    return record
+
+
+def train_config(settings: Any, multilabel: bool) -> TrainConfig:
+    """The trainer's config from a suite's train settings."""
+    fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
+    return TrainConfig(**fields, multilabel=multilabel)
 
 
 def calibration_clips(ctx: Context, limit: int) -> Iterator[torch.Tensor]:
@@ -191,17 +223,21 @@ def run_measure(ctx: Context) -> None:
     prepare_s = time.perf_counter() - start
     size_mb = artifact.size_bytes / 2**20
     eager = np.load(out / "eval.npz")
-    logits, labels = collect_logits(artifact, ctx.loader("test", measure.eval_batch_size))
-    match = parity(eager["logits"], logits)
-    acc = accuracy(logits, labels)
+    outputs = run_split(artifact, ctx.loader("test", measure.eval_batch_size), probes=list(TEMPORAL_PROBES))
+    match = parity(eager["logits"], outputs.logits)
+    acc = accuracy(outputs.logits, outputs.labels)
+    single = outputs.labels.ndim == 1
     common = {
         "size_mb": size_mb,
         "prepare_s": prepare_s,
         "top1": acc.top1,
         "top5": acc.top5,
         "mean_class_acc": acc.mean_class_acc,
+        "map": acc.map,
         "agreement_top1": match.agreement_top1,
         "max_abs_logit_diff": match.max_abs_logit_diff,
+        **probe_accuracy(outputs),
+        "ece": expected_calibration_error(outputs.logits, outputs.labels) if single else None,
         "notes": artifact.notes,
     }
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure)

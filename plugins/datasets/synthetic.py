@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,30 +167,43 @@ def _random_colour(rng: np.random.Generator, bright: bool) -> np.ndarray:
 
 def render_clip(label: int, rng: np.random.Generator, res: int, length: int) -> np.ndarray:
     """Frames (``length x res x res x 3`` uint8) of one clip of class ``label``."""
-    pattern, reverse = PATTERNS[label // 2], bool(label % 2)
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    bright_object = bool(rng.integers(2))
-    obj = _random_colour(rng, bright_object)
-    bg_a = _random_colour(rng, not bright_object)
-    bg_b = np.clip(bg_a + (0.3 if bright_object else -0.3), 0, 1)
-    tex_angle, period = rng.uniform(0, math.pi), res * rng.uniform(0.15, 0.35)
-    poses = _poses(pattern, rng, res, length)
+    return render_objects([label], rng, res, length)
+
+
+def render_objects(labels: Sequence[int], rng: np.random.Generator, res: int, length: int) -> np.ndarray:
+    """One object per label over a shared textured background; each object's trajectory runs
+    backwards in time when its class is a reversed one (so a one-object reversed clip is exactly its
+    partner's frames in reverse order)."""
+    objects = []
+    bright_object = False
+    for i, label in enumerate(labels):
+        pattern, reverse = PATTERNS[label // 2], bool(label % 2)
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        if i == 0:  # draws in the order first written, so cached one-object datasets stay valid
+            bright_object = bool(rng.integers(2))
+        colour = _random_colour(rng, bright_object)
+        if i == 0:
+            bg_a = _random_colour(rng, not bright_object)
+            bg_b = np.clip(bg_a + (0.3 if bright_object else -0.3), 0, 1)
+            tex_angle, period = rng.uniform(0, math.pi), res * rng.uniform(0.15, 0.35)
+        poses = _poses(pattern, rng, res, length)
+        objects.append((shape, colour, poses[::-1] if reverse else poses))
 
     yy, xx = np.mgrid[0:res, 0:res].astype(np.float32) + 0.5
     ct, st = math.cos(tex_angle), math.sin(tex_angle)
     frames = []
-    for pose in poses:
-        tx = xx - pose.scroll
+    for f in range(length):
+        tx = xx - sum(poses[f].scroll for _, _, poses in objects)
         tu, tv = tx * ct + yy * st, -tx * st + yy * ct
         mix = 0.5 + 0.5 * np.sin(2 * math.pi * tu / period) * np.sin(2 * math.pi * tv / period)
         image = bg_a * (1 - mix[..., None]) + bg_b * mix[..., None]
-        ca, sa = math.cos(pose.angle), math.sin(pose.angle)
-        dx, dy = (xx - pose.cx) / pose.size, (yy - pose.cy) / pose.size
-        inside = _shape_mask(shape, dx * ca + dy * sa, -dx * sa + dy * ca)[..., None]
-        image = np.where(inside, image * (1 - pose.alpha) + obj * pose.alpha, image)
+        for shape, colour, poses in objects:
+            pose = poses[f]
+            ca, sa = math.cos(pose.angle), math.sin(pose.angle)
+            dx, dy = (xx - pose.cx) / pose.size, (yy - pose.cy) / pose.size
+            inside = _shape_mask(shape, dx * ca + dy * sa, -dx * sa + dy * ca)[..., None]
+            image = np.where(inside, image * (1 - pose.alpha) + colour * pose.alpha, image)
         frames.append(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))
-    if reverse:
-        frames.reverse()
     return np.stack(frames)
 
 
@@ -211,12 +225,19 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
     os.replace(tmp, path)
 
 
-def _generate_one(args: tuple[int, int, Path, SyntheticMotionOptions]) -> None:
-    index, label, path, opts = args
+def _generate_one(args: tuple[int, tuple[int, ...], Path, SyntheticMotionOptions]) -> None:
+    index, labels, path, opts = args
     if path.exists():
         return
     rng = np.random.default_rng((opts.seed, index))
-    write_mp4(render_clip(label, rng, opts.resolution, opts.length), path, opts.fps)
+    write_mp4(render_objects(labels, rng, opts.resolution, opts.length), path, opts.fps)
+
+
+def multi_labels(index: int, seed: int) -> tuple[int, int]:
+    """Two classes of two different patterns for clip ``index`` of the multi-label variant."""
+    rng = np.random.default_rng((seed, index, 7))
+    first, second = rng.choice(len(PATTERNS), size=2, replace=False)
+    return tuple(sorted((2 * int(first) + int(rng.integers(2)), 2 * int(second) + int(rng.integers(2)))))
 
 
 def _split_of(position: int, per_class: int) -> str:
@@ -230,31 +251,50 @@ def dataset_dir(root: Path, opts: SyntheticMotionOptions) -> Path:
     return root / f"{opts.size}-r{opts.resolution}-l{opts.length}-fps{opts.fps}-seed{opts.seed}"
 
 
-def prepare(root: Path, options: SyntheticMotionOptions | dict) -> PreparedDataset:
-    """Generate the clips once (in parallel, resumable) and return the splits."""
+def _prepare(root: Path, options: SyntheticMotionOptions | dict, multi: bool) -> PreparedDataset:
     opts = SyntheticMotionOptions.model_validate(options)
     out = dataset_dir(Path(root), opts)
     names = class_names()
     per_class = CLIPS_PER_CLASS[opts.size]
     jobs, rows = [], {split: [] for split in SPLITS}
     for index in range(per_class * len(names)):
-        label, position = index % len(names), index // len(names)
-        rel = Path("videos") / names[label] / f"{index:06d}.mp4"
-        jobs.append((index, label, out / rel, opts))
-        rows[_split_of(position, per_class)].append((str(rel), label))
+        position = index // len(names)
+        labels = multi_labels(index, opts.seed) if multi else (index % len(names),)
+        folder = "multi" if multi else names[labels[0]]
+        rel = Path("videos") / folder / f"{index:06d}.mp4"
+        jobs.append((index, labels, out / rel, opts))
+        rows[_split_of(position, per_class)].append((str(rel), labels if multi else labels[0]))
     if not (out / ".complete").exists():
-        for name in names:
-            (out / "videos" / name).mkdir(parents=True, exist_ok=True)
+        for folder in {Path(rel).parent for items in rows.values() for rel, _ in items}:
+            (out / folder).mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=opts.workers) as pool:
             list(pool.map(_generate_one, jobs, chunksize=16))
         with open(out / "classes.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([("index", "name"), *enumerate(names)])
         for split, items in rows.items():
             with open(out / f"{split}.csv", "w", newline="") as fh:
-                csv.writer(fh).writerows([("path", "label"), *items])
+                writer = csv.writer(fh)
+                writer.writerow(("path", "label"))
+                writer.writerows((rel, ";".join(map(str, y)) if multi else y) for rel, y in items)
         (out / ".complete").write_text("ok\n")
     splits = {split: [VideoSample(out / rel, label) for rel, label in items] for split, items in rows.items()}
-    return PreparedDataset(root=out, class_names=names, splits=splits, mirror=mirror_map())
+    return PreparedDataset(
+        root=out,
+        class_names=names,
+        splits=splits,
+        labels_kind="multi" if multi else "single",
+        mirror=None if multi else mirror_map(),
+    )
+
+
+def prepare(root: Path, options: SyntheticMotionOptions | dict) -> PreparedDataset:
+    """Generate the clips once (in parallel, resumable) and return the splits."""
+    return _prepare(root, options, multi=False)
+
+
+def prepare_multi(root: Path, options: SyntheticMotionOptions | dict) -> PreparedDataset:
+    """The multi-label variant: two moving objects of two different patterns per clip."""
+    return _prepare(root, options, multi=True)
 
 
 @hookimpl
@@ -265,5 +305,11 @@ def vidbench_datasets() -> list[DatasetSpec]:
             prepare=prepare,
             options=SyntheticMotionOptions,
             description="20 motion classes (10 patterns x forward/reversed) as H.264 MP4, order-sensitive",
-        )
+        ),
+        DatasetSpec(
+            name="synthetic-motion-multi",
+            prepare=prepare_multi,
+            options=SyntheticMotionOptions,
+            description="multi-label variant: two objects of two different motion classes per clip (BCE, mAP)",
+        ),
     ]

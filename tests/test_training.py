@@ -1,0 +1,147 @@
+"""Training worth trusting: kill and resume, NaN stop, TensorBoard logs, analysis files, multi-label."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import TINY_DATA, suite_dict, vidbench
+
+JOB = "models/synthetic-motion__r2plus1d__tiny"
+
+
+def _suite(tmp_path: Path, data_root: Path, epochs: int = 4, **overrides: object) -> Path:
+    suite = suite_dict(data_root, train={"epochs": epochs, "batch_size": 16, "workers": 0, "lr": 0.003}, **overrides)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def _metrics(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data_root: Path) -> None:
+    suite = _suite(tmp_path, data_root)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbench.cli", "train", str(suite), "--model", "r2plus1d", "--out", str(killed)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folder = killed / JOB
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(_metrics(folder)) < 1:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(_metrics(folder))
+    assert 1 <= done_before < 4, "the kill must land mid-run"
+    state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == done_before, "the checkpoint on disk is whole and matches the last logged epoch"
+    assert not (folder / "train.json").exists()
+
+    resumed = vidbench("train", str(suite), "--model", "r2plus1d", "--out", str(killed), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["epoch"] for m in _metrics(folder)] == [1, 2, 3, 4]
+    assert torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)["epoch"] == 4
+    torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
+
+    straight = tmp_path / "straight"
+    whole = vidbench("train", str(suite), "--model", "r2plus1d", "--out", str(straight), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a, b = _metrics(folder)[-1], _metrics(straight / JOB)[-1]
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    ra = json.loads((folder / "train.json").read_text())
+    rb = json.loads((straight / JOB / "train.json").read_text())
+    assert ra["top1"] == rb["top1"] and ra["epochs_done"] == rb["epochs_done"] == 4
+
+
+NAN_PLUGIN = '''
+import torch
+from torch import nn
+from vidbench import hookimpl
+from vidbench.specs import InputSpec, ModelSpec, Preset
+
+
+class Exploding(nn.Module):
+    """Healthy for 10 training steps, then returns NaN logits."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+        self.steps = 0
+
+    def embed(self, clip):
+        return clip.mean(dim=(2, 3, 4))
+
+    def forward(self, clip):
+        if self.training:
+            self.steps += 1
+        out = self.fc(self.embed(clip))
+        return out * float("nan") if self.steps > 10 else out
+
+
+@hookimpl
+def vidbench_models():
+    return [ModelSpec("exploding", {"p": Preset("p", InputSpec(4, 16))}, lambda p, n: Exploding(n))]
+'''
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, data_root: Path
+) -> None:
+    (tmp_path / "exploding.py").write_text(NAN_PLUGIN)
+    suite = _suite(tmp_path, data_root, plugins=["exploding.py"], models=[{"name": "exploding"}])
+    proc = vidbench("train", str(suite), "--model", "exploding", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "loss became nan at epoch 2" in proc.stderr
+    folder = tmp_path / "out" / "models" / "synthetic-motion__exploding__p"
+    assert torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)["epoch"] == 1
+
+
+def test_tensorboard_and_analysis_files(tmp_path: Path, data_root: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    suite = _suite(tmp_path, data_root, epochs=2)
+    proc = vidbench("train", str(suite), "--model", "r2plus1d", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "out" / JOB
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    for tag in ("train/loss", "train/lr", "train/train_top1", "train/val_top1", "train/clips_per_s"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    analysis = json.loads((folder / "analysis.json").read_text())
+    assert len(analysis["per_class_accuracy"]) == 20 and len(analysis["confusion"]) == 20
+    assert sum(map(sum, analysis["confusion"])) == json.loads((folder / "train.json").read_text())["test_clips"]
+    for key in ("top1_reversed", "top1_shuffled", "top1_frame_drop", "top1_frozen", "ece", "knn_top1"):
+        assert 0 <= analysis[key] <= 1, key
+    assert (folder / "tsne.png").stat().st_size > 1000 and (folder / "embeddings.npy").exists()
+    evaluated = vidbench("evaluate", str(suite), "--model", "r2plus1d", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert evaluated.returncode == 0 and "top1_reversed" in evaluated.stdout
+
+
+def test_multilabel_variant_trains_with_bce_and_reports_map(tmp_path: Path, data_root: Path) -> None:
+    datasets = [{"name": "synthetic-motion-multi", "options": dict(TINY_DATA)}]
+    suite = _suite(tmp_path, tmp_path / "data", epochs=1, datasets=datasets, batch_sizes=[1])
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+
+    frame = pd.read_csv(next((tmp_path / "results" / "t").glob("*/results.csv")))
+    assert list(frame["status"]) == ["ok"]
+    assert 0 < frame["map"].iloc[0] <= 1 and pd.isna(frame["ece"].iloc[0])
