@@ -77,7 +77,7 @@ class Accuracy:
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
     """Accuracy metrics of ``logits`` against integer labels (or multi-hot rows for multi-label)."""
     k = min(5, logits.shape[1])
-    topk = np.argsort(-logits, axis=1)[:, :k]
+    topk = np.argsort(-logits, axis=1, kind="stable")[:, :k]  # stable: ties resolve like argmax
     if labels.ndim == 2:
         hits = np.take_along_axis(labels, topk, axis=1) > 0
         return Accuracy(

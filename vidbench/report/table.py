@@ -18,6 +18,8 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("batch_size", "batch", "d"),
     ("top1", "top-1 %", "pct"),
     ("top5", "top-5 %", "pct"),
+    ("top1_reversed", "rev %", "pct"),
+    ("map", "mAP %", "pct"),
     ("agreement_top1", "agree %", "pct"),
     ("max_abs_logit_diff", "max abs dlogit", ".1e"),
     ("latency_ms_p50", "p50 ms", ".2f"),
@@ -48,7 +50,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The summary columns, formatted as strings, one row per cell."""
-    columns = {header: [_fmt(v, spec) for v in frame[col]] for col, header, spec in DISPLAY}
+    shown = [(c, h, f) for c, h, f in DISPLAY if c in ("status", "reason") or frame[c].notna().any()]
+    columns = {header: [_fmt(v, spec) for v in frame[col]] for col, header, spec in shown}
     if "dataset" in frame and frame["dataset"].nunique() > 1:
         columns = {"dataset": list(frame["dataset"]), **columns}
     return pd.DataFrame(columns)
@@ -68,6 +71,7 @@ TERMINAL_COLUMNS = (
     "optim.",
     "batch",
     "top-1 %",
+    "rev %",
     "agree %",
     "max abs dlogit",
     "p50 ms",
@@ -117,6 +121,8 @@ def write_summary(run_dir: Path) -> Path:
         "- Latency is model-only on one batch: warm-up, then at least min_iters calls and min_seconds; "
         "p50 / p99 of those calls. clips/s = batch / p50.",
         "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
+        "- rev %: top-1 on the same test clips played backwards (results.csv also has shuffled, frame_drop, "
+        "frozen); an order-blind model loses nothing there, a model that uses time does.",
     ]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,62 @@
+"""ONNX export and ONNX Runtime sessions, shared by the optimizations that run through ONNX."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidbench.specs import Unsupported
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
+    """``torch.onnx.export(dynamo=True)`` with a dynamic batch dimension; the weights go to an external
+    ``.onnx.data`` file. Returns every file written. A model that does not export raises
+    :class:`Unsupported` with the exporter's first line (it names the operator)."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model.eval(),
+                (example,),
+                dynamo=True,
+                input_names=["clip"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+                verbose=False,
+            )
+            program.save(str(path), external_data=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Unsupported(f"ONNX export failed: {first}") from exc
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def session(path: Path, threads: int):  # noqa: ANN201 - onnxruntime is imported lazily
+    """An ONNX Runtime CPU session with every graph optimization on and a fixed thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runner(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable clip -> logits over an ORT session (the tensor conversion is part of the cost)."""
+    sess = session(path, threads)
+    input_name = sess.get_inputs()[0].name
+
+    def run(clip: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(clip.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(sess.run(None, {input_name: array})[0])
+
+    return run
