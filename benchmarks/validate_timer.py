@@ -43,10 +43,13 @@ def main() -> int:
     reference = timer.blocked_autorange(min_run_time=args.min_seconds)
     theirs_ms = reference.median * 1e3
     ratio = ours.p50_ms / theirs_ms
-    print(f"{args.model}/{args.preset} batch {args.batch}, {args.threads} threads, "
-          f"{preset.input.frames}x{preset.input.crop}x{preset.input.crop}")  # fmt: skip
+    print(
+        f"{args.model}/{args.preset} batch {args.batch}, {args.threads} threads, "
+        f"{preset.input.frames}x{preset.input.crop}x{preset.input.crop}"
+    )
     print(f"vidbench p50:            {ours.p50_ms:.2f} ms over {ours.iterations} calls (CV {ours.cv_pct:.1f}%)")
-    print(f"torch.utils.benchmark:   {theirs_ms:.2f} ms median over {reference.number_per_run * len(reference.times)} calls")
+    calls = reference.number_per_run * len(reference.times)
+    print(f"torch.utils.benchmark:   {theirs_ms:.2f} ms median over {calls} calls")
     print(f"ratio vidbench / torch:  {ratio:.3f}")
     return 0 if abs(ratio - 1) <= args.tolerance else 1
 

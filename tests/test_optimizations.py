@@ -20,11 +20,16 @@ def _tiny_model() -> torch.nn.Module:
     return spec.build(spec.presets["tiny"], num_classes=20).eval()
 
 
-@pytest.mark.parametrize("name", ["eager", "onnx"])
+def _calibration() -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return [torch.randn(1, 3, 8, 32, 32) for _ in range(4)]
+
+
+@pytest.mark.parametrize("name", ["eager", "onnx", "compile"])
 def test_artifact_matches_eager_and_has_a_size(name: str, tmp_path: Path) -> None:
     model = _tiny_model()
     example = torch.randn(2, 3, 8, 32, 32)
-    artifact = REGISTRY.optimization(name).prepare(model, example, None, tmp_path)
+    artifact = REGISTRY.optimization(name).prepare(model, example, iter(_calibration()), tmp_path)
     clips = torch.randn(5, 3, 8, 32, 32)
     with torch.inference_mode():
         reference = model(clips).numpy()
@@ -44,3 +49,44 @@ def test_onnx_size_counts_the_external_data_file(tmp_path: Path) -> None:
     data = tmp_path / "model.onnx.data"
     assert data.stat().st_size > (tmp_path / "model.onnx").stat().st_size
     assert artifact.size_bytes == data.stat().st_size + (tmp_path / "model.onnx").stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("name", "model_name"), [("int8", "r2plus1d"), ("dynamic-int8", "cnn_lstm"), ("amp", "r2plus1d")]
+)
+def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
+    name: str, model_name: str, tmp_path: Path
+) -> None:
+    spec = REGISTRY.model(model_name)
+    torch.manual_seed(0)
+    model = spec.build(spec.presets["tiny"], num_classes=20).eval()
+    optimization = REGISTRY.optimization(name)
+    assert optimization.lossy
+    artifact = optimization.prepare(model, torch.randn(2, 3, 8, 32, 32), iter(_calibration()), tmp_path)
+    clips = torch.randn(6, 3, 8, 32, 32)
+    with torch.inference_mode():
+        reference = model(clips).numpy()
+    out = np.asarray(artifact(clips), dtype=np.float32)
+    assert out.shape == reference.shape and np.isfinite(out).all()
+    match = parity(reference, out)
+    assert match.max_abs_logit_diff < 0.5 * np.abs(reference).max() + 1e-3
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert 0 < artifact.size_bytes <= fp32_bytes * 1.1
+    if name == "int8":
+        assert artifact.size_bytes < fp32_bytes / 3
+        assert "4 training clips" in artifact.notes
+        assert not [f for f in artifact.files if f.parent != tmp_path], "only the int8 model counts"
+
+
+def test_dynamic_int8_says_why_it_does_not_apply(tmp_path: Path) -> None:
+    from vidbench.specs import Unsupported
+
+    conv_only = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.Flatten())
+    with pytest.raises(Unsupported, match=r"nn\.Linear / nn\.LSTM"):
+        REGISTRY.optimization("dynamic-int8").prepare(conv_only, torch.randn(1, 3, 4, 8, 8), None, tmp_path)
+
+
+def test_tensorrt_is_unsupported_without_cuda() -> None:
+    for name in ("tensorrt", "tensorrt-int8"):
+        ok, reason = REGISTRY.optimization(name).supported("cpu")
+        assert not ok and "CUDA" in reason

@@ -100,6 +100,8 @@ class MeasureSettings(_Strict):
     calibration_clips: int = Field(32, ge=1)
     parity_min_agreement: float = Field(0.99, ge=0, le=1)
     """An artifact whose top-1 agrees with eager on fewer test clips than this is ``failed: parity``."""
+    parity_min_agreement_lossy: float = Field(0.95, ge=0, le=1)
+    """The same gate for lossy optimizations (int8, dynamic-int8, amp, tensorrt)."""
     parity_max_abs_logit_diff: float | None = Field(None, gt=0)
 
 

@@ -38,7 +38,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> list[Pat
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
 
 
-def session(path: Path, threads: int):  # noqa: ANN201 - onnxruntime is imported lazily
+def session(path: Path, threads: int):
     """An ONNX Runtime CPU session with every graph optimization on and a fixed thread count."""
     import onnxruntime as ort
 

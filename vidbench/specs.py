@@ -142,3 +142,5 @@ class OptimizationSpec:
     prepare: Callable[[nn.Module, torch.Tensor, Iterable[torch.Tensor] | None, Path], Artifact]
     supported: Callable[[Device], tuple[bool, str]] = lambda device: (True, "")
     description: str = ""
+    lossy: bool = False
+    """Changes the arithmetic (int8, reduced precision): the parity gate uses the lossy threshold."""

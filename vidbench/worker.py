@@ -240,7 +240,7 @@ def run_measure(ctx: Context) -> None:
         "ece": expected_calibration_error(outputs.logits, outputs.labels) if single else None,
         "notes": artifact.notes,
     }
-    problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure)
+    problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
     for bs in task["batch_sizes"]:
         if problem:
@@ -265,11 +265,12 @@ def run_measure(ctx: Context) -> None:
         )
 
 
-def parity_problem(agreement: float, max_diff: float, measure: Any) -> str:
+def parity_problem(agreement: float, max_diff: float, measure: Any, lossy: bool = False) -> str:
     """Why an artifact fails the parity gate, or ``""`` when it passes."""
-    if agreement < measure.parity_min_agreement:
-        return f"top-1 agreement {agreement:.1%} < {measure.parity_min_agreement:.1%}"
-    if measure.parity_max_abs_logit_diff is not None and max_diff > measure.parity_max_abs_logit_diff:
+    floor = measure.parity_min_agreement_lossy if lossy else measure.parity_min_agreement
+    if agreement < floor:
+        return f"top-1 agreement {agreement:.1%} < {floor:.1%}"
+    if not lossy and measure.parity_max_abs_logit_diff is not None and max_diff > measure.parity_max_abs_logit_diff:
         return f"max |dlogit| {max_diff:.3g} > {measure.parity_max_abs_logit_diff:.3g}"
     return ""
 

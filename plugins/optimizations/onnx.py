@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.specs import Artifact, OptimizationSpec, Unsupported
-
-
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
-    """Export with a dynamic batch dimension; returns every file written (graph + external data)."""
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                model.eval(),
-                (example,),
-                dynamo=True,
-                input_names=["clip"],
-                output_names=["logits"],
-                dynamic_shapes=({0: batch},),
-                optimize=True,
-                verbose=False,
-            )
-            program.save(str(path), external_data=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unsupported(f"ONNX export failed: {first}") from exc
-    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
-
-
-def session(path: Path, threads: int):
-    """An ONNX Runtime CPU session with every graph optimization on and a fixed thread count."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from vidbench.onnx_tools import export_onnx, runner
+from vidbench.specs import Artifact, OptimizationSpec
 
 
 def prepare(
@@ -55,14 +19,7 @@ def prepare(
     """Export to ``model.onnx`` (+ ``model.onnx.data``) and wrap an ORT session as the artifact."""
     path = workdir / "model.onnx"
     files = export_onnx(model, example, path)
-    sess = session(path, torch.get_num_threads())
-    input_name = sess.get_inputs()[0].name
-
-    def run(clip: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(clip.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(sess.run(None, {input_name: array})[0])
-
-    return Artifact(run=run, files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL")
+    return Artifact(run=runner(path, torch.get_num_threads()), files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL")
 
 
 @hookimpl
