@@ -76,3 +76,25 @@ def only_run_dir(cwd: Path, suite: str = "t") -> Path:
     runs = sorted((cwd / "results" / suite).iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def install_into(package: Path, site: Path) -> dict[str, str]:
+    """pip-install a local package into its own folder (not the venv); returns the env that sees it."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(package),
+        ],
+        check=True,
+        timeout=300,
+    )
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}

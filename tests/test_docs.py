@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import REPO, only_run_dir, vidbench, write_suite
+from tests.conftest import REPO, install_into, only_run_dir, vidbench, write_suite
 
 
 def _blocks(markdown: str, language: str) -> list[str]:
@@ -25,25 +22,7 @@ def test_adding_a_model_example_works_as_written(tmp_path: Path, data_root: Path
     (package / "my_video_models" / "__init__.py").write_text("")
     (package / "my_video_models" / "tiny_c2d.py").write_text(module)
     (package / "pyproject.toml").write_text(pyproject)
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(package),
-        ],
-        check=True,
-        timeout=300,
-    )
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env = install_into(package, tmp_path / "site")
     listing = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
     assert "tiny_c2d" in listing.stdout and "my-video-models:my_video_models.tiny_c2d" in listing.stdout
     info = vidbench("models", "info", "tiny_c2d", cwd=tmp_path, env=env, timeout=120)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import only_run_dir, vidbench, write_suite
+from tests.conftest import install_into, only_run_dir, vidbench, write_suite
 from vidbench.plugins import PluginError, load_plugins
 
 MODEL_MODULE = '''
@@ -42,7 +39,7 @@ def vidbench_models():
 '''
 
 
-def _install_third_party(tmp_path: Path) -> Path:
+def _install_third_party(tmp_path: Path) -> dict[str, str]:
     """Build and install a real package declaring a ``vidbench`` entry point into its own target folder."""
     src = tmp_path / "src"
     (src / "acme_video").mkdir(parents=True)
@@ -61,30 +58,11 @@ def _install_third_party(tmp_path: Path) -> Path:
         packages = ["acme_video"]
     """)
     )
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        check=True,
-        timeout=300,
-    )
-    return site
+    return install_into(src, tmp_path / "site")
 
 
 def test_third_party_entry_point_plugin_lists_and_runs(tmp_path: Path, data_root: Path) -> None:
-    site = _install_third_party(tmp_path)
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env = _install_third_party(tmp_path)
     listing = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert "acme_net" in listing.stdout and "acme-video:acme_video" in listing.stdout

@@ -28,6 +28,7 @@ from vidbench.config import Suite
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.measure.env import collect_env, env_hash, git_commit
+from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, ResultStore, cell_key
 from vidbench.worker import job_dir, job_to_dict
@@ -114,12 +115,16 @@ class SuiteRun:
         self.store = ResultStore(run_dir)
         self.threads = suite.measure.threads or os.cpu_count() or 1
         self.env = collect_env(self.threads, suite.measure.device)
+        self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
         self.jobs, self.cells = expand(suite, registry, suite_path.parent)
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     def write_env(self) -> None:
+        if self.peak_gmacs is None:
+            self.peak_gmacs = matmul_peak_gmacs(self.threads)
         env = {
+            "fp32_matmul_gmacs_per_s": self.peak_gmacs,
             **self.env,
             "env_hash": self.env_hash,
             "git_commit": git_commit(Path(__file__).parent),
@@ -200,7 +205,9 @@ class SuiteRun:
             for row in rows.values():
                 self.store.append({**row, "status": "unsupported", "reason": why})
             return len(rows)
-        task = self.task("measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows)
+        task = self.task(
+            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs
+        )
         outcome = launch(task, self.run_dir / "logs" / job.slug / optimization, self.suite.measure.timeout_s, status)
         written = self.store.keys() - before
         for row in rows.values():

@@ -30,7 +30,7 @@ from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import ClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
 from vidbench.data.scan import load_prepared
-from vidbench.data.transforms import Augment
+from vidbench.data.transforms import Augment, frames_to_clip
 from vidbench.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.latency import LatencyPlan, measure_latency
@@ -242,6 +242,8 @@ def run_measure(ctx: Context) -> None:
     }
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
+    e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
+    peak = task.get("peak_gmacs")
     for bs in task["batch_sizes"]:
         if problem:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
@@ -262,7 +264,44 @@ def run_measure(ctx: Context) -> None:
             frames_per_s=clips_per_s * ctx.job.frames,
             latency_ms_cold=stats.cold_ms,
             latency_iterations=stats.iterations,
+            achieved_gmacs_per_s=gflops * clips_per_s,
+            roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
+            **e2e,
         )
+
+
+def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) -> dict[str, float]:
+    """File -> prediction throughput on the first test clips, in this process (no loader workers), with
+    the time split into decode, transform and model per clip."""
+    dataset = ctx.clips("test", train_mode=False)
+    count = min(clips, len(dataset))
+    decode_s = transform_s = model_s = 0.0
+    done = 0
+    for start in range(0, count, batch_size):
+        batch = []
+        for index in range(start, min(start + batch_size, count)):
+            t0 = time.perf_counter()
+            try:
+                frames = dataset.decode(dataset.samples[index], None)
+            except Exception:
+                continue
+            t1 = time.perf_counter()
+            batch.append(frames_to_clip(frames, dataset.transform))
+            decode_s, transform_s = decode_s + t1 - t0, transform_s + time.perf_counter() - t1
+        if not batch:
+            continue
+        t2 = time.perf_counter()
+        artifact(torch.stack(batch))
+        model_s += time.perf_counter() - t2
+        done += len(batch)
+    total = decode_s + transform_s + model_s
+    per = 1000 / max(done, 1)
+    return {
+        "e2e_clips_per_s": done / total if total else None,
+        "e2e_decode_ms": decode_s * per,
+        "e2e_transform_ms": transform_s * per,
+        "e2e_model_ms": model_s * per,
+    }
 
 
 def parity_problem(agreement: float, max_diff: float, measure: Any, lossy: bool = False) -> str:

@@ -1,0 +1,25 @@
+"""This machine's measured fp32 matmul rate, the ceiling for the roofline column."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def matmul_peak_gmacs(threads: int, size: int = 1024, seconds: float = 1.0) -> float:
+    """Best-of-runs fp32 ``size x size`` matmul rate in GMAC/s (one multiply-add = one, fvcore's unit)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        for _ in range(3):
+            torch.mm(a, b)
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return size**3 / best / 1e9
