@@ -254,3 +254,35 @@ def test_data_cli_inspect_bench_preview(tmp_path: Path) -> None:
     assert preview.returncode == 0, preview.stderr[-2000:]
     image = np.asarray(Image.open(out))
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 10
+
+
+def test_variable_frame_rate_is_detected_and_sampling_follows_time(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from vidbench.data.sampling import sample_indices
+
+    path = tmp_path / "vfr.mp4"
+    frames = patches(20)
+    frames[:, 0, 0, 0] = np.arange(20) * 10
+    # 10 frames 10 ms apart, then 10 frames 500 ms apart: one clip, two rates.
+    stamps = [i * 10 for i in range(10)] + [100 + i * 500 for i in range(10)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=100)
+        stream.height, stream.width = 64, 64
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"crf": "1", "bf": "0"}
+        for array, stamp in zip(frames, stamps, strict=True):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    meta = probe(path)
+    assert meta.frames == 20 and meta.vfr
+    times = meta.timestamps_s
+    assert times[9] < 0.2 and times[-1] > 4
+    idx = sample_indices(meta.frames, ClipSpec(5), timestamps_s=times)
+    assert sum(i < 10 for i in idx) == 1, idx
+    assert "variable frame rate" in " ".join(meta.problems())
