@@ -275,6 +275,7 @@ def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) ->
     the time split into decode, transform and model per clip."""
     dataset = ctx.clips("test", train_mode=False)
     count = min(clips, len(dataset))
+    artifact(ctx.example(batch_size))  # warm-up at the batch shape (torch.compile compiles per shape)
     decode_s = transform_s = model_s = 0.0
     done = 0
     for start in range(0, count, batch_size):
