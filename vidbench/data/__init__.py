@@ -1,0 +1,1 @@
+"""Decoding, sampling, transforms and loading of video clips."""

@@ -1,0 +1,108 @@
+"""Decode + transform throughput per backend, with pytorchvideo's ``EncodedVideo`` as the reference.
+
+Each backend reads the same files with the same clip spec (T frames spread uniformly over the whole
+video) and the same ``transforms.v2`` pipeline; time is split into decode (open, probe, seek, decode,
+rotate) and transform, plus ``default_collate`` per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from vidbench.data.decode import DecodeError, open_video
+from vidbench.data.sampling import uniform_indices
+from vidbench.data.transforms import clip_transform, frames_to_clip
+
+REFERENCE = "pytorchvideo"
+
+
+@dataclass(frozen=True)
+class DecodeBench:
+    """One backend's figures over the bench files."""
+
+    backend: str
+    clips: int
+    failed: int
+    decode_s: float
+    transform_s: float
+    collate_s: float
+    frames: int
+
+    @property
+    def total_s(self) -> float:
+        return self.decode_s + self.transform_s + self.collate_s
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.total_s if self.total_s else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.clips_per_s * self.frames
+
+
+def _ours(backend: str) -> Callable[[Path, int], np.ndarray]:
+    def decode(path: Path, frames: int) -> np.ndarray:
+        reader = open_video(path, backend)  # type: ignore[arg-type]
+        return reader.read(uniform_indices(reader.meta.frames, frames))
+
+    return decode
+
+
+def _pytorchvideo(path: Path, frames: int) -> np.ndarray:
+    """The usual pytorchvideo recipe: decode the whole clip span, then subsample T frames."""
+    from pytorchvideo.data.encoded_video import EncodedVideo
+
+    video = EncodedVideo.from_path(str(path), decoder="pyav", decode_audio=False)
+    data = video.get_clip(0, float(video.duration))["video"]
+    video.close()
+    if data is None:
+        raise DecodeError(f"{path}: pytorchvideo decoded no frames")
+    index = torch.linspace(0, data.shape[1] - 1, frames).long()
+    return data[:, index].permute(1, 2, 3, 0).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def decoders() -> dict[str, Callable[[Path, int], np.ndarray]]:
+    """Every backend the bench compares, ours first, the reference last."""
+    return {"decord": _ours("decord"), "pyav": _ours("pyav"), REFERENCE: _pytorchvideo}
+
+
+def bench_backend(
+    name: str,
+    decode: Callable[[Path, int], np.ndarray],
+    files: Sequence[Path],
+    frames: int,
+    crop: int,
+    batch_size: int = 8,
+    rounds: int = 1,
+) -> DecodeBench:
+    """Decode and transform every file ``rounds`` times (after one untimed warm-up file)."""
+    transform = clip_transform(crop, train=False)
+    decode(files[0], frames)
+    decode_s = transform_s = collate_s = 0.0
+    clips, failed, batch = 0, 0, []
+    for _ in range(rounds):
+        for path in files:
+            t0 = time.perf_counter()
+            try:
+                raw = decode(path, frames)
+            except Exception:
+                failed += 1
+                continue
+            t1 = time.perf_counter()
+            batch.append((frames_to_clip(raw, transform), 0))
+            t2 = time.perf_counter()
+            decode_s, transform_s, clips = decode_s + t1 - t0, transform_s + t2 - t1, clips + 1
+            if len(batch) == batch_size:
+                t3 = time.perf_counter()
+                default_collate(batch)
+                collate_s += time.perf_counter() - t3
+                batch = []
+    return DecodeBench(name, clips, failed, decode_s, transform_s, collate_s, frames)

@@ -1,0 +1,63 @@
+"""An on-disk cache of decoded clips (uint8, before transforms), for repeated epochs and cells.
+
+A key is the file's fingerprint plus everything that decides the decoded pixels: the frame indices,
+upright and square-pixel flags. Entries are written to a temp name and renamed, so a reader never
+sees half a file, and two workers writing the same entry both succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
+    """SHA-256 of a file's size and its first and last 64 KiB: cheap, and changes when the file does."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(chunk))
+        if size > chunk:
+            fh.seek(max(size - chunk, chunk))
+            digest.update(fh.read(chunk))
+    return digest.hexdigest()[:24]
+
+
+class ClipCache:
+    """``root/<2 hex>/<key>.npy`` files of decoded frames."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(fingerprint: str, indices: Sequence[int], upright: bool, square_pixels: bool) -> str:
+        text = f"{fingerprint}|{','.join(map(str, indices))}|{int(upright)}{int(square_pixels)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
+        try:
+            frames = np.load(path)
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return frames
+
+    def put(self, key: str, frames: np.ndarray) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, np.ascontiguousarray(frames, dtype=np.uint8))
+        os.replace(tmp, path)
