@@ -147,7 +147,6 @@ class SuiteRun:
             "run_dir": str(self.run_dir),
             "job": job_to_dict(job),
             "threads": self.threads,
-            "data_root": str((Path.cwd() / self.suite.data_root).resolve()),
             **extra,
         }
 

@@ -117,7 +117,7 @@ def _autocast(config: TrainConfig, device: torch.device) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _targets(labels: torch.Tensor, logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+def _targets(labels: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return labels.float() if multilabel else labels
 
 
@@ -223,7 +223,7 @@ class Trainer:
             clips, labels = (t.to(self.device, non_blocking=True) for t in batch)
             with _autocast(self.config, self.device):
                 logits = self.model(clips)
-                loss = self.criterion(logits.float(), _targets(labels, logits, self.config.multilabel))
+                loss = self.criterion(logits.float(), _targets(labels, self.config.multilabel))
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
                     f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped, "

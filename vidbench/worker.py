@@ -71,7 +71,6 @@ class Context:
         self.registry: Registry = load_plugins(task["plugins"])
         self.run_dir = Path(task["run_dir"])
         self.job = job_from_dict(task["job"])
-        self.data_root = Path(task["data_root"])
         self.threads = int(task["threads"])
         torch.set_num_threads(self.threads)
         self._dataset: PreparedDataset | None = None

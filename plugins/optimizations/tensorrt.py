@@ -38,13 +38,12 @@ def _compile(
 ) -> Artifact:
     import torch_tensorrt
 
-    kwargs = {}
     if precision == torch.int8:
         if calibration is None:
             raise Unsupported("TensorRT INT8 needs calibration clips")
         raise Unsupported("TensorRT INT8 post-training calibration is not wired to torch-tensorrt's dynamo path yet")
     engine = torch_tensorrt.compile(
-        model.eval().cuda(), ir="dynamo", inputs=[example.cuda()], enabled_precisions={precision}, **kwargs
+        model.eval().cuda(), ir="dynamo", inputs=[example.cuda()], enabled_precisions={precision}
     )
     path = workdir / "model.ts.ep"
     torch_tensorrt.save(engine, str(path), inputs=[example.cuda()])

@@ -87,7 +87,7 @@ def _rotation_clockwise(frame: object, stream: object) -> int:
     angle = getattr(frame, "rotation", None)
     if angle is None:
         angle = -int(getattr(stream, "metadata", {}).get("rotate", 0))
-    return int(round(-float(angle))) % 360
+    return round(-float(angle)) % 360
 
 
 def _is_vfr(sorted_pts: np.ndarray) -> bool:
@@ -168,8 +168,9 @@ def probe(path: str | Path) -> VideoMeta:
     )
 
 
-def to_display(frames: np.ndarray, meta: VideoMeta, upright: bool = True, square_pixels: bool = False,
-               rotated: bool = False) -> np.ndarray:
+def to_display(
+    frames: np.ndarray, meta: VideoMeta, upright: bool = True, square_pixels: bool = False, rotated: bool = False
+) -> np.ndarray:
     """Apply the sample aspect ratio (when asked) and the rotation to ``T x H x W x 3`` frames.
 
     ``rotated`` says the frames already come upright (decord applies the display matrix itself);
@@ -184,10 +185,7 @@ def to_display(frames: np.ndarray, meta: VideoMeta, upright: bool = True, square
 
         height, width = frames.shape[1:3]
         # The SAR stretches the coded width, which is the height once a quarter turn was applied.
-        if rotated and quarter_turns % 2:
-            size = [round(height * meta.sar), width]
-        else:
-            size = [height, round(width * meta.sar)]
+        size = [round(height * meta.sar), width] if rotated and quarter_turns % 2 else [height, round(width * meta.sar)]
         tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         frames = F.resize(tensor, size, antialias=True).permute(0, 2, 3, 1).numpy()
     if upright and not rotated and quarter_turns:
@@ -202,8 +200,9 @@ class VideoReader:
     returns_upright = False
     """Whether the library already applies the display rotation (decord does)."""
 
-    def __init__(self, path: str | Path, upright: bool = True, square_pixels: bool = False,
-                 meta: VideoMeta | None = None) -> None:
+    def __init__(
+        self, path: str | Path, upright: bool = True, square_pixels: bool = False, meta: VideoMeta | None = None
+    ) -> None:
         self.path = str(path)
         self.meta = meta or probe(path)
         self.upright = upright
@@ -252,7 +251,6 @@ class DecordReader(VideoReader):
             raise DecodeError(f"{self.path}: decord failed: {str(exc).strip().splitlines()[-1][:200]}") from exc
         self.decoded_frames += len(indices)  # decord does not report its own count; a lower bound
         return frames
-
 
     def _read_forward(self, indices: list[int]) -> np.ndarray:
         """Decode from the first frame without seeking: AVI carries decode timestamps only, and
@@ -366,8 +364,14 @@ def resolve_backend(name: str) -> Backend:
     return "decord"
 
 
-def open_video(path: str | Path, backend: Backend = "decord", *, upright: bool = True, square_pixels: bool = False,
-               meta: VideoMeta | None = None) -> VideoReader:
+def open_video(
+    path: str | Path,
+    backend: Backend = "decord",
+    *,
+    upright: bool = True,
+    square_pixels: bool = False,
+    meta: VideoMeta | None = None,
+) -> VideoReader:
     """Open ``path`` with the named backend."""
     if backend == "decord":
         return DecordReader(path, upright=upright, square_pixels=square_pixels, meta=meta)

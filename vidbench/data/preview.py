@@ -31,8 +31,9 @@ def _row(frames: np.ndarray, height: int) -> Image.Image:
     return row
 
 
-def contact_sheet(path: str | Path, out: str | Path, frames: int = 8, crop: int = 112,
-                  backend: Backend = "decord", height: int = 160) -> Path:
+def contact_sheet(
+    path: str | Path, out: str | Path, frames: int = 8, crop: int = 112, backend: Backend = "decord", height: int = 160
+) -> Path:
     """Write the contact sheet of ``path`` to ``out`` and return ``out``."""
     reader = open_video(path, backend, square_pixels=True)
     indices = sample_indices(reader.meta.frames, ClipSpec(frames))
@@ -43,9 +44,12 @@ def contact_sheet(path: str | Path, out: str | Path, frames: int = 8, crop: int 
     sheet = Image.new("RGB", (max(r.width for r in rows), title + sum(r.height + 8 for r in rows)), "white")
     draw = ImageDraw.Draw(sheet)
     w, h = reader.meta.display_size
-    draw.text((4, 4), f"{Path(path).name}: frames {indices} of {reader.meta.frames}, display {w}x{h}, "
-                      f"rotation {reader.meta.rotation}, top: decoded, bottom: after {crop}px eval transforms",
-              fill="black")
+    draw.text(
+        (4, 4),
+        f"{Path(path).name}: frames {indices} of {reader.meta.frames}, display {w}x{h}, "
+        f"rotation {reader.meta.rotation}, top: decoded, bottom: after {crop}px eval transforms",
+        fill="black",
+    )
     y = title
     for row in rows:
         sheet.paste(row, (0, y))
