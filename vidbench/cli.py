@@ -15,6 +15,7 @@ from vidbench.data.scan import DatasetError
 from vidbench.plugins import PluginError, load_plugins
 from vidbench.report.table import rich_table, write_summary
 from vidbench.results import ResultStore
+from vidbench.serve.commands import register as register_production
 
 app = typer.Typer(
     help="Benchmark video-understanding models: train, optimize, measure, compare.",
@@ -398,6 +399,8 @@ def data_preview(
         raise _fail(str(exc)) from None
     console.print(f"preview: {written}")
 
+
+register_production(app)  # embed, index build|query, serve (vidbench/serve/commands.py)
 
 if __name__ == "__main__":
     app()

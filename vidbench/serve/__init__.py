@@ -1,0 +1,1 @@
+"""The inference server: FastAPI app, dynamic batcher, metrics, and the artifact it serves."""

@@ -1,0 +1,292 @@
+"""What production serves: a trained job of a run directory under one optimization, ``RUN_DIR/model@optimization``.
+
+The job's ``task.json`` (written by ``vidbench run``) says the model, preset, clip settings and the
+prepared dataset (class names); the optimization is looked up by name in the plugin registry and
+prepared from the same ``checkpoint.pt`` the harness measured, so the served model is a measured row.
+
+Classification runs the optimization's artifact (a clip batch -> logits). An artifact only maps clips
+to logits, so embeddings always come from the eager model of the same checkpoint (``model.embed``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidbench.data.decode import DecodeError, VideoMeta, resolve_backend
+from vidbench.data.loader import ClipDataset
+from vidbench.data.sampling import ClipSpec
+from vidbench.data.transforms import frames_to_clip
+from vidbench.results import ResultStore, file_hash
+from vidbench.specs import Artifact, Unsupported, VideoSample
+from vidbench.worker import Context, calibration_clips
+
+EMBED_NOTE = "embeddings come from the eager model of the same checkpoint (an artifact maps clips to logits only)"
+
+
+class ArtifactError(Exception):
+    """``--artifact`` does not name a usable trained job or optimization; the message says what exists."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A parsed ``RUN_DIR/model@optimization``."""
+
+    run_dir: Path
+    model: str | None
+    optimization: str
+
+    def __str__(self) -> str:
+        return f"{self.run_dir}/{self.model or ''}@{self.optimization}"
+
+
+def parse_ref(text: str, model: str | None = None, default_optimization: str = "eager") -> ArtifactRef:
+    """Split ``RUN_DIR/model@optimization`` (or ``RUN_DIR@optimization`` with ``model`` given apart)."""
+    body, sep, optimization = text.rpartition("@")
+    if not sep:
+        body, optimization = text, default_optimization
+    path = Path(body)
+    if (path / "models").is_dir():
+        return ArtifactRef(path, model, optimization or default_optimization)
+    if (path.parent / "models").is_dir():
+        if model and model != path.name:
+            raise ArtifactError(f"--artifact names model {path.name!r} but --model says {model!r}")
+        return ArtifactRef(path.parent, path.name, optimization or default_optimization)
+    raise ArtifactError(
+        f"{text}: expected RUN_DIR/model@optimization where RUN_DIR holds models/ (a `vidbench run` directory)"
+    )
+
+
+def job_task(run_dir: Path, slug: str) -> Path | None:
+    """The ``task.json`` that describes a job: its train task, else any measure task of it."""
+    logs = run_dir / "logs" / slug
+    train = logs / "train" / "task.json"
+    if train.exists():
+        return train
+    found = sorted(logs.glob("*/task.json")) if logs.is_dir() else []
+    return found[0] if found else None
+
+
+def trained_slugs(run_dir: Path) -> list[str]:
+    """Job slugs (``dataset__model__preset``) of the run that have a checkpoint."""
+    models = run_dir / "models"
+    return sorted(p.name for p in models.iterdir() if (p / "checkpoint.pt").exists()) if models.is_dir() else []
+
+
+def select_slug(ref: ArtifactRef) -> str:
+    """The one trained job the reference means: by slug, model name, or ``model__preset``."""
+    slugs = trained_slugs(ref.run_dir)
+    if not slugs:
+        raise ArtifactError(f"{ref.run_dir}: no trained model (models/*/checkpoint.pt)")
+    if ref.model is None:
+        if len(slugs) == 1:
+            return slugs[0]
+        raise ArtifactError(f"{ref.run_dir} holds several models; name one: {', '.join(slugs)}")
+    matches = [s for s in slugs if ref.model in (s, s.split("__")[1], "__".join(s.split("__")[1:]))]
+    if len(matches) != 1:
+        what = "is ambiguous" if matches else "matches no trained model"
+        raise ArtifactError(f"model {ref.model!r} {what} in {ref.run_dir}; trained: {', '.join(slugs)}")
+    return matches[0]
+
+
+def eval_dataset(ctx: Context, samples: list[VideoSample], skip_log: Path | None = None) -> ClipDataset:
+    """A dataset reading ``samples`` exactly as the job's evaluation does (eval transforms, no cache)."""
+    job, data = ctx.job, ctx.suite.data
+    clip = ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
+    return ClipDataset(
+        samples,
+        clip,
+        job.crop,
+        train=False,
+        backend=resolve_backend(data.backend),
+        square_pixels=data.square_pixels,
+        skip_log=skip_log,
+    )
+
+
+def measured_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, Any]]:
+    """The run's result rows for this job under this optimization (every batch size and status)."""
+    job = ctx.job
+    keep = ("batch_size", "status", "reason", "clips_per_s", "latency_ms_p50", "latency_ms_p99", "e2e_clips_per_s")
+    keep += ("top1", "agreement_top1", "size_mb", "cell_key")
+    rows = []
+    for row in ResultStore(run_dir).rows():
+        same = (row.get("dataset"), row.get("model"), row.get("preset"), row.get("optimization"))
+        if same == (job.dataset, job.model, job.preset, optimization):
+            rows.append({k: row.get(k) for k in keep})
+    return rows
+
+
+@dataclass
+class ServedModel:
+    """A trained job loaded for production: eager model (embeddings), artifact (logits), clip reader."""
+
+    ref: ArtifactRef
+    slug: str
+    ctx: Context
+    model: nn.Module
+    artifact: Artifact
+    checkpoint_sha: str
+    prepare_s: float
+    measured: list[dict[str, Any]] = field(default_factory=list)
+    parity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the run's dataset, in label order."""
+        return self.ctx.dataset.class_names
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the dataset is multi-label (scores are sigmoids, not a softmax)."""
+        return self.ctx.dataset.labels_kind == "multi"
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        """``C x T x H x W`` of one clip."""
+        return (3, self.ctx.job.frames, self.ctx.job.crop, self.ctx.job.crop)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides an embedding: the weights and the clip settings (stores and indexes record it)."""
+        job = self.ctx.job
+        return {
+            "run_dir": str(self.ref.run_dir.resolve()),
+            "job": self.slug,
+            "checkpoint_sha": self.checkpoint_sha,
+            "frames": job.frames,
+            "crop": job.crop,
+            "stride": job.stride,
+            "sampling": job.sampling,
+            "square_pixels": self.ctx.suite.data.square_pixels,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary for ``/healthz`` and the CLI."""
+        return {
+            "artifact": str(self.ref),
+            "job": self.slug,
+            "model": self.ctx.job.model,
+            "preset": self.ctx.job.preset,
+            "optimization": self.ref.optimization,
+            "classes": len(self.class_names),
+            "clip": list(self.clip_shape),
+            "checkpoint_sha": self.checkpoint_sha,
+            "artifact_notes": self.artifact.notes,
+            "embed": EMBED_NOTE,
+            "prepare_s": round(self.prepare_s, 3),
+            "parity_vs_eager": self.parity,
+            "measured": self.measured,
+        }
+
+    def probe(self, path: Path) -> tuple[ClipDataset, VideoMeta]:
+        """A reader for one file and the file's metadata (raises DecodeError for a bad file)."""
+        dataset = eval_dataset(self.ctx, [])
+        return dataset, dataset.meta(path)
+
+    def load_clip(self, path: Path, dataset: ClipDataset | None = None) -> torch.Tensor:
+        """Decode and transform one file into a ``C x T x H x W`` clip, as the job's evaluation does."""
+        dataset = dataset or eval_dataset(self.ctx, [])
+        try:
+            frames = dataset.decode(VideoSample(Path(path), 0), None)
+        except IndexError as exc:
+            raise DecodeError(f"{path}: {exc}") from exc
+        return frames_to_clip(frames, dataset.transform)
+
+    @torch.inference_mode()
+    def classify(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of a clip batch from the served artifact."""
+        return self.artifact(batch)
+
+    @torch.inference_mode()
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a clip batch from the eager model (``B x D``)."""
+        return self.model.embed(batch)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities: softmax for single-label data, sigmoid per class for multi-label."""
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits.float(), dim=-1)
+
+    def top_k(self, logits: torch.Tensor, k: int) -> list[list[dict[str, Any]]]:
+        """Top-``k`` labels with scores for each row of ``logits``."""
+        probs = self.scores(logits)
+        values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        names = self.class_names
+        return [
+            [{"label": names[i], "index": int(i), "score": float(v)} for v, i in zip(vs, ix, strict=True)]
+            for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+
+
+def _context(ref: ArtifactRef, slug: str) -> Context:
+    task_file = job_task(ref.run_dir, slug)
+    if task_file is None:
+        raise ArtifactError(f"{ref.run_dir / 'logs' / slug}: no task.json; serve needs a run made by `vidbench run`")
+    task = json.loads(task_file.read_text())
+    task["run_dir"] = str(ref.run_dir.resolve())
+    dataset_file = Path(task.get("dataset_file", ""))
+    if not dataset_file.is_file():
+        raise ArtifactError(f"{task_file}: its prepared dataset file {dataset_file} is missing (class names)")
+    return Context(task)
+
+
+def _check_checkpoint(ref: ArtifactRef, slug: str) -> str:
+    folder = ref.run_dir / "models" / slug
+    sha = file_hash(folder / "checkpoint.pt")
+    summary = folder / "train.json"
+    if summary.exists():
+        measured = json.loads(summary.read_text()).get("checkpoint_sha")
+        if measured and measured != sha:
+            raise ArtifactError(f"{folder / 'checkpoint.pt'} changed after it was measured ({sha} != {measured})")
+    return sha
+
+
+def _parity(model: nn.Module, artifact: Artifact, example: torch.Tensor) -> dict[str, float]:
+    with torch.inference_mode():
+        eager, other = model(example), artifact(example).float()
+    return {
+        "max_abs_logit_diff": float((eager - other).abs().max()),
+        "agreement_top1": float((eager.argmax(-1) == other.argmax(-1)).float().mean()),
+    }
+
+
+def load_served(ref: ArtifactRef, threads: int | None = None, workdir: Path | None = None) -> ServedModel:
+    """Load the job's checkpoint and prepare the named optimization's artifact from it.
+
+    The artifact is prepared into ``RUN_DIR/serve/<job>/<optimization>`` (the measured files under
+    ``artifacts/`` are left as they are); its logits are compared with eager on a fixed example.
+    """
+    slug = select_slug(ref)
+    ctx = _context(ref, slug)
+    if threads:
+        torch.set_num_threads(threads)
+    if ref.optimization not in ctx.registry.optimizations:
+        known = ", ".join(sorted(ctx.registry.optimizations))
+        raise ArtifactError(f"unknown optimization {ref.optimization!r}; allowed: {known}")
+    spec = ctx.registry.optimization(ref.optimization)
+    ok, why = spec.supported(ctx.suite.measure.device)
+    if not ok:
+        raise ArtifactError(f"optimization {ref.optimization!r} is not supported here: {why}")
+    sha = _check_checkpoint(ref, slug)
+    model = ctx.build_model()
+    state = torch.load(ref.run_dir / "models" / slug / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    workdir = workdir or ref.run_dir / "serve" / slug / spec.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    calibration = calibration_clips(ctx, ctx.suite.measure.calibration_clips)
+    start = time.perf_counter()
+    try:
+        artifact = spec.prepare(copy.deepcopy(model), ctx.example(2), calibration, workdir)
+    except Unsupported as exc:
+        raise ArtifactError(f"optimization {ref.optimization!r} cannot prepare this model: {exc}") from exc
+    prepare_s = time.perf_counter() - start
+    served = ServedModel(ref, slug, ctx, model, artifact, sha, prepare_s, measured_rows(ref.run_dir, ctx, spec.name))
+    served.parity = _parity(model, artifact, ctx.example(2))
+    return served

@@ -1,0 +1,220 @@
+"""CLI commands for production: ``embed``, ``index build|query`` and ``serve``.
+
+Registered on the main app by :func:`register`; heavy imports (torch models, FAISS, FastAPI,
+uvicorn) happen inside the commands so ``vidbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from vidbench.serve.artifact import ServedModel
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=200)  # piped or in CI: do not fold tables into 80 columns
+err_console = Console(stderr=True)
+index_app = typer.Typer(help="Build and query a FAISS index over a feature store.", no_args_is_help=True)
+
+ArtifactOpt = Annotated[
+    str, typer.Option("--artifact", help="RUN_DIR/model@optimization (model: job slug, model name or model__preset).")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model of the run, when --artifact is RUN_DIR@opt.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch / ONNX Runtime threads (default: the run's).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def load_artifact(artifact: str, model: str | None, threads: int | None) -> ServedModel:
+    """Resolve and load ``--artifact``; a bad reference is a clear one-line error."""
+    from vidbench.serve.artifact import ArtifactError, load_served, parse_ref
+
+    try:
+        return load_served(parse_ref(artifact, model), threads)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _inputs(source: str, served: ServedModel) -> list[tuple[Path, str]]:
+    """A folder's video files (label: sub-folder name), or the run's dataset (``name`` or ``name:split``)."""
+    from vidbench.embed import list_inputs
+
+    path = Path(source)
+    if path.is_dir():
+        files = list_inputs(path)
+        base = path.resolve()
+        return [(p, "" if p.parent == base else p.parent.name) for p, _ in files]
+    name, _, split = source.partition(":")
+    dataset = served.ctx.dataset
+    if name != served.ctx.job.dataset:
+        raise _fail(f"{source}: not a folder, nor the run's dataset {served.ctx.job.dataset!r}")
+    splits = [split] if split else list(dataset.splits)
+    unknown = [s for s in splits if s not in dataset.splits]
+    if unknown:
+        raise _fail(f"{source}: no split {unknown[0]!r}; splits: {', '.join(dataset.splits)}")
+    out = []
+    for s in splits:
+        for sample in dataset.splits[s]:
+            label = sample.label if isinstance(sample.label, int) else sample.label[0] if sample.label else None
+            out.append((Path(sample.path).resolve(), dataset.class_names[label] if label is not None else ""))
+    return out
+
+
+def embed(
+    source: Annotated[str, typer.Argument(help="A folder of videos (recursive), or the run's dataset: NAME[:SPLIT].")],
+    artifact: ArtifactOpt,
+    model: ModelOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Feature store folder (default RUN_DIR/features/<job>).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per model call.")] = 16,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding processes (DataLoader workers).")] = 2,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Embed every video into a feature store keyed by file hash: a re-run decodes only new or changed files."""
+    from rich.progress import Progress
+
+    from vidbench.embed import StoreError, embed_files, summary_line
+
+    served = load_artifact(artifact, model, threads)
+    inputs = _inputs(source, served)
+    if not inputs:
+        raise _fail(f"{source}: no video files")
+    store = out or served.ref.run_dir / "features" / served.slug
+    console.print(f"embedding {len(inputs)} file(s) with {served.slug} (eager embed; {served.ref.optimization} n/a)")
+    with Progress(console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("embedding", total=None)
+        try:
+            report = embed_files(
+                served, inputs, store, batch_size, workers, progress=lambda d, t: bar.update(task, completed=d, total=t)
+            )
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+    console.print(summary_line(report))
+    for path, reason in report.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+    console.print(f"store: {store}")
+
+
+@index_app.command("build")
+def index_build(
+    store: Annotated[Path, typer.Argument(help="A feature store folder written by `vidbench embed`.")],
+    out: Annotated[Path | None, typer.Option(help="Index folder (default STORE/index).")] = None,
+    kind: Annotated[str, typer.Option(help="auto (flat below --ivfpq-above vectors), flat or ivfpq.")] = "auto",
+    ivfpq_above: Annotated[int | None, typer.Option(help="Vector count above which auto picks IVF-PQ.")] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF cells visited per query (default nlist/4).")] = None,
+) -> None:
+    """Build a cosine-similarity FAISS index (flat, or IVF-PQ above a size threshold) and save it."""
+    from vidbench.embed import StoreError
+    from vidbench.index import DEFAULT_IVFPQ_ABOVE, VectorIndex, VectorIndexError
+
+    if kind not in ("auto", "flat", "ivfpq"):
+        raise _fail(f"--kind {kind!r}: allowed: auto, flat, ivfpq")
+    try:
+        index = VectorIndex.from_store(store, kind, ivfpq_above or DEFAULT_IVFPQ_ABOVE, nprobe)  # type: ignore[arg-type]
+    except (StoreError, VectorIndexError) as exc:
+        raise _fail(str(exc)) from None
+    folder = index.save(out or store / "index")
+    info = index.info
+    line = f"{info.kind} index: {info.count} x {info.dim}, cosine"
+    if info.kind == "ivfpq":
+        line += f", nlist {info.nlist}, m {info.m}, nbits {info.nbits}, nprobe {info.nprobe}"
+        line += f"; recall@10 vs flat {info.recall_at_10:.3f} ({info.count} queries)"
+    console.print(line)
+    console.print(f"index: {folder}")
+
+
+@index_app.command("query")
+def index_query(
+    index_dir: Annotated[Path, typer.Argument(help="An index folder written by `vidbench index build`.")],
+    video: Annotated[Path, typer.Argument(help="The query video file.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours to list.")] = 10,
+    artifact: Annotated[str | None, typer.Option(help="RUN_DIR/model (default: the index's own model).")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """List the stored videos most similar to VIDEO (cosine similarity of the embeddings)."""
+    from vidbench.data.decode import DecodeError
+    from vidbench.index import VectorIndex, VectorIndexError
+
+    try:
+        index = VectorIndex.load(index_dir)
+    except VectorIndexError as exc:
+        raise _fail(str(exc)) from None
+    identity = index.info.identity
+    ref = artifact or f"{identity.get('run_dir', '')}/{identity.get('job', '')}@eager"
+    served = load_artifact(ref, None, threads)
+    if identity and served.identity() != identity:
+        raise _fail(f"{ref} is not the model the index was built with ({identity.get('job')})")
+    try:
+        vector = served.embed(served.load_clip(video).unsqueeze(0)).float().numpy()
+    except DecodeError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"{video.name}: {k} nearest in {index_dir} ({index.info.kind}, cosine)")
+    for column in ("rank", "score", "label", "path"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(index.search(vector, k)[0], 1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.label, hit.path)
+    console.print(table)
+
+
+def serve(
+    artifact: ArtifactOpt,
+    model: ModelOpt = None,
+    index: Annotated[Path | None, typer.Option(help="Index folder for /v1/similar.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most clips per model call.")] = 8,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="Longest wait for a batch to fill.")] = 5.0,
+    batching: Annotated[bool, typer.Option(help="Dynamic batching; --no-batching: one model call per request.")] = True,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted upload.")] = 50.0,
+    max_duration_s: Annotated[float, typer.Option(min=0.1, help="Longest accepted video.")] = 120.0,
+    containers: Annotated[str, typer.Option(help="Accepted demuxer names, comma separated.")] = "mov,matroska,avi,webm",
+    decode_workers: Annotated[int, typer.Option(min=1, help="Threads that decode uploads.")] = 2,
+    threads: ThreadsOpt = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a measured artifact over HTTP: /v1/classify, /v1/embed, /v1/similar, /healthz, /metrics, /docs."""
+    import uvicorn
+
+    from vidbench.index import VectorIndex, VectorIndexError
+    from vidbench.serve.app import ServeSettings, create_app
+    from vidbench.serve.batcher import BatchSettings
+
+    served = load_artifact(artifact, model, threads)
+    loaded = None
+    if index is not None:
+        try:
+            loaded = VectorIndex.load(index)
+        except VectorIndexError as exc:
+            raise _fail(str(exc)) from None
+    settings = ServeSettings(
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        containers=tuple(c.strip() for c in containers.split(",") if c.strip()),
+        max_duration_s=max_duration_s,
+        batch=BatchSettings(max_batch if batching else 1, max_wait_ms if batching else 0.0),
+        decode_workers=decode_workers,
+    )
+    try:
+        app = create_app(served, settings, loaded)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    knobs = f"max {settings.batch.max_batch} clips / {settings.batch.max_wait_ms:g} ms" if batching else "off"
+    console.print(
+        f"serving {served.slug}@{served.ref.optimization} (prepared in {served.prepare_s:.1f} s, max |dlogit| "
+        f"vs eager {served.parity['max_abs_logit_diff']:.2g}); batching {knobs}"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``embed``, ``index`` and ``serve`` to the main ``vidbench`` app."""
+    app.command()(embed)
+    app.add_typer(index_app, name="index")
+    app.command()(serve)
