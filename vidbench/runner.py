@@ -122,7 +122,7 @@ class SuiteRun:
 
     def write_env(self) -> None:
         if self.peak_gmacs is None:
-            self.peak_gmacs = matmul_peak_gmacs(self.threads)
+            self.peak_gmacs = matmul_peak_gmacs(self.threads, device=self.suite.measure.device)
         env = {
             "fp32_matmul_gmacs_per_s": self.peak_gmacs,
             **self.env,

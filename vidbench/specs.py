@@ -144,3 +144,14 @@ class OptimizationSpec:
     description: str = ""
     lossy: bool = False
     """Changes the arithmetic (int8, reduced precision): the parity gate uses the lossy threshold."""
+
+
+def cpu_only(engine: str) -> Callable[[Device], tuple[bool, str]]:
+    """A ``supported`` check for an optimization whose kernels run on the CPU alone."""
+
+    def check(device: Device) -> tuple[bool, str]:
+        if device == "cpu":
+            return True, ""
+        return False, f"{engine} runs on the CPU only; this suite measures on {device!r}"
+
+    return check

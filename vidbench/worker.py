@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class Context:
         self.job = job_from_dict(task["job"])
         self.threads = int(task["threads"])
         torch.set_num_threads(self.threads)
+        self.device = torch.device(self.suite.measure.device)
         self._dataset: PreparedDataset | None = None
 
     @property
@@ -116,6 +117,20 @@ class Context:
         return torch.randn(shape, generator=generator)
 
 
+def on_device(predict: Callable[[torch.Tensor], Any], device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """``predict`` fed with batches moved to ``device`` (loaders yield CPU tensors)."""
+    if device.type == "cpu":
+        return predict
+    return lambda clips: predict(clips.to(device, non_blocking=True))
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work: a CUDA call returns before its kernels finish."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def run_train(ctx: Context) -> None:
     """Train (resuming from ``train_state.pt`` when present) or load the given checkpoint, save the
     weights atomically, then evaluate eager on the test split: logits, probes, embeddings, analysis."""
@@ -139,6 +154,7 @@ def run_train(ctx: Context) -> None:
             out,
             val_loader=ctx.loader("val", ctx.suite.measure.eval_batch_size),
             progress=lambda line: print(line, flush=True),
+            device=str(ctx.device),
         )
         result = trainer.run(resume=True)
         model = trainer.final_model()
@@ -164,9 +180,11 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
         previous = out / "train.json"
         keep = ("train_s", "epochs_done", "stopped", "best_val_top1")
         info = {k: v for k, v in json.loads(previous.read_text()).items() if k in keep} if previous.exists() else {}
-    model.eval()
+    model.to(ctx.device).eval()
     test = ctx.loader("test", ctx.suite.measure.eval_batch_size)
-    outputs = run_split(model, test, embed=model.embed, probes=list(TEMPORAL_PROBES))
+    outputs = run_split(
+        on_device(model, ctx.device), test, embed=on_device(model.embed, ctx.device), probes=list(TEMPORAL_PROBES)
+    )
     tmp = out / ".eval.tmp.npz"
     np.savez(tmp, logits=outputs.logits, labels=outputs.labels)
     os.replace(tmp, out / "eval.npz")
@@ -203,7 +221,8 @@ def run_measure(ctx: Context) -> None:
     model.load_state_dict(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True), strict=True)
     model.eval()
     params_m = count_params(model) / 1e6
-    gflops = gflops_per_clip(model, ctx.example(1))
+    gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
+    model.to(ctx.device)
     base = {"params_m": params_m, "gflops_per_clip": gflops}
 
     def write(batch_size: int, **fields: Any) -> None:
@@ -214,7 +233,8 @@ def run_measure(ctx: Context) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        artifact = spec.prepare(model, ctx.example(2), calibration_clips(ctx, measure.calibration_clips), workdir)
+        example = ctx.example(2).to(ctx.device)
+        artifact = spec.prepare(model, example, calibration_clips(ctx, measure.calibration_clips), workdir)
     except Unsupported as exc:
         for bs in task["batch_sizes"]:
             write(bs, status="unsupported", reason=str(exc))
@@ -222,7 +242,8 @@ def run_measure(ctx: Context) -> None:
     prepare_s = time.perf_counter() - start
     size_mb = artifact.size_bytes / 2**20
     eager = np.load(out / "eval.npz")
-    outputs = run_split(artifact, ctx.loader("test", measure.eval_batch_size), probes=list(TEMPORAL_PROBES))
+    test = ctx.loader("test", measure.eval_batch_size)
+    outputs = run_split(on_device(artifact, ctx.device), test, probes=list(TEMPORAL_PROBES))
     match = parity(eager["logits"], outputs.logits)
     acc = accuracy(outputs.logits, outputs.labels)
     single = outputs.labels.ndim == 1
@@ -243,12 +264,13 @@ def run_measure(ctx: Context) -> None:
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
     e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
     peak = task.get("peak_gmacs")
+    sync = synchronizer(ctx.device)
     for bs in task["batch_sizes"]:
         if problem:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
             continue
-        clip = ctx.example(bs)
-        stats = measure_latency(lambda clip=clip: artifact(clip), plan)
+        clip = ctx.example(bs).to(ctx.device)
+        stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
         clips_per_s = bs * 1000 / stats.p50_ms
         write(
             bs,
@@ -274,7 +296,9 @@ def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) ->
     the time split into decode, transform and model per clip."""
     dataset = ctx.clips("test", train_mode=False)
     count = min(clips, len(dataset))
-    artifact(ctx.example(batch_size))  # warm-up at the batch shape (torch.compile compiles per shape)
+    predict, sync = on_device(artifact, ctx.device), synchronizer(ctx.device)
+    predict(ctx.example(batch_size))  # warm-up at the batch shape (torch.compile compiles per shape)
+    sync()
     decode_s = transform_s = model_s = 0.0
     done = 0
     for start in range(0, count, batch_size):
@@ -291,7 +315,8 @@ def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) ->
         if not batch:
             continue
         t2 = time.perf_counter()
-        artifact(torch.stack(batch))
+        predict(torch.stack(batch))
+        sync()
         model_s += time.perf_counter() - t2
         done += len(batch)
     total = decode_s + transform_s + model_s

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.specs import Artifact, OptimizationSpec, Unsupported
+from vidbench.specs import Artifact, OptimizationSpec, Unsupported, cpu_only
 
 QUANTIZED = (nn.Linear, nn.LSTM)
 
@@ -46,6 +46,7 @@ def vidbench_optimizations() -> list[OptimizationSpec]:
         OptimizationSpec(
             name="dynamic-int8",
             prepare=prepare,
+            supported=cpu_only("torch quantize_dynamic (fbgemm/x86 kernels)"),
             lossy=True,
             description="PyTorch dynamic INT8 of Linear/LSTM layers (quantize_dynamic)",
         )

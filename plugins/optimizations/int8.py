@@ -12,7 +12,7 @@ from torch import nn
 
 from vidbench import hookimpl
 from vidbench.onnx_tools import export_onnx, runner
-from vidbench.specs import Artifact, OptimizationSpec, Unsupported
+from vidbench.specs import Artifact, OptimizationSpec, Unsupported, cpu_only
 
 
 class ClipReader:
@@ -28,7 +28,7 @@ class ClipReader:
         if clip is None:
             return None
         self.count += 1
-        return {self.input_name: np.ascontiguousarray(clip.numpy(), dtype=np.float32)}
+        return {self.input_name: np.ascontiguousarray(clip.detach().cpu().numpy(), dtype=np.float32)}
 
 
 def prepare(
@@ -76,6 +76,7 @@ def vidbench_optimizations() -> list[OptimizationSpec]:
         OptimizationSpec(
             name="int8",
             prepare=prepare,
+            supported=cpu_only("ONNX Runtime's CPUExecutionProvider (INT8 QDQ)"),
             lossy=True,
             description="ONNX Runtime static INT8 (QDQ, per-channel), calibrated on training clips",
         )

@@ -10,7 +10,7 @@ from torch import nn
 
 from vidbench import hookimpl
 from vidbench.onnx_tools import export_onnx, runner
-from vidbench.specs import Artifact, OptimizationSpec
+from vidbench.specs import Artifact, OptimizationSpec, cpu_only
 
 
 def prepare(
@@ -28,6 +28,7 @@ def vidbench_optimizations() -> list[OptimizationSpec]:
         OptimizationSpec(
             name="onnx",
             prepare=prepare,
+            supported=cpu_only("ONNX Runtime's CPUExecutionProvider"),
             description="ONNX (dynamo exporter) on ONNX Runtime CPU, all graph optimizations",
         )
     ]

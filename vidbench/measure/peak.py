@@ -7,18 +7,24 @@ import time
 import torch
 
 
-def matmul_peak_gmacs(threads: int, size: int = 1024, seconds: float = 1.0) -> float:
-    """Best-of-runs fp32 ``size x size`` matmul rate in GMAC/s (one multiply-add = one, fvcore's unit)."""
+def matmul_peak_gmacs(threads: int, size: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
+    """Best-of-runs fp32 ``size x size`` matmul rate in GMAC/s (one multiply-add = one, fvcore's unit)
+    on ``device`` (on CUDA: 4096-square products, TF32 off, each one synchronized)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    cuda = device.startswith("cuda")
+    size = max(size, 4096) if cuda else size
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     try:
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
         for _ in range(3):
             torch.mm(a, b)
+        sync()
         best, deadline = float("inf"), time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             torch.mm(a, b)
+            sync()
             best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from vidbench.results import ResultStore
@@ -98,7 +99,7 @@ def rich_table(frame: pd.DataFrame, title: str = "") -> Table:
     styles = {"ok": "green", "unsupported": "yellow", "failed": "red"}
     for row in table.itertuples(index=False):
         status = row[list(table.columns).index("status")]
-        out.add_row(*[str(v) for v in row], style=styles.get(status))
+        out.add_row(*[escape(str(v)) for v in row], style=styles.get(status))  # reasons may hold [brackets]
     return out
 
 
