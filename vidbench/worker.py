@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from vidbench.analysis import TEMPORAL_PROBES, expected_calibration_error
@@ -226,7 +227,9 @@ def run_measure(ctx: Context) -> None:
     base = {"params_m": params_m, "gflops_per_clip": gflops}
 
     def write(batch_size: int, **fields: Any) -> None:
-        store.append({**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), **fields})
+        wall = time.time() - psutil.Process().create_time()  # this cell's process so far, imports included
+        row = {**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), "cell_wall_s": wall}
+        store.append({**row, **fields})
 
     spec = ctx.registry.optimization(task["optimization"])
     workdir = ctx.run_dir / "artifacts" / ctx.job.slug / spec.name
