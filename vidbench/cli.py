@@ -69,10 +69,22 @@ def run(
     skipped = read_skip_log(run_dir / "skipped.csv")
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {run_dir / 'skipped.csv'}")
-    skipped = read_skip_log(run_dir / "skipped.csv")
-    if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {run_dir / 'skipped.csv'}")
     console.print(f"results: {run_dir / 'results.csv'}\nsummary: {summary}")
+    _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> bool:
+    """Write report.md and report.html and print their paths (report.html last); an error is printed, never
+    raised, so the results already on disk and the caller's exit status stay as they are."""
+    from vidbench.report.document import write_report
+
+    try:
+        files = write_report(run_dir)
+    except Exception as exc:  # the results are on disk; the report can be rewritten later
+        err_console.print(f"[bold red]report failed:[/] {type(exc).__name__}: {exc} (retry: vidbench report {run_dir})")
+        return False
+    console.print(f"report (markdown): {files.markdown}\nreport: {files.html}", highlight=False, soft_wrap=True)
+    return True
 
 
 def _select_job(suite_file: Path, model: str, preset: str | None, out: Path | None):
@@ -157,12 +169,39 @@ def evaluate(
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")]) -> None:
-    """Re-print a run's result table from disk and rewrite its summary.md."""
+    """Re-print a run's result table from disk; rewrite its summary.md, report.md and report.html."""
     if not (run_dir / "results.jsonl").exists():
         raise _fail(f"{run_dir}: no results.jsonl here; expected a directory like results/<suite>/<run_id>")
     summary = write_summary(run_dir)
     console.print(rich_table(ResultStore(run_dir).frame(), title=str(run_dir)))
     console.print(f"summary: {summary}")
+    if not _write_report(run_dir):
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run directory (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate run directory (B).")],
+    fail_on: Annotated[
+        list[str] | None,
+        typer.Option(help="Rule that breaks the gate, e.g. 'top1<-1' (points) or 'latency_ms_p50>+10%'. Repeatable."),
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric column to show (repeatable).")] = None,
+    require_same_env: Annotated[bool, typer.Option(help="Exit 1 when the environments differ.")] = False,
+) -> None:
+    """Per-cell deltas from A to B; exit 1 when a --fail-on rule is broken (a CI gate), 2 on bad input."""
+    from vidbench.report.compare import compare_runs, parse_rule
+    from vidbench.report.compare_cli import print_comparison
+
+    try:
+        rules = [parse_rule(text) for text in fail_on or []]
+        result = compare_runs(run_a, run_b, rules, metric or None)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    print_comparison(result, run_a, run_b, rules, console, err_console)
+    if result.failed or (require_same_env and result.env_diffs):
+        raise typer.Exit(1)
 
 
 @plugins_app.command("list")

@@ -1,0 +1,277 @@
+"""The comparison report (report.md / report.html) and ``vidbench compare``, on one real tiny run.
+
+One module-scoped run (two tiny models, eager + ONNX, one optimization that always raises, TensorRT
+unsupported on CPU) feeds every test; copies of it are edited (a worse top-1, another environment,
+missing analysis files) to check the report and the regression gate react.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, only_run_dir, vidbench, write_suite
+from vidbench.report.compare import parse_rule
+from vidbench.report.figures import pareto_front
+
+RAISING_PLUGIN = """
+from vidbench import hookimpl
+from vidbench.specs import OptimizationSpec
+
+def _raises(model, example, calibration, workdir):
+    raise RuntimeError("boom: this optimization always raises")
+
+@hookimpl
+def vidbench_optimizations():
+    return [OptimizationSpec("raises", _raises)]
+"""
+
+SECTIONS = ("summary", "results", "not-measured", "pareto", "cost", "speedup", "classes", "probes", "embeddings",
+            "training", "time", "environment", "methodology")  # fmt: skip
+FIGURES = ("accuracy_latency", "cost_accuracy", "size_on_disk", "speedup", "per_class", "confusion", "probes",
+           "tsne_r2plus1d_tiny", "tsne_frame_avg_tiny", "training", "time_split")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A real run of a tiny suite (about a minute), and the finished ``vidbench run`` process."""
+    work = tmp_path_factory.mktemp("report")
+    (work / "raises.py").write_text(RAISING_PLUGIN)
+    suite = write_suite(
+        work,
+        data_root,
+        plugins=["raises.py"],
+        models=[{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}],
+        optimizations=["eager", "onnx", "raises", "tensorrt"],
+    )
+    proc = vidbench("run", str(suite), "--quiet", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return only_run_dir(work), proc
+
+
+@pytest.fixture
+def copy_of(run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path):
+    """A function returning a fresh copy of the run directory under ``tmp_path``."""
+
+    def make(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(run[0], target, ignore=shutil.ignore_patterns("artifacts", "logs", "*.pt"))
+        return target
+
+    return make
+
+
+def _rewrite_rows(run_dir: Path, edit) -> None:
+    path = run_dir / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(edit(row)) + "\n" for row in rows))
+
+
+def _figure_block(html: str, key: str) -> str:
+    match = re.search(rf'<figure id="fig-{key}".*?</figure>', html, re.S)
+    assert match, f"figure {key} missing"
+    return match.group(0)
+
+
+def test_run_writes_the_report_and_prints_its_path_last(run) -> None:
+    run_dir, proc = run
+    last = [line for line in proc.stdout.splitlines() if line.strip()][-1]
+    assert last == f"report: {run_dir / 'report.html'}"
+    assert (run_dir / "report.md").exists() and (run_dir / "report.html").exists()
+    for key in FIGURES:
+        assert (run_dir / "report_files" / f"{key}.png").stat().st_size > 1000, key
+
+
+def test_html_is_self_contained_with_every_section_and_figure(run) -> None:
+    html = (run[0] / "report.html").read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in html, section
+    assert not re.findall(r'(?:src|href)="(?!data:|#)', html), "the page references an outside resource"
+    assert "<link" not in html and "@import" not in html
+    for key in FIGURES:
+        block = _figure_block(html, key)
+        assert '<img src="data:image/png;base64,' in block, f"{key}: {block[:300]}"
+        assert "not available" not in block
+    assert html.count("<img ") == len(FIGURES)
+
+
+def test_failed_and_unsupported_cells_appear_with_their_reasons(run) -> None:
+    run_dir = run[0]
+    html = (run_dir / "report.html").read_text()
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert set(frame["status"]) == {"ok", "failed", "unsupported"}
+    results = re.search(r'<table class="sortable" id="results-table">.*?</table>', html, re.S).group(0)
+    missing = re.search(r'<table id="not-measured-table">.*?</table>', html, re.S).group(0)
+    assert results.count("<tr class=") == len(frame)
+    for table in (results, missing):
+        assert "boom: this optimization always raises" in table
+        assert table.count('class="status-failed"') == 4 and table.count('class="status-unsupported"') == 4
+    tensorrt_reason = frame.loc[frame["optimization"] == "tensorrt", "reason"].iloc[0]
+    assert tensorrt_reason and tensorrt_reason in missing
+    markdown = (run_dir / "report.md").read_text()
+    assert "boom: this optimization always raises" in markdown and tensorrt_reason in markdown
+
+
+def test_summary_is_computed_from_the_table(run, copy_of) -> None:
+    frame = pd.read_csv(run[0] / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    best = ok.loc[ok["top1"].idxmax()]
+    summary = re.search(r'<p class="summary" id="summary-text">(.*?)</p>', (run[0] / "report.html").read_text())
+    assert f"best accuracy: {best['model']}/{best['preset']}" in summary.group(1)
+    assert f"{best['top1'] * 100:.1f}% top-1" in summary.group(1)
+    smallest = ok.loc[ok["size_mb"].idxmin()]
+    assert f"smallest: {smallest['model']}/{smallest['preset']} ({smallest['optimization']})" in summary.group(1)
+    # Make frame_avg's ONNX artifact the most accurate: the rewritten report must say so.
+    edited = copy_of("edited")
+    _rewrite_rows(
+        edited,
+        lambda r: (
+            {**r, "top1": 0.987} if (r["model"], r["optimization"], r["status"]) == ("frame_avg", "onnx", "ok") else r
+        ),
+    )
+    proc = vidbench("report", str(edited), cwd=edited)
+    assert proc.returncode == 0, proc.stderr
+    text = (edited / "report.html").read_text()
+    assert "best accuracy: frame_avg/tiny (onnx) at 98.7% top-1" in text
+    assert "fastest within 1 point of best: frame_avg/tiny (onnx)" in text
+
+
+def test_missing_inputs_become_visible_notes(run, copy_of) -> None:
+    bare = copy_of("bare")
+    for pattern in ("analysis.json", "tsne.png", "metrics.jsonl"):
+        for path in bare.glob(f"models/*/{pattern}"):
+            path.unlink()
+    (bare / "env.json").unlink()
+    _rewrite_rows(bare, lambda r: {**r, "status": "failed", "reason": "made to fail by the test"})
+    proc = vidbench("report", str(bare), cwd=bare)
+    assert proc.returncode == 0, proc.stderr
+    html = (bare / "report.html").read_text()
+    for key in ("accuracy_latency", "speedup", "per_class", "confusion", "probes", "tsne_r2plus1d_tiny", "training"):
+        assert "not available:" in _figure_block(html, key), key
+    assert "no per-class accuracy (analysis.json)" in _figure_block(html, "per_class")
+    assert "not available: env.json is missing" in html
+    assert "No cell was measured successfully" in html
+    assert html.count("made to fail by the test") >= 2
+
+
+def test_compare_fails_on_a_worse_top1_and_passes_identical_runs(run, copy_of) -> None:
+    a = copy_of("a")
+    b = copy_of("b")
+    worse = ("r2plus1d", "eager", "ok")
+    _rewrite_rows(
+        b, lambda r: {**r, "top1": r["top1"] - 0.05} if (r["model"], r["optimization"], r["status"]) == worse else r
+    )
+    broken = vidbench("compare", str(a), str(b), "--fail-on", "top1<-1", cwd=a)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "FAIL" in broken.stderr
+    assert "synthetic-motion/r2plus1d/tiny/eager/b1: top1" in broken.stderr
+    assert "(-5.00 points) breaks 'top1<-1'" in broken.stderr
+    assert "frame_avg" not in broken.stderr.split("FAIL", 1)[1]
+    same = vidbench("compare", str(a), str(a), "--fail-on", "top1<-1", "--fail-on", "latency_ms_p50>+10%", cwd=a)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "PASS" in same.stdout and "environments differ" not in same.stderr
+    loose = vidbench("compare", str(a), str(b), "--fail-on", "top1<-6", cwd=a)
+    assert loose.returncode == 0, loose.stderr
+
+
+def test_compare_says_when_environments_differ(run, copy_of) -> None:
+    a, b = copy_of("a"), copy_of("b")
+    env = json.loads((b / "env.json").read_text())
+    env["cpu"] = "Some Other CPU @ 9.99GHz"
+    env["packages"]["torch"] = "9.9.9"
+    (b / "env.json").write_text(json.dumps(env))
+    proc = vidbench("compare", str(a), str(b), "--fail-on", "top1<-1", cwd=a)
+    assert proc.returncode == 0, proc.stderr
+    assert "environments differ" in proc.stderr
+    assert "Some Other CPU @ 9.99GHz" in proc.stderr and "torch: 2.14.1 vs 9.9.9" in proc.stderr
+    strict = vidbench("compare", str(a), str(b), "--require-same-env", cwd=a)
+    assert strict.returncode == 1
+
+
+def test_compare_rejects_a_bad_rule(run) -> None:
+    for rule, expected in (("top1<<1", "bad rule"), ("nonsense<-1", "no column 'nonsense'")):
+        proc = vidbench("compare", str(run[0]), str(run[0]), "--fail-on", rule, cwd=run[0])
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+
+
+def test_rules_and_pareto_front() -> None:
+    rule = parse_rule("latency_ms_p50>+10%")
+    assert (rule.metric, rule.op, rule.threshold, rule.relative) == ("latency_ms_p50", ">", 10.0, True)
+    assert rule.broken_by(10.5) and not rule.broken_by(9.9)
+    drop = parse_rule("top1<-1")
+    assert drop.unit() == "points" and drop.broken_by(-1.5) and not drop.broken_by(-0.5)
+    points = pd.DataFrame({"ms": [1.0, 2.0, 3.0, 2.5, 0.5], "acc": [50.0, 60.0, 70.0, 55.0, 10.0]})
+    assert list(pareto_front(points, "ms", "acc").index) == [4, 0, 1, 2]
+
+
+def test_kinetics50_fails_fast_naming_the_layout(tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = vidbench("run", str(REPO / "suites" / "kinetics50.yaml"), "--quiet", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "kinetics data not found at data/kinetics400" in message
+    assert "expected layout: <root>/{train,val}.csv and <root>/{train,val}/<label>/<youtube_id>_" in message
+    assert time.monotonic() - start < 90
+    assert not list(tmp_path.glob("results/kinetics50/*/models")), "something was trained"
+
+
+# Headless Chromium: the page really renders, every figure decodes, no script or console error.
+
+
+def _chromium() -> str | None:
+    """Debian's chromium; installed with apt-get when missing and this process may (root, apt present)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = _chromium()
+    if path is None:
+        pytest.skip("no chromium, and it cannot be installed here (needs root and apt-get with network access)")
+    return path
+
+
+HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000")
+
+
+def test_report_renders_in_headless_chromium(run, chromium: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    page = (run[0] / "report.html").as_uri()
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *HEADLESS, f"--screenshot={shot}", "--window-size=1400,5000", page],
+        capture_output=True, timeout=180, check=True,
+    )  # fmt: skip
+    image = Image.open(shot).convert("L")
+    assert image.size == (1400, 5000)
+    assert len(set(image.resize((140, 500)).getdata())) > 20, "the screenshot is blank"
+    dumped = subprocess.run(
+        [chromium, *HEADLESS, "--enable-logging=stderr", "--v=0", "--dump-dom", page],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    root = re.search(r"<html[^>]*>", dumped.stdout).group(0)
+    marks = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', root))
+    assert marks.get("checked") == "1", root
+    assert marks["figures"] == marks["figures-ok"] == str(len(FIGURES)), root
+    assert marks["table-rows"] == str(len(pd.read_csv(run[0] / "results.csv")))
+    assert "js-errors" not in marks and "resource-errors" not in marks, root
+    console = [line for line in dumped.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console

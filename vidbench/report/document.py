@@ -1,0 +1,160 @@
+"""The architecture comparison report of one run: its sections, built once and rendered as Markdown and HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vidbench.report import figures as F
+from vidbench.report.rundata import RunData, load_run
+from vidbench.report.summary import summary_paragraph
+from vidbench.report.table import display_frame
+
+METHODOLOGY: tuple[str, ...] = (
+    "Accuracy (top-1, top-5, per class, temporal probes) is measured on each artifact itself over the whole test "
+    "split, the same clips (centre crop, uniform sampling) for every row; agreement and max |dlogit| compare the "
+    "artifact's logits with eager's on those clips, and an artifact under the parity floor is failed, not timed.",
+    "Latency is model-only on a fixed in-memory batch: one cold call, warm-up calls discarded, then at least "
+    "min_iters calls and min_seconds; p50 / p90 / p99 of those calls. clips/s = batch / p50. Threads are fixed "
+    "per run and recorded.",
+    "End-to-end time (decode / transform / model) is a separate figure, measured file to prediction in one process.",
+    "GFLOPs follow fvcore's convention: one fused multiply-add = one FLOP, one clip at the suite's T x crop x crop.",
+    "Size on disk counts every file of the artifact. Each optimization runs in its own child process with a "
+    "timeout; a crash, a timeout or an unsupported device becomes a row with its reason.",
+    "Full rules: docs/methodology.md; figures and compare rules: docs/report.md.",
+)
+"""The methodology footnote (a digest of docs/methodology.md)."""
+
+
+@dataclass
+class Section:
+    """A titled part of the report: a short text and its figures."""
+
+    key: str
+    title: str
+    figures: list[F.Figure] = field(default_factory=list)
+    intro: str = ""
+
+
+@dataclass
+class Report:
+    """Everything the renderers print, computed from the run directory."""
+
+    title: str
+    run_dir: Path
+    summary: str
+    table: pd.DataFrame
+    statuses: list[str]
+    not_measured: pd.DataFrame
+    sections: list[Section]
+    environment: list[tuple[str, str]]
+    methodology: tuple[str, ...] = METHODOLOGY
+
+    @property
+    def figures(self) -> list[F.Figure]:
+        """Every figure of every section, in order."""
+        return [f for s in self.sections for f in s.figures]
+
+
+def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """The failed and unsupported cells with their reasons."""
+    rows = frame[frame["status"] != "ok"]
+    columns = ["dataset", "model", "preset", "optimization", "batch_size", "status", "reason"]
+    return rows[columns].rename(columns={"batch_size": "batch"}).reset_index(drop=True)
+
+
+def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(name, value)`` pairs of the run's environment: machine, threads, versions, commit, suite."""
+    if not env:
+        return [("environment", "not available: env.json is missing")]
+    peak = env.get("fp32_matmul_gmacs_per_s")
+    items = [
+        ("CPU", f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)"),
+        ("threads", str(env.get("threads", "?"))),
+        ("device", f"{env.get('device', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "")),
+        ("fp32 matmul peak", f"{peak:.1f} GMAC/s" if isinstance(peak, int | float) else "?"),
+        ("python", str(env.get("python", "?"))),
+        ("platform", str(env.get("platform", "?"))),
+        ("git commit", str(env.get("git_commit", "?"))),
+        ("suite", f"{env.get('suite', '?')} (hash {env.get('suite_hash', '?')}, file {env.get('suite_file', '?')})"),
+        ("started (UTC)", str(env.get("started_utc", "?"))),
+    ]
+    packages = env.get("packages") or {}
+    items += [(name, str(version)) for name, version in packages.items()]
+    return items
+
+
+def _sections(run: RunData) -> list[Section]:
+    def fig(builder: Any, key: str, title: str) -> F.Figure:
+        return F.safe(builder, run, key, title)
+
+    tsne = F.tsne_figures(run) or [F.Figure("tsne", "t-SNE of embeddings", missing="the run has no model job")]
+    return [
+        Section("pareto", "Accuracy vs latency", [fig(F.accuracy_latency, "accuracy_latency", "Accuracy vs latency")]),
+        Section(
+            "cost",
+            "Cost: params, GFLOPs, size",
+            [
+                fig(F.cost_accuracy, "cost_accuracy", "Params and GFLOPs vs accuracy"),
+                fig(F.size_on_disk, "size_on_disk", "Size on disk per artifact"),
+            ],
+        ),
+        Section("speedup", "Optimizations vs eager", [fig(F.speedup_vs_eager, "speedup", "Speedup vs eager")]),
+        Section(
+            "classes",
+            "Per-class accuracy and confusion",
+            [
+                fig(F.per_class_heatmap, "per_class", "Per-class accuracy across models"),
+                fig(F.best_confusion, "confusion", "Confusion matrix of the best model"),
+            ],
+        ),
+        Section("probes", "Temporal probes", [fig(F.temporal_probes, "probes", "Temporal probes")]),
+        Section("embeddings", "Embeddings (t-SNE)", tsne),
+        Section("training", "Training curves", [fig(F.training_curves, "training", "Training curves")]),
+        Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),
+    ]
+
+
+def build_report(run: RunData) -> Report:
+    """All sections of the report of a loaded run."""
+    frame = run.frame
+    return Report(
+        title=run.title,
+        run_dir=run.run_dir,
+        summary=summary_paragraph(frame),
+        table=display_frame(frame),
+        statuses=[str(s) for s in frame["status"]],
+        not_measured=not_measured(frame),
+        sections=_sections(run),
+        environment=environment(run.env),
+    )
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a report was written."""
+
+    markdown: Path
+    html: Path
+
+
+def write_report(run_dir: Path) -> ReportFiles:
+    """Write ``report.md`` (figures as PNGs in ``report_files/``) and a self-contained ``report.html``."""
+    from vidbench.report.html import render_html
+    from vidbench.report.markdown import render_markdown
+
+    run_dir = Path(run_dir)
+    report = build_report(load_run(run_dir))
+    html_path, md_path = run_dir / "report.html", run_dir / "report.md"
+    _atomic_write(html_path, render_html(report))
+    _atomic_write(md_path, render_markdown(report, run_dir / "report_files"))
+    return ReportFiles(md_path, html_path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,417 @@
+"""The report's figures, drawn with matplotlib (Agg, no pyplot state) into PNG bytes.
+
+Each builder takes a loaded run and returns a :class:`Figure`: the PNG, or ``missing`` with the reason it
+could not be drawn (no eager row, no analysis file, ...). ``safe`` turns an unexpected error into such a
+note, so one bad input never stops the rest of the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from vidbench.report.rundata import JobFiles, RunData
+from vidbench.report.summary import artifact_rows, per_clip_ms
+
+PROBE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("top1", "intact"),
+    ("top1_reversed", "reversed"),
+    ("top1_shuffled", "shuffled"),
+    ("top1_frame_drop", "frame drop"),
+    ("top1_frozen", "frozen"),
+)
+"""(column, label) of the temporal-probe bars: accuracy on intact clips, then on each time-edited copy."""
+
+E2E_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("e2e_decode_ms", "decode"),
+    ("e2e_transform_ms", "transform"),
+    ("e2e_model_ms", "model"),
+)
+
+
+@dataclass
+class Figure:
+    """One figure of the report: a PNG, or the reason it is not available; optionally a table under it."""
+
+    key: str
+    title: str
+    caption: str = ""
+    png: bytes | None = None
+    missing: str | None = None
+    table: pd.DataFrame | None = None
+
+    @property
+    def data_uri(self) -> str:
+        """The PNG as a ``data:`` URI for an inline ``<img>``."""
+        return "data:image/png;base64," + base64.b64encode(self.png or b"").decode()
+
+
+def _canvas(panels: int, width: float = 4.6, height: float = 3.8) -> tuple[MplFigure, list[Axes]]:
+    fig = MplFigure(figsize=(max(width * panels, 5.0), height), dpi=100, layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _png(fig: MplFigure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _colors(names: list[str]) -> dict[str, tuple]:
+    cmap = colormaps["tab10"]
+    return {n: cmap(i % 10) for i, n in enumerate(names)}
+
+
+def _log_if_wide(ax: Axes, values: pd.Series) -> None:
+    """Log x axis when the values span more than a decade; plain numbers as tick labels."""
+    if values.min() > 0 and values.max() > 10 * values.min():
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _job_label(row: pd.Series, frame: pd.DataFrame) -> str:
+    label = f"{row['model']}/{row['preset']}"
+    return f"{row['dataset']}: {label}" if frame["dataset"].nunique() > 1 else label
+
+
+def safe(builder: Callable[[RunData], Figure], run: RunData, key: str, title: str) -> Figure:
+    """Call ``builder``; an exception becomes a "not available" figure naming the error."""
+    try:
+        return builder(run)
+    except Exception as exc:  # a figure must never stop the report
+        return Figure(key, title, missing=f"error while drawing: {type(exc).__name__}: {exc}")
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The points no other point beats on both: lower ``x`` and higher ``y``; sorted by ``x``."""
+    ordered = points.sort_values([x, y], ascending=[True, False])
+    front, best = [], -np.inf
+    for index, row in ordered.iterrows():
+        if row[y] > best:
+            front.append(index)
+            best = row[y]
+    return ordered.loc[front]
+
+
+def _scatter_panel(ax: Axes, points: pd.DataFrame, colors: dict[str, tuple], title: str, frame: pd.DataFrame) -> None:
+    for optimization, group in points.groupby("optimization"):
+        ax.scatter(group["ms"], group["acc"], color=colors[optimization], label=optimization, s=36, zorder=3)
+    for _, row in points.iterrows():
+        ax.annotate(
+            _job_label(row, frame), (row["ms"], row["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
+    front = pareto_front(points, "ms", "acc")
+    ax.step(front["ms"], front["acc"], where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)
+    ax.scatter(front["ms"], front["acc"], facecolors="none", edgecolors="black", s=110, zorder=4)
+    _log_if_wide(ax, points["ms"])
+    ax.margins(x=0.18, y=0.08)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("p50 latency per clip (ms)")
+    ax.grid(alpha=0.3)
+
+
+def accuracy_latency(run: RunData) -> Figure:
+    """Top-1 vs model-only latency per clip, Pareto front marked: all artifacts, then one panel each."""
+    fig_key, title = "accuracy_latency", "Accuracy vs latency (Pareto front per optimization)"
+    rows = artifact_rows(run.frame)
+    rows = rows[rows["latency_ms_p50"].notna()]
+    if rows.empty:
+        return Figure(fig_key, title, missing="no cell has both a top-1 and a latency (no ok row)")
+    points = rows.assign(ms=rows.apply(per_clip_ms, axis=1), acc=rows["top1"] * 100)
+    optimizations = sorted(points["optimization"].unique())
+    colors = _colors(optimizations)
+    fig, axes = _canvas(len(optimizations) + 1 if len(optimizations) > 1 else 1)
+    _scatter_panel(axes[0], points, colors, "all optimizations", run.frame)
+    axes[0].legend(fontsize=7, loc="best")
+    for ax, optimization in zip(axes[1:], optimizations, strict=False):
+        _scatter_panel(ax, points[points["optimization"] == optimization], colors, optimization, run.frame)
+    axes[0].set_ylabel("top-1 on the test split (%)")
+    absent = sorted(set(run.frame["optimization"]) - set(optimizations))
+    batches = ", ".join(str(b) for b in sorted(points["batch_size"].astype(int).unique()))
+    caption = (
+        f"Model-only p50 latency divided by the batch (batch {batches}: each artifact's smallest measured batch) "
+        "against top-1. The dashed step joins the Pareto front: no other point is both faster and more accurate."
+    )
+    if absent:
+        caption += f" No ok cell to plot for: {', '.join(absent)} (see the table for the reasons)."
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def _one_per_job(run: RunData) -> pd.DataFrame:
+    """One row per model job: its eager row when measured, else its first ok artifact."""
+    rows = artifact_rows(run.frame)
+    if rows.empty:
+        return rows
+    rows = rows.assign(_eager=rows["optimization"] != "eager").sort_values("_eager", kind="stable")
+    return rows.drop_duplicates(subset=["dataset", "model", "preset"]).drop(columns="_eager").reset_index(drop=True)
+
+
+def cost_accuracy(run: RunData) -> Figure:
+    """Top-1 against parameters and against GFLOPs per clip, one point per model."""
+    fig_key, title = "cost_accuracy", "Params and GFLOPs vs accuracy"
+    rows = _one_per_job(run)
+    if rows.empty:
+        return Figure(fig_key, title, missing="no ok row with a top-1")
+    fig, axes = _canvas(2)
+    colors = _colors(list(rows["model"].unique()))
+    for ax, column, label in zip(axes, ("params_m", "gflops_per_clip"), ("params (M)", "GFLOPs per clip"), strict=True):
+        sub = rows[rows[column].notna() & (rows[column] > 0)]
+        for _, row in sub.iterrows():
+            ax.scatter(row[column], row["top1"] * 100, color=colors[row["model"]], s=40)
+            ax.annotate(_job_label(row, run.frame), (row[column], row["top1"] * 100), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")  # fmt: skip
+        if len(sub):
+            _log_if_wide(ax, sub[column])
+        ax.margins(x=0.2, y=0.1)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 (%)")
+    caption = (
+        "One point per model (its eager row where measured). GFLOPs: fvcore, one fused multiply-add = one FLOP, "
+        "one clip at the suite's T x crop x crop."
+    )
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def size_on_disk(run: RunData) -> Figure:
+    """Size on disk of every artifact that was built (failed ones hatched)."""
+    fig_key, title = "size_on_disk", "Size on disk per artifact"
+    frame = run.frame[run.frame["size_mb"].notna()]
+    if frame.empty:
+        return Figure(fig_key, title, missing="no artifact has a size (no cell got past preparation)")
+    rows = frame.drop_duplicates(subset=["dataset", "model", "preset", "optimization"]).reset_index(drop=True)
+    labels = [f"{_job_label(r, run.frame)} · {r['optimization']}" for _, r in rows.iterrows()]
+    colors = _colors(sorted(rows["optimization"].unique()))
+    fig = MplFigure(figsize=(8, 0.8 + 0.32 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    bars = ax.barh(labels, rows["size_mb"], color=[colors[o] for o in rows["optimization"]])
+    for bar, status in zip(bars, rows["status"], strict=True):
+        if status != "ok":
+            bar.set_hatch("//")
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in rows["size_mb"]], fontsize=7, padding=2)
+    ax.invert_yaxis()
+    ax.set_xlabel("MB on disk (MiB)")
+    ax.grid(axis="x", alpha=0.3)
+    caption = "Every file of the artifact (ONNX graph + external weights, the saved module for eager). Hatched: failed."
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each ok non-eager row against the eager row of the same model and batch: speedup and top-1 delta."""
+    ok = frame[frame["status"] == "ok"]
+    keys = ["dataset", "model", "preset", "batch_size"]
+    eager = ok[ok["optimization"] == "eager"][[*keys, "latency_ms_p50", "top1"]]
+    others = ok[ok["optimization"] != "eager"]
+    merged = others.merge(eager, on=keys, suffixes=("", "_eager"))
+    return pd.DataFrame(
+        {
+            "model": merged["model"] + "/" + merged["preset"],
+            "optimization": merged["optimization"],
+            "batch": merged["batch_size"].astype(int),
+            "speedup x": (merged["latency_ms_p50_eager"] / merged["latency_ms_p50"]).round(2),
+            "top-1 delta (points)": ((merged["top1"] - merged["top1_eager"]) * 100).round(2),
+        }
+    )
+
+
+def speedup_vs_eager(run: RunData) -> Figure:
+    """Speedup (eager p50 / optimized p50) and top-1 delta in points of each optimization, per model."""
+    fig_key, title = "speedup", "Speedup and accuracy delta vs eager"
+    ok = run.ok
+    if ok[ok["optimization"] == "eager"].empty:
+        return Figure(fig_key, title, missing="no eager cell measured ok: nothing to compare against")
+    table = speedup_table(run.frame)
+    if table.empty:
+        return Figure(fig_key, title, missing="no optimization other than eager was measured ok")
+    groups = [f"{m} b{b}" for m, b in zip(table["model"], table["batch"], strict=True)]
+    table = table.assign(group=groups)
+    names, optimizations = list(dict.fromkeys(groups)), sorted(table["optimization"].unique())
+    colors, width = _colors(optimizations), 0.8 / len(optimizations)
+    fig, axes = _canvas(2, width=max(4.6, 0.9 * len(names)))
+    for ax, column, baseline in zip(axes, ("speedup x", "top-1 delta (points)"), (1.0, 0.0), strict=True):
+        for i, optimization in enumerate(optimizations):
+            sub = table[table["optimization"] == optimization].set_index("group").reindex(names)
+            ax.bar(
+                np.arange(len(names)) + i * width, sub[column], width, label=optimization, color=colors[optimization]
+            )
+        ax.axhline(baseline, color="black", lw=0.8)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(column)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    caption = "Speedup = eager p50 / optimized p50 at the same batch (>1 is faster); top-1 delta in percentage points."
+    return Figure(fig_key, title, caption, png=_png(fig), table=table.drop(columns="group"))
+
+
+def _per_class(job: JobFiles) -> dict[str, float | None] | None:
+    return (job.analysis or {}).get("per_class_accuracy") or None
+
+
+def per_class_heatmap(run: RunData) -> Figure:
+    """Per-class top-1 of each trained model (eager, test split) as a models x classes heatmap."""
+    fig_key, title = "per_class", "Per-class accuracy across models"
+    have = [j for j in run.jobs if _per_class(j)]
+    if not have:
+        reasons = "; ".join(j.missing_reason("per-class accuracy (analysis.json)") for j in run.jobs)
+        reasons = reasons or "the run has no model job"
+        return Figure(fig_key, title, missing=reasons)
+    classes = list(dict.fromkeys(c for j in have for c in _per_class(j)))
+    values = np.array([[_nan(_per_class(j).get(c)) * 100 for c in classes] for j in have])
+    fig = MplFigure(figsize=(min(2 + 0.45 * len(classes), 18), 1.4 + 0.45 * len(have)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(have)), [j.label for j in have], fontsize=8)
+    ax.set_xticks(range(len(classes)), classes if len(classes) <= 60 else [""] * len(classes), rotation=60, ha="right",
+                  fontsize=7)  # fmt: skip
+    if values.size <= 400:
+        for (i, k), v in np.ndenumerate(values):
+            if not np.isnan(v):
+                ax.text(k, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 60 else "black")
+    fig.colorbar(image, ax=ax, label="top-1 (%)")
+    lacking = [j.missing_reason("per-class accuracy (analysis.json)") for j in run.jobs if not _per_class(j)]
+    caption = "Eager model of each job on the test split; rows are models, columns classes."
+    if lacking:
+        caption += " Not available: " + "; ".join(lacking) + "."
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def best_confusion(run: RunData) -> Figure:
+    """The confusion matrix (row-normalised) of the most accurate trained model."""
+    fig_key, title = "confusion", "Confusion matrix of the best model"
+    have = [j for j in run.jobs if (j.analysis or {}).get("confusion")]
+    if not have:
+        reasons = "; ".join(j.missing_reason("confusion matrix (analysis.json)") for j in run.jobs)
+        reasons = reasons or "the run has no model job"
+        return Figure(fig_key, title, missing=reasons)
+    best = max(have, key=lambda j: j.analysis.get("top1") or -1.0)
+    counts = np.array(best.analysis["confusion"], dtype=float)
+    classes = list(_per_class(best) or [str(i) for i in range(len(counts))])
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(3 + 0.32 * len(classes), 14)
+    fig = MplFigure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(normalised * 100, vmin=0, vmax=100, cmap="Blues")
+    ticks = classes if len(classes) <= 60 else [""] * len(classes)
+    ax.set_xticks(range(len(classes)), ticks, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), ticks, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="share of the true class (%)")
+    top1 = best.analysis.get("top1") or float("nan")
+    caption = f"{best.label} (eager, {top1 * 100:.1f}% top-1 on {int(counts.sum())} test clips), rows normalised."
+    return Figure(fig_key, f"{title}: {best.label}", caption, png=_png(fig))
+
+
+def temporal_probes(run: RunData) -> Figure:
+    """Top-1 on intact clips and on reversed / shuffled / frame-dropped / frozen copies, per model."""
+    fig_key, title = "probes", "Temporal probes"
+    columns = [(c, label) for c, label in PROBE_COLUMNS if c in run.frame.columns]
+    rows = _one_per_job(run)
+    if len(columns) < 2 or rows.empty:
+        return Figure(fig_key, title, missing="no ok row with temporal-probe columns (top1_reversed, ...)")
+    rows = rows[rows[[c for c, _ in columns[1:]]].notna().any(axis=1)]
+    if rows.empty:
+        return Figure(fig_key, title, missing="the probes were not run (top1_reversed, ... are empty)")
+    names = [_job_label(r, run.frame) for _, r in rows.iterrows()]
+    width = 0.8 / len(columns)
+    fig, axes = _canvas(1, width=max(6.0, 1.3 * len(names)))
+    ax = axes[0]
+    colors = _colors([label for _, label in columns])
+    for i, (column, label) in enumerate(columns):
+        ax.bar(np.arange(len(names)) + i * width, rows[column] * 100, width, label=label, color=colors[label])
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8)
+    ax.set_ylabel("top-1 (%)")
+    ax.legend(fontsize=7, ncol=len(columns))
+    ax.grid(axis="y", alpha=0.3)
+    caption = (
+        "Top-1 on the same test clips edited in time: played backwards, frames shuffled, every other frame "
+        "dropped (each kept twice), one frame repeated. A model that ignores order loses nothing; one that uses "
+        "motion drops towards chance. One bar group per model (its eager artifact where measured)."
+    )
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def tsne_figures(run: RunData) -> list[Figure]:
+    """The t-SNE of each model's test-split embeddings, as the evaluation drew it (one figure per model)."""
+    figures = []
+    for job in run.jobs:
+        key, title = f"tsne_{job.model}_{job.preset}", f"t-SNE of embeddings: {job.label}"
+        path = job.tsne_png
+        if path is None:
+            figures.append(Figure(key, title, missing=job.missing_reason("tsne.png")))
+            continue
+        figures.append(Figure(key, title, "Eager model's pooled features before the head.", png=path.read_bytes()))
+    return figures
+
+
+def training_curves(run: RunData) -> Figure:
+    """Loss and train / validation top-1 per epoch, one line per model."""
+    fig_key, title = "training", "Training curves"
+    have = [j for j in run.jobs if j.history]
+    if not have:
+        reasons = "; ".join(j.missing_reason("metrics.jsonl") for j in run.jobs) or "the run has no model job"
+        return Figure(fig_key, title, missing=reasons)
+    fig, axes = _canvas(2)
+    colors = _colors([j.label for j in have])
+    for job in have:
+        history = pd.DataFrame(job.history)
+        axes[0].plot(history["epoch"], history["loss"], marker="o", ms=3, color=colors[job.label], label=job.label)
+        axes[1].plot(history["epoch"], history["train_top1"] * 100, ls="--", color=colors[job.label])
+        if "val_top1" in history and history["val_top1"].notna().any():
+            axes[1].plot(history["epoch"], history["val_top1"] * 100, marker="o", ms=3, color=colors[job.label])
+    axes[0].set_ylabel("training loss")
+    axes[1].set_ylabel("top-1 (%): train dashed, validation solid")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    lacking = [j.missing_reason("training history (metrics.jsonl)") for j in run.jobs if not j.history]
+    caption = "From each job's metrics.jsonl (the same scalars as its TensorBoard log)."
+    if lacking:
+        caption += " Not available: " + "; ".join(lacking) + "."
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
+def time_split(run: RunData) -> Figure:
+    """End-to-end time per clip split into decode, transform and model, per artifact."""
+    fig_key, title = "time_split", "Decode / transform / model time split"
+    columns = [(c, label) for c, label in E2E_COLUMNS if c in run.frame.columns]
+    if len(columns) < len(E2E_COLUMNS):
+        return Figure(fig_key, title, missing="this run's rows have no end-to-end columns (e2e_decode_ms, ...)")
+    rows = run.ok[run.ok["e2e_model_ms"].notna()]
+    rows = rows.drop_duplicates(subset=["dataset", "model", "preset", "optimization"]).reset_index(drop=True)
+    if rows.empty:
+        return Figure(fig_key, title, missing="no ok row has end-to-end timings")
+    labels = [f"{_job_label(r, run.frame)} · {r['optimization']}" for _, r in rows.iterrows()]
+    fig = MplFigure(figsize=(8, 0.9 + 0.32 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    left = np.zeros(len(rows))
+    colors = _colors([label for _, label in columns])
+    for column, label in columns:
+        values = rows[column].fillna(0).to_numpy(dtype=float)
+        ax.barh(labels, values, left=left, label=label, color=colors[label])
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per clip (end to end)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    caption = (
+        "File to prediction on the first test clips in one process (no loader workers), at the largest batch "
+        "measured: decoding, the eval transforms, and the model call, per clip."
+    )
+    return Figure(fig_key, title, caption, png=_png(fig))

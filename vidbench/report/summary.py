@@ -1,0 +1,66 @@
+"""The report's automatic summary paragraph, computed from the result table (never written by hand)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+ARTIFACT_COLUMNS: tuple[str, ...] = ("dataset", "model", "preset", "optimization")
+"""The columns that identify one artifact (a model job under one optimization)."""
+
+WITHIN_POINTS = 1.0
+""""Fastest within N points of the best accuracy": N, in top-1 percentage points."""
+
+
+def artifact_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ``ok`` rows, one per artifact: the row at its smallest measured batch size (accuracy and size
+    do not depend on the batch; latency is then compared at the same, smallest batch)."""
+    ok = frame[(frame["status"] == "ok") & frame["top1"].notna()]
+    if ok.empty:
+        return ok
+    ok = ok.sort_values("batch_size", kind="stable")
+    return ok.drop_duplicates(subset=list(ARTIFACT_COLUMNS), keep="first").reset_index(drop=True)
+
+
+def name(row: pd.Series) -> str:
+    """``model/preset (optimization)``, with the dataset when several are compared."""
+    return f"{row['model']}/{row['preset']} ({row['optimization']})"
+
+
+def per_clip_ms(row: pd.Series) -> float:
+    """Model-only p50 latency per clip, in ms, at the row's batch size."""
+    return float(row["latency_ms_p50"]) / max(int(row["batch_size"]), 1)
+
+
+def _dataset_summary(rows: pd.DataFrame) -> list[str]:
+    best = rows.loc[rows["top1"].idxmax()]
+    parts = [f"best accuracy: {name(best)} at {best['top1'] * 100:.1f}% top-1"]
+    timed = rows[rows["latency_ms_p50"].notna()]
+    close = timed[timed["top1"] >= best["top1"] - WITHIN_POINTS / 100]
+    if not close.empty:
+        fast = close.loc[close.apply(per_clip_ms, axis=1).idxmin()]
+        parts.append(
+            f"fastest within {WITHIN_POINTS:g} point of best: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
+            f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1)"
+        )
+    sized = rows[rows["size_mb"].notna()]
+    if not sized.empty:
+        small = sized.loc[sized["size_mb"].idxmin()]
+        parts.append(f"smallest: {name(small)} at {small['size_mb']:.2f} MB ({small['top1'] * 100:.1f}% top-1)")
+    return parts
+
+
+def summary_paragraph(frame: pd.DataFrame) -> str:
+    """One paragraph: best accuracy, fastest within one point of best, smallest, and the cells that were
+    not measured; one clause group per dataset when the run has several."""
+    rows = artifact_rows(frame)
+    sentences = []
+    if rows.empty:
+        sentences.append("No cell was measured successfully, so there is no best, fastest or smallest.")
+    for dataset, group in rows.groupby("dataset", sort=True):
+        prefix = f"On {dataset}: " if rows["dataset"].nunique() > 1 else ""
+        sentences.append(prefix + "; ".join(_dataset_summary(group)) + ".")
+    counts = frame["status"].value_counts()
+    missing = [f"{int(counts[s])} {s}" for s in ("failed", "unsupported") if counts.get(s, 0)]
+    total = f"{len(frame)} cells, {int(counts.get('ok', 0))} ok"
+    sentences.append(f"{total}, {', '.join(missing)} (reasons below)." if missing else f"{total}.")
+    return " ".join(sentences)

@@ -1,0 +1,147 @@
+"""The jinja2 template of ``report.html``: one file, inline CSS, inline script, figures as data: URIs."""
+
+REPORT_TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ report.title }}</title>
+<script>
+/* Count script errors and resources that fail to load (capture phase: <img> errors do not bubble). */
+(function () {
+  var root = document.documentElement;
+  window.addEventListener("error", function (event) {
+    var key = event.target && event.target !== window ? "resourceErrors" : "jsErrors";
+    root.dataset[key] = String(Number(root.dataset[key] || 0) + 1);
+  }, true);
+})();
+</script>
+<style>
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px;
+       padding: 0 20px 40px; color: #1d232a; }
+h1 { font-size: 22px; margin: 20px 0 6px; } h2 { font-size: 18px; margin: 28px 0 8px;
+     border-bottom: 1px solid #d8dee4; padding-bottom: 3px; } h3 { font-size: 15px; margin: 16px 0 6px; }
+nav a { margin-right: 12px; font-size: 13px; }
+.summary { background: #f4f8fb; border-left: 4px solid #3b82c4; padding: 10px 14px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12px; margin: 6px 0; }
+th, td { border: 1px solid #d8dee4; padding: 3px 7px; text-align: right; white-space: nowrap; }
+td.text, th.text { text-align: left; } td.reason { white-space: normal; min-width: 260px; text-align: left; }
+table.sortable th { cursor: pointer; background: #f0f3f6; user-select: none; }
+table.sortable th[data-dir="asc"]::after { content: " \25B2"; }
+table.sortable th[data-dir="desc"]::after { content: " \25BC"; }
+tr.status-failed td { background: #fdecec; } tr.status-unsupported td { background: #fff7e0; }
+figure { margin: 10px 0 18px; } figure img { max-width: 100%; border: 1px solid #e4e8ec; }
+figcaption { font-size: 12px; color: #4a5560; max-width: 980px; }
+.missing { color: #8a5a00; background: #fff7e0; border: 1px dashed #d9a400; padding: 6px 10px; display: inline-block; }
+.tsne { display: flex; flex-wrap: wrap; gap: 14px; } .tsne figure { max-width: 460px; }
+footer { margin-top: 30px; font-size: 12px; color: #4a5560; border-top: 1px solid #d8dee4; }
+</style>
+</head>
+<body>
+<h1>{{ report.title }}</h1>
+<nav>
+  <a href="#summary">Summary</a><a href="#results">Results</a><a href="#not-measured">Not measured</a>
+  {% for s in report.sections %}<a href="#{{ s.key }}">{{ s.title }}</a>{% endfor %}
+  <a href="#environment">Environment</a>
+</nav>
+
+<h2 id="summary">Summary</h2>
+<p class="summary" id="summary-text">{{ report.summary }}</p>
+
+<h2 id="results">Results</h2>
+<p>Click a column header to sort. Failed and unsupported cells are kept, with their reasons.</p>
+<div class="scroll">
+<table class="sortable" id="results-table">
+<thead><tr>{% for c in report.table.columns %}<th class="{{ css(c) }}">{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in report.table.itertuples(index=False) %}<tr class="status-{{ report.statuses[loop.index0] }}">
+{% for value in row %}<td class="{{ css(report.table.columns[loop.index0]) }}">{{ value }}</td>{% endfor %}
+</tr>
+{% endfor %}</tbody>
+</table>
+</div>
+
+<h2 id="not-measured">Cells not measured</h2>
+{% if report.not_measured.empty %}<p>Every cell was measured (status ok).</p>
+{% else %}<table id="not-measured-table">
+<thead><tr>{% for c in report.not_measured.columns %}<th class="text">{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in report.not_measured.itertuples(index=False) %}<tr class="status-{{ row.status }}">
+{% for value in row %}<td class="{{ 'reason' if loop.last else 'text' }}">{{ value }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endif %}
+
+{% for s in report.sections %}
+<h2 id="{{ s.key }}">{{ s.title }}</h2>
+{% if s.intro %}<p>{{ s.intro }}</p>{% endif %}
+<div class="{{ 'tsne' if s.key == 'embeddings' else '' }}">
+{% for f in s.figures %}
+<figure id="fig-{{ f.key }}" data-figure="{{ f.key }}">
+<h3>{{ f.title }}</h3>
+{% if f.png %}<img src="{{ f.data_uri }}" alt="{{ f.title }}">
+{% if f.caption %}<figcaption>{{ f.caption }}</figcaption>{% endif %}
+{% if f.table is not none and not f.table.empty %}<table class="sortable">
+<thead><tr>{% for c in f.table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in f.table.itertuples(index=False) %}
+<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody>
+</table>{% endif %}
+{% else %}<div class="missing">not available: {{ f.missing }}</div>
+{% endif %}
+</figure>
+{% endfor %}
+</div>
+{% endfor %}
+
+<h2 id="environment">Environment</h2>
+<table id="environment-table"><tbody>
+{% for name, value in report.environment %}<tr><th class="text">{{ name }}</th><td class="text">{{ value }}</td></tr>
+{% endfor %}</tbody></table>
+
+<footer id="methodology">
+<p><b>Methodology.</b></p>
+<ol>{% for line in report.methodology %}<li>{{ line }}</li>{% endfor %}</ol>
+<p>Generated by vidbench from {{ report.run_dir }}; every number above, the summary included, is computed from
+the run's result files.</p>
+</footer>
+
+<script>
+(function () {
+  var root = document.documentElement;
+  function key(cell) {
+    var text = cell.textContent.trim();
+    var number = parseFloat(text);
+    return text === "-" || text === "" ? null : (isNaN(number) || !/^[-+]?[0-9.]/.test(text) ? text : number);
+  }
+  function sortBy(table, column, th) {
+    var dir = th.dataset.dir === "asc" ? "desc" : "asc";
+    table.querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+    th.dataset.dir = dir;
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a.cells[column]), y = key(b.cells[column]);
+      if (x === null) return 1; if (y === null) return -1;
+      var order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return dir === "asc" ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    table.querySelectorAll("th").forEach(function (th, column) {
+      th.addEventListener("click", function () { sortBy(table, column, th); });
+    });
+  });
+  function check() {
+    var images = Array.prototype.slice.call(document.images);
+    root.dataset.figures = String(images.length);
+    root.dataset.figuresOk = String(images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length);
+    root.dataset.tableRows = String(document.querySelectorAll("#results-table tbody tr").length);
+    root.dataset.checked = "1";
+  }
+  if (document.readyState === "complete") { check(); } else { window.addEventListener("load", check); }
+})();
+</script>
+</body>
+</html>
+"""
+"""The page; ``report`` is a :class:`vidbench.report.document.Report`, ``css(column)`` a result cell's class."""
