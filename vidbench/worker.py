@@ -83,7 +83,8 @@ class Context:
             self._dataset = load_prepared(Path(self.task["dataset_file"]))
         return self._dataset
 
-    def clips(self, split: str, train_mode: bool) -> ClipDataset:
+    def clips(self, split: str, train_mode: bool, cached: bool = True) -> ClipDataset:
+        """The split's clips; ``cached=False`` always decodes the files (end-to-end timing)."""
         job, data = self.job, self.suite.data
         clip = ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
         augment = job.train_settings().augment
@@ -297,7 +298,7 @@ def run_measure(ctx: Context) -> None:
 def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) -> dict[str, float]:
     """File -> prediction throughput on the first test clips, in this process (no loader workers), with
     the time split into decode, transform and model per clip."""
-    dataset = ctx.clips("test", train_mode=False)
+    dataset = ctx.clips("test", train_mode=False, cached=False)  # from the file, never the clip cache
     count = min(clips, len(dataset))
     predict, sync = on_device(artifact, ctx.device), synchronizer(ctx.device)
     predict(ctx.example(batch_size))  # warm-up at the batch shape (torch.compile compiles per shape)
