@@ -98,7 +98,7 @@ class Context:
             augment=Augment(augment.random_resized_crop, augment.color_jitter, augment.flip),
             mirror=self.dataset.mirror,
             square_pixels=data.square_pixels,
-            cache=ClipCache(Path(data.cache_dir)) if data.cache else None,
+            cache=ClipCache(Path(data.cache_dir)) if data.cache and cached else None,
             skip_log=self.run_dir / "skipped.csv",
             multilabel_classes=self.dataset.num_classes if multi else None,
         )
