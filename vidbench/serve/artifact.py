@@ -25,7 +25,7 @@ from vidbench.data.loader import ClipDataset
 from vidbench.data.sampling import ClipSpec
 from vidbench.data.transforms import frames_to_clip
 from vidbench.results import ResultStore, file_hash
-from vidbench.specs import Artifact, Unsupported, VideoSample
+from vidbench.specs import Artifact, OptimizationSpec, Unsupported, VideoSample
 from vidbench.worker import Context, calibration_clips
 
 EMBED_NOTE = "embeddings come from the eager model of the same checkpoint (an artifact maps clips to logits only)"
@@ -256,11 +256,24 @@ def _parity(model: nn.Module, artifact: Artifact, example: torch.Tensor) -> dict
     }
 
 
-def load_served(ref: ArtifactRef, threads: int | None = None, workdir: Path | None = None) -> ServedModel:
+def _prepare(ctx: Context, spec: OptimizationSpec, model: nn.Module, workdir: Path) -> Artifact:
+    """The optimization's artifact from a copy of the eager model (a plugin may change what it gets)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    calibration = calibration_clips(ctx, ctx.suite.measure.calibration_clips)
+    try:
+        return spec.prepare(copy.deepcopy(model), ctx.example(2), calibration, workdir)
+    except Unsupported as exc:
+        raise ArtifactError(f"optimization {spec.name!r} cannot prepare this model: {exc}") from exc
+
+
+def load_served(
+    ref: ArtifactRef, threads: int | None = None, workdir: Path | None = None, prepare: bool = True
+) -> ServedModel:
     """Load the job's checkpoint and prepare the named optimization's artifact from it.
 
     The artifact is prepared into ``RUN_DIR/serve/<job>/<optimization>`` (the measured files under
     ``artifacts/`` are left as they are); its logits are compared with eager on a fixed example.
+    ``prepare=False`` skips the optimization (for embeddings only): classify then runs the eager model.
     """
     slug = select_slug(ref)
     ctx = _context(ref, slug)
@@ -278,14 +291,11 @@ def load_served(ref: ArtifactRef, threads: int | None = None, workdir: Path | No
     state = torch.load(ref.run_dir / "models" / slug / "checkpoint.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     model.eval()
-    workdir = workdir or ref.run_dir / "serve" / slug / spec.name
-    workdir.mkdir(parents=True, exist_ok=True)
-    calibration = calibration_clips(ctx, ctx.suite.measure.calibration_clips)
     start = time.perf_counter()
-    try:
-        artifact = spec.prepare(copy.deepcopy(model), ctx.example(2), calibration, workdir)
-    except Unsupported as exc:
-        raise ArtifactError(f"optimization {ref.optimization!r} cannot prepare this model: {exc}") from exc
+    if prepare:
+        artifact = _prepare(ctx, spec, model, workdir or ref.run_dir / "serve" / slug / spec.name)
+    else:
+        artifact = Artifact(run=model, files=[], notes=f"eager model ({spec.name} not prepared: embeddings only)")
     prepare_s = time.perf_counter() - start
     served = ServedModel(ref, slug, ctx, model, artifact, sha, prepare_s, measured_rows(ref.run_dir, ctx, spec.name))
     served.parity = _parity(model, artifact, ctx.example(2))

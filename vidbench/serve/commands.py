@@ -34,12 +34,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def load_artifact(artifact: str, model: str | None, threads: int | None) -> ServedModel:
-    """Resolve and load ``--artifact``; a bad reference is a clear one-line error."""
+def load_artifact(artifact: str, model: str | None, threads: int | None, prepare: bool = True) -> ServedModel:
+    """Resolve and load ``--artifact`` (``prepare=False``: the eager model only, for embeddings); a bad
+    reference is a clear one-line error."""
     from vidbench.serve.artifact import ArtifactError, load_served, parse_ref
 
     try:
-        return load_served(parse_ref(artifact, model), threads)
+        return load_served(parse_ref(artifact, model), threads, prepare=prepare)
     except ArtifactError as exc:
         raise _fail(str(exc)) from None
 
@@ -82,13 +83,14 @@ def embed(
     from rich.progress import Progress
 
     from vidbench.embed import StoreError, embed_files, summary_line
+    from vidbench.serve.artifact import EMBED_NOTE
 
-    served = load_artifact(artifact, model, threads)
+    served = load_artifact(artifact, model, threads, prepare=False)
     inputs = _inputs(source, served)
     if not inputs:
         raise _fail(f"{source}: no video files")
     store = out or served.ref.run_dir / "features" / served.slug
-    console.print(f"embedding {len(inputs)} file(s) with {served.slug} (eager embed; {served.ref.optimization} n/a)")
+    console.print(f"embedding {len(inputs)} file(s) with {served.slug} ({EMBED_NOTE})")
     with Progress(console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)
         try:
@@ -149,7 +151,7 @@ def index_query(
         raise _fail(str(exc)) from None
     identity = index.info.identity
     ref = artifact or f"{identity.get('run_dir', '')}/{identity.get('job', '')}@eager"
-    served = load_artifact(ref, None, threads)
+    served = load_artifact(ref, None, threads, prepare=False)
     if identity and served.identity() != identity:
         raise _fail(f"{ref} is not the model the index was built with ({identity.get('job')})")
     try:
