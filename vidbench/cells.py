@@ -44,7 +44,8 @@ class ModelJob:
         data["data"] = dict(self.data)
         if self.pretrained:
             data["pretrained"] = file_hash(Path(self.pretrained))
-        data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s")}
+        # workers and timeout do not change the weights; nproc 1 is left out so keys from before it existed hold
+        data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s") and (k, v) != ("nproc", 1)}
         return data
 
     def digest(self) -> str:

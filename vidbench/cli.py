@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+class Executor(StrEnum):
+    """Where a suite's (or an embedding run's) tasks run."""
+
+    local = "local"
+    ray = "ray"
+
+
+def _require_executor(executor: Executor) -> None:
+    """Fail with the install line when ``--executor ray`` is asked for without Ray installed."""
+    import importlib.util
+
+    if executor is Executor.ray and importlib.util.find_spec("ray") is None:
+        raise _fail("--executor ray needs Ray: pip install 'vidbench[ray]'")
+
+
 @app.command()
 def run(
     suite_file: Annotated[Path, typer.Argument(help="Suite YAML file.")],
@@ -47,17 +63,28 @@ def run(
     retry_failed: Annotated[bool, typer.Option(help="With --resume, run failed cells again.")] = False,
     run_id: Annotated[str | None, typer.Option(help="Write into (or resume) this run id.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (for CI).")] = False,
+    executor: Annotated[
+        Executor, typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray).")
+    ] = Executor.local,
 ) -> None:
     """Run a suite: train each model once, measure every optimization, write the result table."""
     from vidbench.runner import run_suite
 
+    _require_executor(executor)
     try:
         suite, registry = load_suite(suite_file)
     except SuiteError as exc:
         raise _fail(str(exc)) from None
     try:
         run_dir = run_suite(
-            suite, registry, suite_file, resume=resume, retry_failed=retry_failed, quiet=quiet, run_id=run_id
+            suite,
+            registry,
+            suite_file,
+            resume=resume,
+            retry_failed=retry_failed,
+            quiet=quiet,
+            run_id=run_id,
+            executor=executor.value,
         )
     except DatasetError as exc:
         raise _fail(str(exc)) from None
@@ -122,6 +149,11 @@ def train(
         Path | None, typer.Option(help="Output folder (default results/<suite>/train-<model>-<preset>).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the folder's last checkpoint.")] = False,
+    nproc: Annotated[
+        int | None, typer.Option(min=1, help="DDP processes per node via torchrun (default: the suite's train.nproc).")
+    ] = None,
+    nnodes: Annotated[int, typer.Option(min=1, help="Nodes, each running this command (needs --rdzv-endpoint).")] = 1,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port of the torchrun rendezvous.")] = None,
 ) -> None:
     """Train one model of a suite outside the suite run: checkpoints every epoch, TensorBoard, analysis."""
     from vidbench.train import STATE_FILE
@@ -133,8 +165,34 @@ def train(
         raise _fail(f"{folder / STATE_FILE} exists: pass --resume to continue it, or choose another --out")
     (folder / "train.json").unlink(missing_ok=True)
     run.write_env()
-    run_train(Context(run.task("train", job)))
+    nproc = nproc or job.train_settings().nproc
+    if nproc > 1 or nnodes > 1:
+        task_dir = run.run_dir / "logs" / job.slug / "train"
+        _train_distributed(run.task("train", job), task_dir, nproc, nnodes, rdzv_endpoint)
+    else:
+        run_train(Context(run.task("train", job)))
     console.print(f"trained: {folder}\ncheckpoint: {folder / 'checkpoint.pt'}\nanalysis: {folder / 'analysis.json'}")
+
+
+def _train_distributed(task: dict, task_dir: Path, nproc: int, nnodes: int, rdzv_endpoint: str | None) -> None:
+    """Run the train task under torchrun (output to this terminal); fail with the ranks' error line."""
+    import json
+    import subprocess
+
+    from vidbench.distributed import torchrun_command
+
+    task_dir.mkdir(parents=True, exist_ok=True)
+    task_file, error_file = task_dir / "task.json", task_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
+    task_file.write_text(json.dumps(task, indent=2, default=str))
+    try:
+        command = torchrun_command([str(task_file)], nproc, nnodes, rdzv_endpoint)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    code = subprocess.call(command)
+    if code != 0:
+        reason = error_file.read_text().strip() if error_file.exists() else f"torchrun exit code {code}"
+        raise _fail(f"distributed training failed: {reason}")
 
 
 @app.command()

@@ -84,6 +84,9 @@ class TrainSettings(_Strict):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     checkpoint: str | None = None
     """Path of a trained state dict to load instead of training."""
+    nproc: int = Field(1, ge=1, le=64)
+    """Data-parallel training processes (``torchrun``, gloo on the CPU, NCCL on CUDA); ``batch_size`` is per
+    process. 1 trains in one process, as before."""
 
 
 class MeasureSettings(_Strict):
@@ -103,6 +106,17 @@ class MeasureSettings(_Strict):
     parity_min_agreement_lossy: float = Field(0.95, ge=0, le=1)
     """The same gate for lossy optimizations (int8, dynamic-int8, amp, tensorrt)."""
     parity_max_abs_logit_diff: float | None = Field(None, gt=0)
+
+
+class ResourceSettings(_Strict):
+    """What each task of the suite asks a Ray cluster for (``--executor ray``); the local executor ignores it."""
+
+    cpus: float | None = Field(None, gt=0)
+    """CPUs per task (default: ``measure.threads``, or this machine's cores)."""
+    gpus: float | None = Field(None, ge=0)
+    """GPUs per task (default: 1 when ``measure.device`` is CUDA, else 0); a DDP train task asks nproc times."""
+    memory_gb: float | None = Field(None, gt=0)
+    """Memory per task that Ray reserves for scheduling (default: none reserved)."""
 
 
 class ModelEntry(_Strict):
@@ -150,6 +164,7 @@ class Suite(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     exclude: list[ExcludeRule] = Field(default_factory=list)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
 
     @field_validator("batch_sizes")
     @classmethod

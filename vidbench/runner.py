@@ -27,6 +27,7 @@ from vidbench.cells import Cell, ModelJob, expand
 from vidbench.config import Suite
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
+from vidbench.distributed import torchrun_command
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
@@ -42,6 +43,17 @@ class Outcome:
 
     ok: bool
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class MeasureStep:
+    """One job x optimization to measure: the row of each batch size still to do, the child's task (None
+    when nothing has to run: the rows are already written as unsupported) and the store's length before."""
+
+    rows: dict[str, dict[str, Any]]
+    task: dict[str, Any] | None
+    task_dir: Path
+    rows_before: int
 
 
 def _die_with_parent() -> None:
@@ -61,7 +73,18 @@ def _last_line(path: Path) -> str:
         return ""
 
 
-def launch(task: dict[str, Any], task_dir: Path, timeout_s: float, status: StatusFn | None = None) -> Outcome:
+def worker_command(task: dict[str, Any], task_file: Path) -> list[str]:
+    """The child's command: ``python -m vidbench.worker TASK.json``, under ``torchrun`` for a train task whose
+    settings ask for several processes (``train.nproc``)."""
+    nproc = int(dict(task["job"]["train"]).get("nproc", 1)) if task["kind"] == "train" else 1
+    if nproc > 1:
+        return torchrun_command([str(task_file)], nproc)
+    return [sys.executable, "-m", "vidbench.worker", str(task_file)]
+
+
+def launch(
+    task: dict[str, Any], task_dir: Path, timeout_s: float, status: StatusFn | None = None, cwd: Path | None = None
+) -> Outcome:
     """Run ``vidbench.worker`` on ``task`` in a child process; wait at most ``timeout_s`` seconds."""
     task_dir.mkdir(parents=True, exist_ok=True)
     task_file, log_file, error_file = task_dir / "task.json", task_dir / "log.txt", task_dir / "error.txt"
@@ -69,7 +92,8 @@ def launch(task: dict[str, Any], task_dir: Path, timeout_s: float, status: Statu
     task_file.write_text(json.dumps(task, indent=2, default=str))
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vidbench.worker", str(task_file)],
+            worker_command(task, task_file),
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
@@ -173,15 +197,25 @@ class SuiteRun:
 
     def train(self, job: ModelJob, status: StatusFn) -> tuple[Outcome, dict[str, Any]]:
         """Train ``job`` in a child unless its checkpoint and eager evaluation are already on disk."""
+        summary = self.trained(job)
+        if summary is not None:
+            return Outcome(True), summary
+        return self.train_result(job, launch(*self.train_step(job), status))
+
+    def trained(self, job: ModelJob) -> dict[str, Any] | None:
+        """The summary of a job already trained and evaluated in this run (``train.json``), else None."""
         summary_file = job_dir(self.run_dir, job) / "train.json"
-        if summary_file.exists():
-            return Outcome(True), json.loads(summary_file.read_text())
-        outcome = launch(
-            self.task("train", job), self.run_dir / "logs" / job.slug / "train", job.train_settings().timeout_s, status
-        )
+        return json.loads(summary_file.read_text()) if summary_file.exists() else None
+
+    def train_step(self, job: ModelJob) -> tuple[dict[str, Any], Path, float]:
+        """The train task of ``job``, its task folder and its timeout."""
+        return self.task("train", job), self.run_dir / "logs" / job.slug / "train", job.train_settings().timeout_s
+
+    def train_result(self, job: ModelJob, outcome: Outcome) -> tuple[Outcome, dict[str, Any]]:
+        """How the train task ended, with the job's summary when it trained."""
         if not outcome.ok:
             return Outcome(False, f"training failed: {outcome.reason}"), {}
-        return outcome, json.loads(summary_file.read_text())
+        return outcome, json.loads((job_dir(self.run_dir, job) / "train.json").read_text())
 
     def measure(
         self,
@@ -193,35 +227,57 @@ class SuiteRun:
         status: StatusFn,
     ) -> int:
         """Measure one optimization of a trained job; returns how many rows were written."""
+        step = self.measure_step(job, optimization, cells, summary, skip)
+        if step is None:
+            return 0
+        if step.task is not None:
+            self.measure_result(step, launch(step.task, step.task_dir, self.suite.measure.timeout_s, status))
+        return len(step.rows)
+
+    def measure_step(
+        self, job: ModelJob, optimization: str, cells: list[Cell], summary: dict[str, Any], skip: set[str]
+    ) -> MeasureStep | None:
+        """What measuring one optimization of a trained job takes; None when every cell is stored already.
+        An optimization unsupported on the device gets its rows here and no task."""
         keyed = {c.batch_size: (c, self._key(c, summary["checkpoint_sha"])) for c in cells}
         todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
         if not todo:
-            return 0
+            return None
         rows = {str(bs): self._row_base(c, key, summary.get("train_s")) for bs, (c, key) in todo.items()}
-        before = self.store.keys()
+        task_dir = self.run_dir / "logs" / job.slug / optimization
         supported, why = self.registry.optimization(optimization).supported(self.suite.measure.device)
         if not supported:
             for row in rows.values():
                 self.store.append({**row, "status": "unsupported", "reason": why})
-            return len(rows)
+            return MeasureStep(rows, None, task_dir, 0)
         task = self.task(
             "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs
         )
-        outcome = launch(task, self.run_dir / "logs" / job.slug / optimization, self.suite.measure.timeout_s, status)
-        written = self.store.keys() - before
-        for row in rows.values():
+        return MeasureStep(rows, task, task_dir, len(self.store.rows()))
+
+    def measure_result(self, step: MeasureStep, outcome: Outcome) -> None:
+        """A ``failed`` row for every cell of ``step`` that was not written since it started."""
+        written = {row.get(KEY_COLUMN) for row in self.store.rows()[step.rows_before :]}
+        for row in step.rows.values():
             if row[KEY_COLUMN] not in written:
                 reason = outcome.reason if not outcome.ok else "child exited without writing this row"
                 self.store.append({**row, "status": "failed", "reason": reason})
-        return len(rows)
 
-    def execute(self, resume: bool, retry_failed: bool, progress: Progress) -> None:
+    def execute(self, resume: bool, retry_failed: bool, progress: Progress, executor: str = "local") -> None:
+        """Train and measure every cell not in the store (with ``resume``); ``executor`` ``local`` runs the
+        tasks one after another in child processes here, ``ray`` as Ray tasks (vidbench/ray_executor.py)."""
         self.write_env()
         skip = self.store.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
         if not resume:
             skip = set()
         progress.start(len(self.cells))
         self.prepare_datasets(progress)
+        if executor == "ray":
+            from vidbench.ray_executor import run_on_ray
+
+            run_on_ray(self, skip, progress)
+            progress.stop()
+            return
         for job in self.jobs:
             job_cells = [c for c in self.cells if c.job == job]
             label = f"{job.model}/{job.preset}"
@@ -230,7 +286,7 @@ class SuiteRun:
             for optimization in dict.fromkeys(c.optimization for c in job_cells):
                 cells = [c for c in job_cells if c.optimization == optimization]
                 if not outcome.ok:
-                    self._fail_untrained(cells, outcome.reason, skip)
+                    self.fail_untrained(cells, outcome.reason, skip)
                     progress.advance(len(cells))
                     continue
                 progress.stage(f"measuring {label} {optimization}")
@@ -266,7 +322,8 @@ class SuiteRun:
         digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return self.run_dir / "datasets" / f"{name}-{digest}.json"
 
-    def _fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
+    def fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
+        """A ``failed`` row, with the training's reason, for each cell of a job that did not train."""
         for cell in cells:
             key = self._key(cell, "untrained")
             if key not in skip:
@@ -320,8 +377,9 @@ def run_suite(
     retry_failed: bool = False,
     quiet: bool = False,
     run_id: str | None = None,
+    executor: str = "local",
 ) -> Path:
-    """Execute a validated suite; returns its run directory."""
+    """Execute a validated suite (``executor``: ``local`` or ``ray``); returns its run directory."""
     suite_dir = Path(suite.output_dir) / suite.name
     run_dir = None
     if run_id:
@@ -331,5 +389,5 @@ def run_suite(
     if run_dir is None:
         run_dir = suite_dir / new_run_id()
     run = SuiteRun(suite, registry, suite_path, run_dir.resolve(), run_dir.name)
-    run.execute(resume, retry_failed, Progress(quiet))
+    run.execute(resume, retry_failed, Progress(quiet), executor)
     return run.run_dir

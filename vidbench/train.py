@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vidbench import distributed
+
 ProgressFn = Callable[[str], None]
 STATE_FILE = "train_state.pt"
 
@@ -148,6 +150,7 @@ class Trainer:
         seed_everything(config.seed, config.deterministic)
         self.model.to(self.device)
         self.optimizer = _optimizer(model, config)
+        self.net = distributed.wrap(self.model, self.device)  # DDP under torchrun; the model itself otherwise
         steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
         total = config.epochs * steps_per_epoch
         warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
@@ -214,15 +217,16 @@ class Trainer:
 
     # --- loop --------------------------------------------------------------------------------
     def _epoch(self) -> tuple[float, float, int]:
-        self.model.train()
+        self.net.train()
         total_loss, hits, seen = 0.0, 0, 0
+        distributed.start_epoch(self.loader, self.epoch, self.out_dir)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(self.loader):
             if batch is None:  # every clip of the batch was skipped as undecodable
                 continue
             clips, labels = (t.to(self.device, non_blocking=True) for t in batch)
             with _autocast(self.config, self.device):
-                logits = self.model(clips)
+                logits = self.net(clips)
                 loss = self.criterion(logits.float(), _targets(labels, self.config.multilabel))
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
@@ -244,7 +248,8 @@ class Trainer:
             total_loss += loss.item() * len(labels)
             hits += _hits(logits.detach(), labels, self.config.multilabel)
             seen += len(labels)
-        return total_loss / max(seen, 1), hits / max(seen, 1), seen
+        total_loss, hits, seen = distributed.all_sum([total_loss, hits, seen])  # every rank's shard
+        return total_loss / max(seen, 1), hits / max(seen, 1), int(seen)
 
     @torch.inference_mode()
     def validate(self) -> float | None:
@@ -268,7 +273,8 @@ class Trainer:
         if resume and self.state_path.exists():
             self.restore(self.state_path)
             self._say(f"resumed after epoch {self.epoch}")
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.epoch + 1)
+        main = distributed.is_main()  # only rank 0 writes logs and checkpoints
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.epoch + 1) if main else None
         start, stopped = time.perf_counter(), "completed"
         spent = sum(h.get("epoch_s", 0.0) for h in self.history)
         loss, top1 = float("nan"), 0.0
@@ -281,7 +287,7 @@ class Trainer:
                 loss, top1, seen = self._epoch()
                 val = self.validate()
                 self.epoch += 1
-                epoch_s = time.perf_counter() - epoch_start
+                epoch_s = distributed.all_max(time.perf_counter() - epoch_start)  # one budget decision for all
                 spent += epoch_s
                 line = {
                     "epoch": self.epoch,
@@ -293,18 +299,15 @@ class Trainer:
                     "epoch_s": epoch_s,
                 }
                 self.history.append(line)
-                for key, value in line.items():
-                    if key != "epoch" and value is not None:
-                        writer.add_scalar(f"train/{key}", value, self.epoch)
-                writer.flush()
-                with open(self.out_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(line) + "\n")
+                if writer is not None:
+                    self._log(writer, line)
                 improved = val is not None and (self.best_val is None or val > self.best_val)
                 if improved:
                     self.best_val, self.stale = val, 0
                 elif val is not None:
                     self.stale += 1
-                atomic_save(self.state(), self.state_path)
+                if main:
+                    atomic_save(self.state(), self.state_path)
                 shown = f" val {val:.1%}" if val is not None else ""
                 self._say(
                     f"epoch {self.epoch}/{self.config.epochs} loss {loss:.3f} train {top1:.1%}{shown} "
@@ -315,10 +318,20 @@ class Trainer:
                     stopped = "early stop"
                     break
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         self.final_model().eval()
         return TrainResult(time.perf_counter() - start, loss, top1, self.steps, self.epoch, stopped, self.best_val)
 
+    def _log(self, writer: Any, line: dict[str, Any]) -> None:
+        """One epoch's line into TensorBoard and ``metrics.jsonl``."""
+        for key, value in line.items():
+            if key != "epoch" and value is not None:
+                writer.add_scalar(f"train/{key}", value, self.epoch)
+        writer.flush()
+        with open(self.out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
     def _say(self, text: str) -> None:
-        if self.progress is not None:
+        if self.progress is not None and distributed.is_main():
             self.progress(text)

@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 import torch
 
+from vidbench import distributed
 from vidbench.analysis import TEMPORAL_PROBES, expected_calibration_error
 from vidbench.cells import ModelJob
 from vidbench.config import Suite
@@ -72,9 +73,9 @@ class Context:
         self.registry: Registry = load_plugins(task["plugins"])
         self.run_dir = Path(task["run_dir"])
         self.job = job_from_dict(task["job"])
-        self.threads = int(task["threads"])
+        self.threads = max(1, int(task["threads"]) // distributed.local_world_size())  # DDP ranks share cores
         torch.set_num_threads(self.threads)
-        self.device = torch.device(self.suite.measure.device)
+        self.device = distributed.rank_device(torch.device(self.suite.measure.device))
         self._dataset: PreparedDataset | None = None
 
     @property
@@ -104,10 +105,9 @@ class Context:
         )
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False):
-        workers = self.job.train_settings().workers
-        return make_loader(
-            self.clips(split, train_mode), batch_size, workers, shuffle=train_mode, seed=self.job.train_settings().seed
-        )
+        settings, clips = self.job.train_settings(), self.clips(split, train_mode)
+        shard = distributed.sampler(clips, settings.seed) if train_mode and distributed.active() else None
+        return make_loader(clips, batch_size, settings.workers, shuffle=train_mode, seed=settings.seed, sampler=shard)
 
     def build_model(self) -> torch.nn.Module:
         spec = self.registry.model(self.job.model)
@@ -159,6 +159,8 @@ def run_train(ctx: Context) -> None:
             device=str(ctx.device),
         )
         result = trainer.run(resume=True)
+        if not distributed.is_main():
+            return  # under DDP, rank 0 saves the weights and evaluates
         model = trainer.final_model()
         info = {
             "train_s": sum(h["epoch_s"] for h in trainer.history),
@@ -216,7 +218,7 @@ def calibration_clips(ctx: Context, limit: int) -> Iterator[torch.Tensor]:
 def run_measure(ctx: Context) -> None:
     """Prepare one optimization's artifact, gate it on parity, re-measure accuracy, time each batch size."""
     task = ctx.task
-    store = ResultStore(ctx.run_dir)
+    store = ResultStore(Path(task.get("results_dir") or ctx.run_dir))  # a task folder when rows travel back
     measure = ctx.suite.measure
     out = job_dir(ctx.run_dir, ctx.job)
     model = ctx.build_model()
@@ -350,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     error_file = task_path.with_name("error.txt")
     try:
         ctx = Context(task)
+        distributed.setup(ctx.device)  # a no-op unless started by torchrun with several processes
         {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
     except BaseException as exc:
         lines = traceback.format_exception_only(type(exc), exc)
         error_file.write_text(lines[-1].strip() + "\n")
         traceback.print_exc()
         return 1
+    finally:
+        distributed.teardown()
     return 0
 
 

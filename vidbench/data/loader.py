@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vidbench.data.cache import ClipCache, file_fingerprint
 from vidbench.data.decode import Backend, DecodeError, VideoMeta, open_video, probe
@@ -149,13 +149,17 @@ def collate_skipping_none(batch: list[Item | None]) -> tuple[torch.Tensor, torch
     return default_collate(kept) if kept else None
 
 
-def make_loader(dataset: ClipDataset, batch_size: int, workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A ``DataLoader`` with persistent workers and pinned memory on GPU; shuffling is seeded."""
+def make_loader(
+    dataset: ClipDataset, batch_size: int, workers: int, shuffle: bool, seed: int = 0, sampler: Sampler | None = None
+) -> DataLoader:
+    """A ``DataLoader`` with persistent workers and pinned memory on GPU; shuffling is seeded. A ``sampler``
+    (a rank's shard under DDP) replaces the loader's own order."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
