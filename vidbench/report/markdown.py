@@ -21,6 +21,8 @@ def _table(frame: pd.DataFrame) -> str:
 def render_markdown(report: Report, figure_dir: Path) -> str:
     """The Markdown text; each figure's PNG is written into ``figure_dir`` and linked relatively."""
     figure_dir.mkdir(parents=True, exist_ok=True)
+    for stale in figure_dir.glob("*.png"):  # a figure now missing must not leave its old PNG behind
+        stale.unlink()
     lines = [f"# {report.title}", "", "## Summary", "", report.summary, "", "## Results", "", _table(report.table)]
     lines += ["", "## Cells not measured", ""]
     lines.append(_table(report.not_measured) if not report.not_measured.empty else "Every cell was measured (ok).")

@@ -9,7 +9,6 @@ failed job, an older run): the loaders return ``None`` or empty values and the r
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,8 +144,3 @@ def load_run(run_dir: Path) -> RunData:
         suite=_read_json(run_dir / "suite.json") or {},
         jobs=jobs,
     )
-
-
-def is_number(value: Any) -> bool:
-    """A real, finite number (not None, not NaN)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
