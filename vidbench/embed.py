@@ -74,6 +74,11 @@ class EmbedReport:
     rows: int = 0
 
 
+def identity_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The fields that make two model identities embed differently (where the run lies is not one of them)."""
+    return sorted(k for k in set(a) | set(b) if k != "run_dir" and a.get(k) != b.get(k))
+
+
 class FeatureStore:
     """The embeddings of one model, one row per file path, keyed by the file's content hash."""
 
@@ -121,8 +126,8 @@ class FeatureStore:
     def check_identity(self, identity: dict[str, Any]) -> None:
         """Refuse to mix embeddings of another model or other clip settings into this store."""
         stored = self.meta.get("identity")
-        if stored and stored != identity:
-            diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        diff = identity_diff(stored, identity) if stored else []
+        if diff:
             raise StoreError(f"{self.root} holds embeddings of another model or clip settings ({', '.join(diff)})")
 
     def save(self, identity: dict[str, Any]) -> None:

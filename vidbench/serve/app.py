@@ -12,6 +12,8 @@ a thread pool, so the event loop keeps serving; the model runs in one more threa
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
 import tempfile
 import time
@@ -206,17 +208,15 @@ class Engine:
 
     async def read_clip(self, upload: UploadFile) -> tuple[torch.Tensor, float]:
         """The upload as a clip, and the milliseconds spent probing, decoding and transforming it."""
-        import asyncio
-
         name = Path(upload.filename or "upload").name
-        size = upload.size if upload.size is not None else None
+        size = upload.size
         if size is not None and size > self.settings.max_upload_bytes:
             limit = self.settings.max_upload_bytes
             raise self.reject(413, "too_large", f"{name}: {size} bytes is over the limit of {limit} bytes")
         if size == 0:
             raise self.reject(400, "empty", f"{name}: the upload is empty")
         loop = asyncio.get_running_loop()
-        suffix = Path(name).suffix[:10] if Path(name).suffix else ".bin"
+        suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(name).suffix)[:10] or ".bin"
         with tempfile.NamedTemporaryFile(suffix=suffix, prefix="vidbench-upload-") as tmp:
             await loop.run_in_executor(self.decode_pool, _copy, upload, tmp)
             start = time.perf_counter()

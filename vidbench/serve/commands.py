@@ -93,10 +93,16 @@ def embed(
     console.print(f"embedding {len(inputs)} file(s) with {served.slug} ({EMBED_NOTE})")
     with Progress(console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)
+        step = {"next": 0.1}
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            if not console.is_terminal and done >= step["next"] * total:  # a log line per 10 % when piped
+                console.print(f"embedded {done}/{total}")
+                step["next"] = (done // max(total / 10, 1) + 1) / 10
+
         try:
-            report = embed_files(
-                served, inputs, store, batch_size, workers, progress=lambda d, t: bar.update(task, completed=d, total=t)
-            )
+            report = embed_files(served, inputs, store, batch_size, workers, progress=progress)
         except StoreError as exc:
             raise _fail(str(exc)) from None
     console.print(summary_line(report))
@@ -143,6 +149,7 @@ def index_query(
 ) -> None:
     """List the stored videos most similar to VIDEO (cosine similarity of the embeddings)."""
     from vidbench.data.decode import DecodeError
+    from vidbench.embed import identity_diff
     from vidbench.index import VectorIndex, VectorIndexError
 
     try:
@@ -152,7 +159,7 @@ def index_query(
     identity = index.info.identity
     ref = artifact or f"{identity.get('run_dir', '')}/{identity.get('job', '')}@eager"
     served = load_artifact(ref, None, threads, prepare=False)
-    if identity and served.identity() != identity:
+    if identity and identity_diff(served.identity(), identity):
         raise _fail(f"{ref} is not the model the index was built with ({identity.get('job')})")
     try:
         vector = served.embed(served.load_clip(video).unsqueeze(0)).float().numpy()
