@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: demo test lint compare bench clean-results
 
@@ -17,7 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/vidbench run suites/smoke.yaml
 
-test: $(STAMP)
+# The tests also run the Ray executor: `make test` adds the [ray] extra; `make demo` does not need it.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

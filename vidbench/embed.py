@@ -203,12 +203,14 @@ def embed_files(
     workers: int = 2,
     save_every: int = 512,
     progress: Progress | None = None,
+    executor: str = "local",
 ) -> EmbedReport:
     """Embed every input file that the store does not hold yet (by content hash) and save the store.
 
     ``served`` is a :class:`vidbench.serve.artifact.ServedModel`. Unchanged files are not decoded,
     files whose bytes the store already holds under another path reuse that vector, files that failed
     before are not retried until they change, and rows of files that no longer exist are dropped.
+    ``executor="ray"`` decodes and embeds the new files with ``ray.data`` (vidbench/ray_embed.py).
     """
     store = FeatureStore(store_dir)
     identity = served.identity()
@@ -218,7 +220,10 @@ def embed_files(
     report.removed = store.drop({path for path in store.rows if not Path(path).exists()})
     todo, copies = _plan(store, entries, report)
     if todo:
-        _embed_todo(served, store, todo, identity, report, batch_size, workers, save_every, progress)
+        embed_todo = _embed_todo
+        if executor == "ray":
+            from vidbench.ray_embed import embed_todo
+        embed_todo(served, store, todo, identity, report, batch_size, workers, save_every, progress)
     _fill_copies(store, todo, copies, report)
     store.save(identity)
     wanted = {e.path for e in entries}

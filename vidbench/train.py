@@ -275,6 +275,9 @@ class Trainer:
             self._say(f"resumed after epoch {self.epoch}")
         main = distributed.is_main()  # only rank 0 writes logs and checkpoints
         writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.epoch + 1) if main else None
+        if main:  # lines of epochs the checkpoint does not hold (killed between the two writes) go
+            lines = "".join(json.dumps(line) + "\n" for line in self.history)
+            (self.out_dir / "metrics.jsonl").write_text(lines)
         start, stopped = time.perf_counter(), "completed"
         spent = sum(h.get("epoch_s", 0.0) for h in self.history)
         loss, top1 = float("nan"), 0.0

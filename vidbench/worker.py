@@ -167,6 +167,7 @@ def run_train(ctx: Context) -> None:
             "epochs_done": result.epochs_done,
             "stopped": result.stopped,
             "best_val_top1": result.best_val_top1,
+            "processes": distributed.world_size(),
         }
     atomic_save(model.state_dict(), out / "checkpoint.pt")
     evaluate_job(ctx, model, info)
@@ -182,7 +183,7 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     if info is None:
         previous = out / "train.json"
-        keep = ("train_s", "epochs_done", "stopped", "best_val_top1")
+        keep = ("train_s", "epochs_done", "stopped", "best_val_top1", "processes")
         info = {k: v for k, v in json.loads(previous.read_text()).items() if k in keep} if previous.exists() else {}
     model.to(ctx.device).eval()
     test = ctx.loader("test", ctx.suite.measure.eval_batch_size)

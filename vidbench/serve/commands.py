@@ -6,6 +6,7 @@ uvicorn) happen inside the commands so ``vidbench --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -78,6 +79,9 @@ def embed(
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per model call.")] = 16,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (DataLoader workers).")] = 2,
     threads: ThreadsOpt = None,
+    executor: Annotated[
+        str, typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray).")
+    ] = "local",
 ) -> None:
     """Embed every video into a feature store keyed by file hash: a re-run decodes only new or changed files."""
     from rich.progress import Progress
@@ -85,6 +89,10 @@ def embed(
     from vidbench.embed import StoreError, embed_files, summary_line
     from vidbench.serve.artifact import EMBED_NOTE
 
+    if executor not in ("local", "ray"):
+        raise _fail(f"--executor: {executor!r}; allowed: local, ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise _fail("--executor ray needs Ray: pip install 'vidbench[ray]'")
     served = load_artifact(artifact, model, threads, prepare=False)
     inputs = _inputs(source, served)
     if not inputs:
@@ -102,7 +110,7 @@ def embed(
                 step["next"] = (done // max(total / 10, 1) + 1) / 10
 
         try:
-            report = embed_files(served, inputs, store, batch_size, workers, progress=progress)
+            report = embed_files(served, inputs, store, batch_size, workers, progress=progress, executor=executor)
         except StoreError as exc:
             raise _fail(str(exc)) from None
     console.print(summary_line(report))
