@@ -12,17 +12,20 @@ import asyncio
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import REAL_CLIPS, REPO
 from tests.serve_helpers import Server, trained_run
 from vidbench.embed import FeatureStore, embed_files
 from vidbench.index import VectorIndex
 from vidbench.serve.artifact import load_served, parse_ref
+from vidbench.serve.batcher import BatchSettings, DynamicBatcher
 
 HAVE_REAL = (REAL_CLIPS / "MANIFEST.csv").exists()
 needs_real = pytest.mark.skipif(not HAVE_REAL, reason=f"{REAL_CLIPS} is absent")
@@ -195,3 +198,53 @@ def test_load_test_script_is_bounded_and_prints_the_table(env: Env, tmp_path: Pa
         timeout=60,
     )
     assert remote.returncode == 2 and "loopback only" in remote.stderr
+
+
+async def _batched(settings: BatchSettings, clips: torch.Tensor, fn) -> tuple[list[torch.Tensor], list[int]]:
+    sizes: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(fn, settings, pool, lambda size, seconds: sizes.append(size))
+        batcher.start()
+        outputs = await asyncio.gather(*(batcher.submit(clip) for clip in clips))
+        await batcher.stop()
+    return outputs, sizes
+
+
+def test_batcher_groups_up_to_max_batch_and_keeps_each_row_with_its_request() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 3)
+    clips = torch.randn(11, 6)
+
+    @torch.inference_mode()
+    def fn(batch: torch.Tensor) -> torch.Tensor:
+        return layer(batch)
+
+    on, sizes = asyncio.run(_batched(BatchSettings(max_batch=4, max_wait_ms=50), clips, fn))
+    off, single = asyncio.run(_batched(BatchSettings(max_batch=1, max_wait_ms=0), clips, fn))
+    assert sizes == [4, 4, 3] and single == [1] * 11
+    expected = fn(clips)
+    assert torch.allclose(torch.stack(on), expected, atol=1e-6)
+    assert torch.allclose(torch.stack(off), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        BatchSettings(max_batch=0)
+
+
+def test_a_failing_model_call_fails_its_requests_and_the_batcher_goes_on() -> None:
+    def fn(batch: torch.Tensor) -> torch.Tensor:
+        if (batch < 0).any():
+            raise RuntimeError("negative input")
+        return batch * 2
+
+    async def scenario() -> tuple[list[object], torch.Tensor]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(fn, BatchSettings(max_batch=4, max_wait_ms=20), pool)
+            batcher.start()
+            negative = [batcher.submit(torch.tensor([-1.0])) for _ in range(3)]
+            bad = await asyncio.gather(*negative, return_exceptions=True)
+            good = await batcher.submit(torch.tensor([2.0]))
+            await batcher.stop()
+        return bad, good
+
+    bad, good = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert all(isinstance(b, RuntimeError) and "negative input" in str(b) for b in bad)
+    assert good.item() == 4.0

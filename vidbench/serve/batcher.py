@@ -82,7 +82,9 @@ class DynamicBatcher:
                     batch.append(self._queue.get_nowait())  # already waiting: take them without waiting more
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), left))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (the server would not stop)
+                async with asyncio.timeout(left):
+                    batch.append(await self._queue.get())
             except TimeoutError:
                 break
         return batch
