@@ -2,8 +2,9 @@
 with dynamic batching on and off. Bounded: each cell stops after ``--requests`` requests or
 ``--duration`` seconds, whichever comes first.
 
-Starts its own servers (one per batching mode) from ``--artifact``, or measures a running one given
-by ``--url`` (loopback only). Each client is an asyncio task that uploads the next file as soon as
+Starts its own servers (one per batching mode, both up at once; each client count is measured on
+one mode right after the other) from ``--artifact``, or measures a running one given by ``--url``
+(loopback only). Each client is an asyncio task that uploads the next file as soon as
 its previous answer arrives (closed loop), so N clients means N requests in flight.
 
     python benchmarks/load_test.py --artifact results/smoke/RUN/r2plus1d@onnx --files DIR
@@ -96,33 +97,36 @@ async def run_cell(
         return latencies, errors, time.perf_counter() - start
 
 
-def measure(url: str, mode: str, args: argparse.Namespace, files: list[tuple[str, bytes]]) -> list[Cell]:
-    """Every client count against one server: a short warm-up, then the bounded cell."""
+def measure_cell(url: str, mode: str, clients: int, args: argparse.Namespace, files: list[tuple[str, bytes]]) -> Cell:
+    """One bounded cell against one server, with the server's mean batch size over the cell."""
     endpoint = f"/v1/{args.endpoint}"
     model = "embed" if args.endpoint in ("embed", "similar") else "classify"
-    asyncio.run(run_cell(url, endpoint, files, 1, args.warmup, 60))
-    cells = []
-    for clients in args.clients:
-        before = batch_stats(httpx.get(f"{url}/metrics").text, model)
-        latencies, errors, wall = asyncio.run(run_cell(url, endpoint, files, clients, args.requests, args.duration))
-        after = batch_stats(httpx.get(f"{url}/metrics").text, model)
-        calls = after[1] - before[1]
-        ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
-        cells.append(
-            Cell(
-                batching=mode,
-                clients=clients,
-                requests=len(latencies),
-                errors=errors,
-                seconds=round(wall, 2),
-                throughput_rps=round(len(latencies) / wall, 2) if wall else 0.0,
-                p50_ms=round(float(np.percentile(ms, 50)), 1),
-                p99_ms=round(float(np.percentile(ms, 99)), 1),
-                mean_batch=round((after[0] - before[0]) / calls, 2) if calls else None,
-            )
-        )
-        print(f"  {mode:>8} {clients:>3} clients: {cells[-1].throughput_rps} req/s", file=sys.stderr, flush=True)
-    return cells
+    before = batch_stats(httpx.get(f"{url}/metrics").text, model)
+    latencies, errors, wall = asyncio.run(run_cell(url, endpoint, files, clients, args.requests, args.duration))
+    after = batch_stats(httpx.get(f"{url}/metrics").text, model)
+    calls = after[1] - before[1]
+    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    cell = Cell(
+        batching=mode,
+        clients=clients,
+        requests=len(latencies),
+        errors=errors,
+        seconds=round(wall, 2),
+        throughput_rps=round(len(latencies) / wall, 2) if wall else 0.0,
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1),
+        mean_batch=round((after[0] - before[0]) / calls, 2) if calls else None,
+    )
+    print(f"  {mode:>8} {clients:>3} clients: {cell.throughput_rps} req/s", file=sys.stderr, flush=True)
+    return cell
+
+
+def measure(servers: dict[str, str], args: argparse.Namespace, files: list[tuple[str, bytes]]) -> list[Cell]:
+    """Warm every server up, then for each client count measure every server back to back (so a change
+    in the machine's other load hits both modes alike, not one of them)."""
+    for url in servers.values():
+        asyncio.run(run_cell(url, f"/v1/{args.endpoint}", files, 1, args.warmup, 60))
+    return [measure_cell(url, mode, clients, args, files) for clients in args.clients for mode, url in servers.items()]
 
 
 def free_port() -> int:
@@ -195,16 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the load test and print the table."""
     args = parse_args(argv)
     files = video_files(args.files, args.max_files)
-    cells: list[Cell] = []
     if args.url:
-        cells += measure(args.url.rstrip("/"), "server", args, files)
+        cells = measure({"server": args.url.rstrip("/")}, args, files)
     else:
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            log = Path(tempfile.gettempdir()) / f"vidbench-load-test-server-{mode}.log"
-            proc, url = start_server(args, mode == "on", log)
-            try:
-                cells += measure(url, mode, args, files)
-            finally:
+        procs, servers = [], {}
+        try:
+            for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+                log = Path(tempfile.gettempdir()) / f"vidbench-load-test-server-{mode}.log"
+                proc, servers[mode] = start_server(args, mode == "on", log)
+                procs.append(proc)
+            cells = measure(servers, args, files)
+        finally:
+            for proc in procs:
                 proc.terminate()
                 proc.wait(30)
     print(table(cells))
