@@ -94,6 +94,9 @@ def test_smoke_suite_on_ray_same_rows_failed_cells_and_resume(tmp_path: Path, da
     common = ray[~ray["optimization"].isin(FAULTY)].reset_index(drop=True)
     pd.testing.assert_frame_equal(local[KEYS + SAME], common[KEYS + SAME])  # same weights, keys, accuracy
     assert (common["latency_ms_p50"] > 0).all()
+    for executor in ("local", "ray"):  # rows came back through the Ray task's value only under ray
+        returned = only_run_dir(tmp_path / executor) / "logs" / "synthetic-motion__r2plus1d__tiny" / "eager"
+        assert (returned / "results.jsonl").exists() == (executor == "ray")
 
     broken = ray[ray["optimization"].isin(FAULTY)].set_index(["optimization", "batch_size"])
     assert len(broken) == 6 and set(broken["status"]) == {"failed"} and set(broken["model"]) == {"frame_avg"}
@@ -106,8 +109,8 @@ def test_smoke_suite_on_ray_same_rows_failed_cells_and_resume(tmp_path: Path, da
     summaries = sorted((run_dir / "models").glob("*/train.json"))
     assert [json.loads(f.read_text()).get("processes") for f in summaries] == [2, 1]  # frame_avg under torchrun
     trained_at = [f.stat().st_mtime_ns for f in summaries]
-    # as if killed before r2plus1d's onnx cells were written: --resume must measure those two, nothing else
-    kept = [r for r in _rows(run_dir) if (r["model"], r["optimization"]) != ("r2plus1d", "onnx")]
+    # as if killed before r2plus1d's eager cells were written: --resume must measure those two, nothing else
+    kept = [r for r in _rows(run_dir) if (r["model"], r["optimization"]) != ("r2plus1d", "eager")]
     (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     suite = tmp_path / "ray" / "suite.yaml"
     resumed = vidbench("run", str(suite), "--quiet", "--resume", "--executor", "ray", cwd=tmp_path / "ray", env=ray_env)
@@ -115,7 +118,7 @@ def test_smoke_suite_on_ray_same_rows_failed_cells_and_resume(tmp_path: Path, da
     after = _rows(run_dir)
     assert after[: len(kept)] == kept, "stored rows changed"
     new = sorted((r["model"], r["optimization"], r["batch_size"], r["status"]) for r in after[len(kept) :])
-    assert new == [("r2plus1d", "onnx", 1, "ok"), ("r2plus1d", "onnx", 2, "ok")]
+    assert new == [("r2plus1d", "eager", 1, "ok"), ("r2plus1d", "eager", 2, "ok")]
     assert [f.stat().st_mtime_ns for f in summaries] == trained_at, "a trained job was trained again"
 
 
@@ -202,6 +205,7 @@ def test_embed_on_ray_writes_the_same_store_as_locally(
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "40 embedded" in proc.stdout and "1 skipped" in proc.stdout, proc.stdout
         assert f"skipped {videos / 'notes.mp4'}" in proc.stdout
+        assert ("on Ray" in proc.stdout) == (executor == "ray")
         stores[executor] = _store(out)
     (local, local_skipped), (ray, ray_skipped) = stores["local"], stores["ray"]
     assert sorted(local) == sorted(ray) and len(local) == 40

@@ -98,7 +98,8 @@ def embed(
     if not inputs:
         raise _fail(f"{source}: no video files")
     store = out or served.ref.run_dir / "features" / served.slug
-    console.print(f"embedding {len(inputs)} file(s) with {served.slug} ({EMBED_NOTE})")
+    where = " on Ray" if executor == "ray" else ""
+    console.print(f"embedding {len(inputs)} file(s) with {served.slug}{where} ({EMBED_NOTE})")
     with Progress(console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)
         step = {"next": 0.1}
