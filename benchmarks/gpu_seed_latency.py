@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from vidbench.measure.latency import LatencyPlan, measure_latency
+from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
 from vidbench.plugins import load_plugins
 
 
@@ -34,12 +34,12 @@ def main() -> int:
         return 1
     spec = load_plugins([]).model("r2plus1d")
     model = spec.build(spec.presets["r18"], 400).cuda().eval()
-    plan = LatencyPlan(warmup=10, min_iters=50, min_seconds=2.0)
+    plan, sync = LatencyPlan(warmup=10, min_iters=50, min_seconds=2.0), synchronizer("cuda")
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}; r2plus1d r18, 16 x 112 x 112, 400 classes")
     for batch in (1, 16):
         clip = torch.randn(batch, 3, 16, 112, 112, device="cuda")
         for name, call in variants(model).items():
-            stats = measure_latency(lambda call=call, clip=clip: (call(clip), torch.cuda.synchronize()), plan)
+            stats = measure_latency(lambda call=call, clip=clip: (call(clip), sync()), plan)
             rate = batch * 1000 / stats.p50_ms
             timing = f"p50 {stats.p50_ms:8.2f} ms  p99 {stats.p99_ms:8.2f} ms  {rate:8.1f} clips/s"
             print(f"batch {batch:2d}  {name:13s} {timing}")

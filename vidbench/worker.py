@@ -35,7 +35,7 @@ from vidbench.data.scan import load_prepared
 from vidbench.data.transforms import Augment, frames_to_clip
 from vidbench.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
 from vidbench.measure.complexity import count_params, gflops_per_clip
-from vidbench.measure.latency import LatencyPlan, measure_latency
+from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
 from vidbench.plugins import Registry, load_plugins
 from vidbench.results import ResultStore, file_hash
 from vidbench.specs import PreparedDataset, Unsupported
@@ -124,13 +124,6 @@ def on_device(predict: Callable[[torch.Tensor], Any], device: torch.device) -> C
     if device.type == "cpu":
         return predict
     return lambda clips: predict(clips.to(device, non_blocking=True))
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """Waits for the device's queued work: a CUDA call returns before its kernels finish."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
 
 
 def run_train(ctx: Context) -> None:
@@ -271,7 +264,7 @@ def run_measure(ctx: Context) -> None:
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
     e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
     peak = task.get("peak_gmacs")
-    sync = synchronizer(ctx.device)
+    sync = synchronizer(str(ctx.device))
     for bs in task["batch_sizes"]:
         if problem:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
@@ -303,7 +296,7 @@ def end_to_end(ctx: Context, artifact: Any, batch_size: int, clips: int = 64) ->
     the time split into decode, transform and model per clip."""
     dataset = ctx.clips("test", train_mode=False, cached=False)  # from the file, never the clip cache
     count = min(clips, len(dataset))
-    predict, sync = on_device(artifact, ctx.device), synchronizer(ctx.device)
+    predict, sync = on_device(artifact, ctx.device), synchronizer(str(ctx.device))
     predict(ctx.example(batch_size))  # warm-up at the batch shape (torch.compile compiles per shape)
     sync()
     decode_s = transform_s = model_s = 0.0

@@ -36,6 +36,16 @@ class LatencyPlan:
     max_seconds: float = 60.0
 
 
+def synchronizer(device: str) -> Callable[[], None]:
+    """Waits for ``device``'s queued work (a CUDA call returns before its kernels finish); a no-op on the CPU."""
+    import torch
+
+    target = torch.device(device)
+    if target.type == "cuda":
+        return lambda: torch.cuda.synchronize(target)
+    return lambda: None
+
+
 def measure_latency(call: Callable[[], object], plan: LatencyPlan) -> LatencyStats:
     """Time ``call()``: the first call is the cold start; warm-up calls are discarded.
 

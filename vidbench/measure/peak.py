@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from vidbench.measure.latency import synchronizer
+
 
 def matmul_peak_gmacs(threads: int, size: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
     """Best-of-runs fp32 ``size x size`` matmul rate in GMAC/s (one multiply-add = one, fvcore's unit)
@@ -14,7 +16,7 @@ def matmul_peak_gmacs(threads: int, size: int = 1024, seconds: float = 1.0, devi
     torch.set_num_threads(threads)
     cuda = device.startswith("cuda")
     size = max(size, 4096) if cuda else size
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    sync = synchronizer(device)
     try:
         a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
         for _ in range(3):
