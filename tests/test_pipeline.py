@@ -101,6 +101,29 @@ def test_clip_cache_returns_the_decoded_frames(data_root: Path, tmp_path: Path) 
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
+def test_training_draws_index_a_whole_cached_video(data_root: Path, tmp_path: Path) -> None:
+    """Random training draws read the same frames from a video cached whole as from the file, with one cache
+    entry per video; a video over ``whole_video_mb`` is decoded from the file every time."""
+    from vidbench_plugins.datasets import synthetic
+
+    from tests.conftest import TINY_DATA
+
+    samples = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA).splits["train"][:4]
+    cache = ClipCache(tmp_path / "cache")
+    cached = ClipDataset(samples, ClipSpec(4), 16, train=True, cache=cache, whole_video_mb=16)
+    plain = ClipDataset(samples, ClipSpec(4), 16, train=True)
+    for draw in range(3):
+        for sample in samples:
+            a = cached.decode(sample, np.random.default_rng(draw))
+            b = plain.decode(sample, np.random.default_rng(draw))
+            assert a.shape == b.shape and np.array_equal(a, b)
+    assert cache.misses == 4 and cache.hits == 8
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 4
+    small = ClipDataset(samples, ClipSpec(4), 16, train=True, cache=ClipCache(tmp_path / "small"), whole_video_mb=0.01)
+    small.decode(samples[0], np.random.default_rng(0))
+    assert small.cache is not None and small.cache.misses == small.cache.hits == 0
+
+
 def test_broken_files_are_skipped_and_listed(tmp_path: Path, data_root: Path) -> None:
     from vidbench_plugins.datasets import synthetic
 

@@ -43,8 +43,11 @@ class DataSettings(_Strict):
     square_pixels: bool = False
     """Resize non-square-pixel video to its display aspect before transforms."""
     cache: bool = False
-    """Keep decoded evaluation clips (uint8) on disk under ``cache_dir`` for later cells and runs."""
+    """Keep decoded clips (uint8) on disk under ``cache_dir`` for later epochs, cells and runs."""
     cache_dir: str = ".vidbench-cache/clips"
+    cache_whole_video_mb: float = Field(16.0, ge=0)
+    """Training draws random frames, so with ``cache`` a video whose decoded frames take at most this many
+    MiB is cached whole and each draw indexes it (0: training always decodes from the file)."""
 
 
 class AugmentSettings(_Strict):
@@ -106,6 +109,9 @@ class MeasureSettings(_Strict):
     parity_min_agreement_lossy: float = Field(0.95, ge=0, le=1)
     """The same gate for lossy optimizations (int8, dynamic-int8, amp, tensorrt)."""
     parity_max_abs_logit_diff: float | None = Field(None, gt=0)
+    probes: Literal["eager", "all"] = "eager"
+    """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the eager cell
+    only (the training evaluation runs them too), or every optimized artifact as well."""
 
 
 class ResourceSettings(_Strict):

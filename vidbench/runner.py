@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import subprocess
@@ -85,36 +88,98 @@ def worker_command(task: dict[str, Any], task_file: Path) -> list[str]:
 def launch(
     task: dict[str, Any], task_dir: Path, timeout_s: float, status: StatusFn | None = None, cwd: Path | None = None
 ) -> Outcome:
-    """Run ``vidbench.worker`` on ``task`` in a child process; wait at most ``timeout_s`` seconds."""
+    """Run ``vidbench.worker`` on ``task`` in a child process; wait at most ``timeout_s`` seconds.
+
+    The child is forked from a pre-imported fork server (a multi-process training runs under ``torchrun``
+    instead): a fresh process per task, without paying the imports each time."""
     task_dir.mkdir(parents=True, exist_ok=True)
     task_file, log_file, error_file = task_dir / "task.json", task_dir / "log.txt", task_dir / "error.txt"
     error_file.unlink(missing_ok=True)
     task_file.write_text(json.dumps(task, indent=2, default=str))
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(
-            worker_command(task, task_file),
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        deadline = time.monotonic() + timeout_s
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return Outcome(False, f"timeout after {timeout_s:g} s")
-            if status is not None:
-                status(_last_line(log_file))
-            time.sleep(0.2)
-    if proc.returncode == 0:
+    command = worker_command(task, task_file)
+    plain = command[0] == sys.executable  # else torchrun
+    child = _ForkedChild(task_file, log_file, cwd) if plain else _Subprocess(command, log_file, cwd)
+    deadline = time.monotonic() + timeout_s
+    while (code := child.poll()) is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            return Outcome(False, f"timeout after {timeout_s:g} s")
+        if status is not None:
+            status(_last_line(log_file))
+        time.sleep(0.2)
+    if code == 0:
         return Outcome(True)
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        return Outcome(False, f"killed by signal {name} (see {log_file})")
+    if code < 0:
+        return Outcome(False, f"killed by signal {signal.Signals(-code).name} (see {log_file})")
     reason = error_file.read_text().strip() if error_file.exists() else _last_line(log_file)
-    return Outcome(False, reason or f"exit code {proc.returncode}")
+    return Outcome(False, reason or f"exit code {code}")
+
+
+class _Subprocess:
+    """A child started with ``subprocess`` (``torchrun``), in its own session, output to the log."""
+
+    def __init__(self, command: list[str], log_file: Path, cwd: Path | None) -> None:
+        with open(log_file, "w") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class _ForkedChild:
+    """A child forked from the run's fork server (see :mod:`vidbench.worker_preload`)."""
+
+    def __init__(self, task_file: Path, log_file: Path, cwd: Path | None) -> None:
+        where = str(cwd or Path.cwd())
+        self.proc = _fork_server().Process(
+            target=_forked_worker, args=(str(task_file), str(log_file), where, dict(os.environ)), daemon=False
+        )
+        self.proc.start()
+
+    def poll(self) -> int | None:
+        return self.proc.exitcode
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the child's session: its loader workers too
+        except ProcessLookupError:
+            self.proc.kill()  # killed before it made its own session
+        self.proc.join()
+
+
+@functools.cache
+def _fork_server() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["vidbench.worker_preload"])
+    return context
+
+
+def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, str]) -> None:
+    """In the forked child: the launcher's environment and directory, output to the log, then the worker."""
+    _die_with_parent()
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  (lives as long as the process)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    from vidbench import worker
+
+    sys.exit(worker.main([task_file]))  # multiprocessing flushes, runs its finalizers and exits with the code
 
 
 def latest_run_dir(suite_dir: Path) -> Path | None:

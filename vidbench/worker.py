@@ -102,6 +102,7 @@ class Context:
             cache=ClipCache(Path(data.cache_dir)) if data.cache and cached else None,
             skip_log=self.run_dir / "skipped.csv",
             multilabel_classes=self.dataset.num_classes if multi else None,
+            whole_video_mb=data.cache_whole_video_mb,
         )
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False):
@@ -219,7 +220,13 @@ def run_measure(ctx: Context) -> None:
     model.load_state_dict(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True), strict=True)
     model.eval()
     params_m = count_params(model) / 1e6
+    start = time.perf_counter()
     gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
+    print(
+        f"process up {time.time() - psutil.Process().create_time():.1f} s, FLOPs counted in "
+        f"{time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     model.to(ctx.device)
     base = {"params_m": params_m, "gflops_per_clip": gflops}
 
@@ -242,8 +249,12 @@ def run_measure(ctx: Context) -> None:
     prepare_s = time.perf_counter() - start
     size_mb = artifact.size_bytes / 2**20
     eager = np.load(out / "eval.npz")
+    print(f"prepared in {prepare_s:.1f} s", flush=True)
     test = ctx.loader("test", measure.eval_batch_size)
-    outputs = run_split(on_device(artifact, ctx.device), test, probes=list(TEMPORAL_PROBES))
+    start = time.perf_counter()
+    probes = list(TEMPORAL_PROBES) if measure.probes == "all" or spec.name == "eager" else []
+    outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
+    print(f"accuracy ({len(probes)} temporal probes) in {time.perf_counter() - start:.1f} s", flush=True)
     match = parity(eager["logits"], outputs.logits)
     acc = accuracy(outputs.logits, outputs.labels)
     single = outputs.labels.ndim == 1
@@ -262,7 +273,9 @@ def run_measure(ctx: Context) -> None:
     }
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
+    start = time.perf_counter()
     e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
+    print(f"end-to-end timing in {time.perf_counter() - start:.1f} s", flush=True)
     peak = task.get("peak_gmacs")
     sync = synchronizer(str(ctx.device))
     for bs in task["batch_sizes"]:
@@ -270,7 +283,9 @@ def run_measure(ctx: Context) -> None:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
             continue
         clip = ctx.example(bs).to(ctx.device)
+        start = time.perf_counter()
         stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
+        print(f"batch {bs}: {stats.iterations} timed calls in {time.perf_counter() - start:.1f} s", flush=True)
         clips_per_s = bs * 1000 / stats.p50_ms
         write(
             bs,

@@ -36,6 +36,15 @@ class StageTimes:
     short_videos: int = 0
 
 
+def _take(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """``frames[i]`` for each index, a black frame for each ``PAD``."""
+    if PAD not in indices:
+        return frames[list(indices)]
+    out = np.zeros((len(indices), *frames.shape[1:]), dtype=np.uint8)
+    out[[n for n, i in enumerate(indices) if i != PAD]] = frames[[i for i in indices if i != PAD]]
+    return out
+
+
 class ClipDataset(Dataset):
     """Decodes one clip per sample: sampled indices -> frames -> (flip) -> transforms -> ``C x T x H x W``."""
 
@@ -52,6 +61,7 @@ class ClipDataset(Dataset):
         cache: ClipCache | None = None,
         skip_log: Path | None = None,
         multilabel_classes: int | None = None,
+        whole_video_mb: float = 0.0,
     ) -> None:
         self.samples = list(samples)
         self.clip = clip
@@ -64,6 +74,7 @@ class ClipDataset(Dataset):
         self.cache = cache
         self.skip_log = skip_log
         self.multilabel_classes = multilabel_classes
+        self.whole_video_mb = whole_video_mb
         self.times = StageTimes()
         self._meta: dict[str, VideoMeta] = {}
         self._fingerprints: dict[str, str] = {}
@@ -83,27 +94,47 @@ class ClipDataset(Dataset):
         meta = self.meta(sample.path)
         indices = sample_indices(meta.frames, self.clip, rng, meta.timestamps_s if meta.vfr else None)
         self.times.short_videos += is_short(meta.frames, self.clip)
-        key = None
-        # Only deterministic clips are cached: random training windows would fill the disk with
-        # entries that are rarely read again.
-        if self.cache is not None and rng is None:
-            path = str(sample.path)
-            if path not in self._fingerprints:
-                self._fingerprints[path] = file_fingerprint(path)
-            key = ClipCache.key(self._fingerprints[path], indices, True, self.square_pixels)
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
+        if self.cache is None:
+            return self._read(sample, meta, indices)
+        # A deterministic clip is cached as such. Random training draws would fill the disk with entries
+        # rarely read again, so a short video is cached whole instead and each draw indexes it.
+        whole = rng is not None and self.fits_whole(meta)
+        if rng is not None and not whole:
+            return self._read(sample, meta, indices)
+        wanted = list(range(meta.frames)) if whole else indices
+        key = ClipCache.key(self.fingerprint(sample.path), wanted, True, self.square_pixels)
+        frames = self.cache.get(key)
+        if frames is None:
+            try:
+                frames = self._read(sample, meta, wanted)
+            except (DecodeError, IndexError):
+                if not whole:
+                    raise
+                return self._read(sample, meta, indices)  # the container over-counted its frames
+            self.cache.put(key, frames)
+        return _take(frames, indices) if whole else frames
+
+    def fits_whole(self, meta: VideoMeta) -> bool:
+        """Whether the whole decoded video (an upper bound: square pixels may widen it) is within
+        ``whole_video_mb``."""
+        width, height = meta.display_size
+        return meta.frames * max(width, height) ** 2 * 3 <= self.whole_video_mb * 2**20
+
+    def fingerprint(self, path: Path) -> str:
+        key = str(path)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = file_fingerprint(key)
+        return self._fingerprints[key]
+
+    def _read(self, sample: VideoSample, meta: VideoMeta, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` from the file; PAD positions come back black."""
         real = [i for i in indices if i != PAD]
         reader = open_video(sample.path, self.backend, square_pixels=self.square_pixels, meta=meta)
         frames = reader.read(real)
-        if len(real) < len(indices):
-            full = np.zeros((len(indices), *frames.shape[1:]), dtype=np.uint8)
-            full[[i for i, idx in enumerate(indices) if idx != PAD]] = frames
-            frames = full
-        if key is not None:
-            self.cache.put(key, frames)
-        return frames
+        if len(real) == len(indices):
+            return frames
+        order = iter(range(len(real)))
+        return _take(frames, [PAD if i == PAD else next(order) for i in indices])
 
     def __getitem__(self, index: int) -> Item | None:
         sample = self.samples[index]
