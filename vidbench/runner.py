@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,7 +146,8 @@ class _ForkedChild:
         self.proc = _fork_server().Process(
             target=_forked_worker, args=(str(task_file), str(log_file), where, dict(os.environ)), daemon=False
         )
-        self.proc.start()
+        with _main_module_hidden():
+            self.proc.start()
 
     def poll(self) -> int | None:
         return self.proc.exitcode
@@ -157,6 +158,22 @@ class _ForkedChild:
         except ProcessLookupError:
             self.proc.kill()  # killed before it made its own session
         self.proc.join()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a child is started: multiprocessing would re-import the launcher's ``__main__`` in the child (a
+    Ray worker's, pytest's, a user's script without a main guard); the worker needs none of it."""
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__spec__", "__file__") if hasattr(main, name)}
+    main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 @functools.cache
@@ -172,6 +189,7 @@ def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, s
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
+    multiprocessing.set_start_method("fork", force=True)  # the server's own method would reach DataLoader workers
     log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

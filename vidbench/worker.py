@@ -240,7 +240,7 @@ def run_measure(ctx: Context) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        example = ctx.example(2).to(ctx.device)
+        example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)  # compile: one shape fewer
         artifact = spec.prepare(model, example, calibration_clips(ctx, measure.calibration_clips), workdir)
     except Unsupported as exc:
         for bs in task["batch_sizes"]:
