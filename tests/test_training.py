@@ -145,3 +145,27 @@ def test_multilabel_variant_trains_with_bce_and_reports_map(tmp_path: Path, data
     frame = pd.read_csv(next((tmp_path / "results" / "t").glob("*/results.csv")))
     assert list(frame["status"]) == ["ok"]
     assert 0 < frame["map"].iloc[0] <= 1 and pd.isna(frame["ece"].iloc[0])
+
+
+def test_channels_last_training_does_the_same_arithmetic(tmp_path: Path) -> None:
+    """``train.channels_last`` changes the memory layout only: the losses match the default layout's."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from vidbench.plugins import load_plugins
+    from vidbench.train import TrainConfig, Trainer
+
+    spec = load_plugins().model("r2plus1d")
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(24, 3, 8, 32, 32, generator=generator), torch.randint(0, 4, (24,)))
+    losses = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = spec.build(spec.presets["tiny"], 4)
+        loader = DataLoader(data, batch_size=8, shuffle=False)
+        config = TrainConfig(epochs=2, lr=0.003, channels_last=channels_last)
+        trainer = Trainer(model, loader, config, tmp_path / str(channels_last))
+        trainer.run(resume=False)
+        losses[channels_last] = [h["loss"] for h in trainer.history]
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+    assert losses[True] == pytest.approx(losses[False], rel=2e-3)  # float summation order differs, no more

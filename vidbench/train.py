@@ -54,6 +54,7 @@ class TrainConfig:
     early_stop_patience: int | None = None
     max_minutes: float | None = None
     multilabel: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
         self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = _optimizer(model, config)
         self.net = distributed.wrap(self.model, self.device)  # DDP under torchrun; the model itself otherwise
         steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
@@ -225,6 +228,8 @@ class Trainer:
             if batch is None:  # every clip of the batch was skipped as undecodable
                 continue
             clips, labels = (t.to(self.device, non_blocking=True) for t in batch)
+            if self.config.channels_last and clips.dim() == 5:
+                clips = clips.contiguous(memory_format=torch.channels_last_3d)
             with _autocast(self.config, self.device):
                 logits = self.net(clips)
                 loss = self.criterion(logits.float(), _targets(labels, self.config.multilabel))
