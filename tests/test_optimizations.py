@@ -51,6 +51,24 @@ def test_onnx_size_counts_the_external_data_file(tmp_path: Path) -> None:
     assert artifact.size_bytes == data.stat().st_size + (tmp_path / "model.onnx").stat().st_size
 
 
+def test_onnx_and_int8_cells_share_one_export_per_weights(tmp_path: Path) -> None:
+    """The onnx and int8 cells of a job start from the same fp32 export: it is made once, in the job's
+    ``.onnx-export`` folder, and copied; other weights make another export."""
+    job = tmp_path / "job"
+    example = torch.randn(2, 3, 8, 32, 32)
+    REGISTRY.optimization("onnx").prepare(_tiny_model(), example, None, job / "onnx")
+    REGISTRY.optimization("int8").prepare(_tiny_model(), example, iter(_calibration()), job / "int8")
+    exports = [p for p in (job / ".onnx-export").iterdir() if not p.name.startswith(".")]
+    assert len(exports) == 1
+    for name in ("model.onnx", "model.onnx.data"):
+        assert (job / "onnx" / name).read_bytes() == (job / "int8" / "build" / name).read_bytes()
+    other = _tiny_model()
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    REGISTRY.optimization("onnx").prepare(other, example, None, job / "onnx-other")
+    assert len([p for p in (job / ".onnx-export").iterdir() if not p.name.startswith(".")]) == 2
+
+
 @pytest.mark.parametrize(
     ("name", "model_name"), [("int8", "r2plus1d"), ("dynamic-int8", "cnn_lstm"), ("amp", "r2plus1d")]
 )

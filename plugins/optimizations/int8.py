@@ -43,8 +43,8 @@ def prepare(
         raise Unsupported("static INT8 needs calibration clips and none were given")
     build = workdir / "build"
     build.mkdir(parents=True, exist_ok=True)
-    fp32 = build / "fp32.onnx"
-    export_onnx(model, example, fp32)
+    fp32 = build / "model.onnx"  # the onnx cell's name: the job's shared export serves both
+    export_onnx(model, example, fp32, cache_dir=workdir.parent / ".onnx-export")
     # quant_pre_process copies the model to a temp folder without its external data file, so the
     # fp32 graph is first folded into one self-contained file (the tiny and base presets are < 2 GB).
     single = build / "fp32-single.onnx"

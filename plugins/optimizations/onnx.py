@@ -18,7 +18,7 @@ def prepare(
 ) -> Artifact:
     """Export to ``model.onnx`` (+ ``model.onnx.data``) and wrap an ORT session as the artifact."""
     path = workdir / "model.onnx"
-    files = export_onnx(model, example, path)
+    files = export_onnx(model, example, path, cache_dir=workdir.parent / ".onnx-export")
     return Artifact(run=runner(path, torch.get_num_threads()), files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL")
 
 
