@@ -97,7 +97,7 @@ def launch(
     error_file.unlink(missing_ok=True)
     task_file.write_text(json.dumps(task, indent=2, default=str))
     command = worker_command(task, task_file)
-    plain = command[0] == sys.executable  # else torchrun
+    plain = command == [sys.executable, "-m", "vidbench.worker", str(task_file)]  # else torchrun
     child = _ForkedChild(task_file, log_file, cwd) if plain else _Subprocess(command, log_file, cwd)
     deadline = time.monotonic() + timeout_s
     while (code := child.poll()) is None:
