@@ -76,13 +76,9 @@ def _last_line(path: Path) -> str:
         return ""
 
 
-def worker_command(task: dict[str, Any], task_file: Path) -> list[str]:
-    """The child's command: ``python -m vidbench.worker TASK.json``, under ``torchrun`` for a train task whose
-    settings ask for several processes (``train.nproc``)."""
-    nproc = int(dict(task["job"]["train"]).get("nproc", 1)) if task["kind"] == "train" else 1
-    if nproc > 1:
-        return torchrun_command([str(task_file)], nproc)
-    return [sys.executable, "-m", "vidbench.worker", str(task_file)]
+def task_processes(task: dict[str, Any]) -> int:
+    """How many processes a task runs as: ``train.nproc`` for a train task (under ``torchrun``), else 1."""
+    return int(dict(task["job"]["train"]).get("nproc", 1)) if task["kind"] == "train" else 1
 
 
 def launch(
@@ -96,9 +92,12 @@ def launch(
     task_file, log_file, error_file = task_dir / "task.json", task_dir / "log.txt", task_dir / "error.txt"
     error_file.unlink(missing_ok=True)
     task_file.write_text(json.dumps(task, indent=2, default=str))
-    command = worker_command(task, task_file)
-    plain = command == [sys.executable, "-m", "vidbench.worker", str(task_file)]  # else torchrun
-    child = _ForkedChild(task_file, log_file, cwd) if plain else _Subprocess(command, log_file, cwd)
+    nproc = task_processes(task)
+    child: _ForkedChild | _Subprocess = (
+        _Subprocess(torchrun_command([str(task_file)], nproc), log_file, cwd)
+        if nproc > 1
+        else _ForkedChild(task_file, log_file, cwd)
+    )
     deadline = time.monotonic() + timeout_s
     while (code := child.poll()) is None:
         if time.monotonic() > deadline:
