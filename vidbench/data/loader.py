@@ -36,12 +36,12 @@ class StageTimes:
     short_videos: int = 0
 
 
-def _take(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-    """``frames[i]`` for each index, a black frame for each ``PAD``."""
+def _padded(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """``frames`` (one per non-``PAD`` index, in order) with a black frame at each ``PAD`` position."""
     if PAD not in indices:
-        return frames[list(indices)]
+        return frames
     out = np.zeros((len(indices), *frames.shape[1:]), dtype=np.uint8)
-    out[[n for n, i in enumerate(indices) if i != PAD]] = frames[[i for i in indices if i != PAD]]
+    out[[n for n, i in enumerate(indices) if i != PAD]] = frames
     return out
 
 
@@ -112,7 +112,7 @@ class ClipDataset(Dataset):
                     raise
                 return self._read(sample, meta, indices)  # the container over-counted its frames
             self.cache.put(key, frames)
-        return _take(frames, indices) if whole else frames
+        return _padded(frames[[i for i in indices if i != PAD]], indices) if whole else frames
 
     def fits_whole(self, meta: VideoMeta) -> bool:
         """Whether the whole decoded video (an upper bound: square pixels may widen it) is within
@@ -130,11 +130,7 @@ class ClipDataset(Dataset):
         """Decode the frames at ``indices`` from the file; PAD positions come back black."""
         real = [i for i in indices if i != PAD]
         reader = open_video(sample.path, self.backend, square_pixels=self.square_pixels, meta=meta)
-        frames = reader.read(real)
-        if len(real) == len(indices):
-            return frames
-        order = iter(range(len(real)))
-        return _take(frames, [PAD if i == PAD else next(order) for i in indices])
+        return _padded(reader.read(real), indices)
 
     def __getitem__(self, index: int) -> Item | None:
         sample = self.samples[index]
