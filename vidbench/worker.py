@@ -8,6 +8,7 @@ each finished row is appended to the store at once). Any exception is written to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -210,6 +211,14 @@ def calibration_clips(ctx: Context, limit: int) -> Iterator[torch.Tensor]:
         yield dataset[index][0].unsqueeze(0)
 
 
+@contextlib.contextmanager
+def logged_phase(what: str) -> Iterator[None]:
+    """Print ``what in N.N s`` to the cell's log when the block ends (where a cell's time goes)."""
+    start = time.perf_counter()
+    yield
+    print(f"{what} in {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def run_measure(ctx: Context) -> None:
     """Prepare one optimization's artifact, gate it on parity, re-measure accuracy, time each batch size."""
     task = ctx.task
@@ -220,13 +229,9 @@ def run_measure(ctx: Context) -> None:
     model.load_state_dict(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True), strict=True)
     model.eval()
     params_m = count_params(model) / 1e6
-    start = time.perf_counter()
-    gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
-    print(
-        f"process up {time.time() - psutil.Process().create_time():.1f} s, FLOPs counted in "
-        f"{time.perf_counter() - start:.1f} s",
-        flush=True,
-    )
+    print(f"process up {time.time() - psutil.Process().create_time():.1f} s", flush=True)
+    with logged_phase("FLOPs counted"):
+        gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
     model.to(ctx.device)
     base = {"params_m": params_m, "gflops_per_clip": gflops}
 
@@ -251,10 +256,9 @@ def run_measure(ctx: Context) -> None:
     eager = np.load(out / "eval.npz")
     print(f"prepared in {prepare_s:.1f} s", flush=True)
     test = ctx.loader("test", measure.eval_batch_size)
-    start = time.perf_counter()
     probes = list(TEMPORAL_PROBES) if measure.probes == "all" or spec.name == "eager" else []
-    outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
-    print(f"accuracy ({len(probes)} temporal probes) in {time.perf_counter() - start:.1f} s", flush=True)
+    with logged_phase(f"accuracy ({len(probes)} temporal probes)"):
+        outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
     match = parity(eager["logits"], outputs.logits)
     acc = accuracy(outputs.logits, outputs.labels)
     single = outputs.labels.ndim == 1
@@ -273,9 +277,8 @@ def run_measure(ctx: Context) -> None:
     }
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
-    start = time.perf_counter()
-    e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
-    print(f"end-to-end timing in {time.perf_counter() - start:.1f} s", flush=True)
+    with logged_phase("end-to-end timing"):
+        e2e = {} if problem else end_to_end(ctx, artifact, max(task["batch_sizes"]))
     peak = task.get("peak_gmacs")
     sync = synchronizer(str(ctx.device))
     for bs in task["batch_sizes"]:
@@ -283,9 +286,8 @@ def run_measure(ctx: Context) -> None:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
             continue
         clip = ctx.example(bs).to(ctx.device)
-        start = time.perf_counter()
-        stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
-        print(f"batch {bs}: {stats.iterations} timed calls in {time.perf_counter() - start:.1f} s", flush=True)
+        with logged_phase(f"batch {bs} timed"):
+            stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
         clips_per_s = bs * 1000 / stats.p50_ms
         write(
             bs,
