@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vidbench.analysis import (
+from vidbench.learn.analysis import (
     TEMPORAL_PROBES,
     confusion_matrix,
     expected_calibration_error,
@@ -19,7 +19,7 @@ from vidbench.analysis import (
     per_class_accuracy,
     worst_clips,
 )
-from vidbench.evaluate import accuracy
+from vidbench.learn.evaluate import accuracy
 
 
 @st.composite

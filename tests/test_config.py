@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import suite_dict, vidbench
-from vidbench.config import SuiteError, load_suite
+from vidbench.run.config import SuiteError, load_suite
 
 BAD_SUITES = [
     (

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from tests.conftest import REAL_CLIPS
 from tests.serve_helpers import trained_run
 from vidbench.cli import app
-from vidbench.embed import FeatureStore, StoreError, embed_files, sha256_file
-from vidbench.index import VectorIndex, build_index, ivfpq_params, measure_recall, recall_at_k
+from vidbench.serve.features import FeatureStore, StoreError, embed_files
+from vidbench.hashing import file_sha256
+from vidbench.serve.index import VectorIndex, build_index, ivfpq_params, measure_recall, recall_at_k
 from vidbench.serve.artifact import ArtifactError, load_served, parse_ref
 
 
@@ -99,7 +100,7 @@ def test_rerun_processes_only_new_or_changed_files(tmp_path: Path, served, data_
     unchanged = str((folder / "clip1.mp4").resolve())
     assert np.array_equal(row[unchanged][1], before.rows[unchanged][1])
     assert np.array_equal(row[str((folder / "copy-of-1.mp4").resolve())][1], row[unchanged][1])
-    assert after.rows[str((folder / "clip2.mp4").resolve())][0].sha256 == sha256_file(files[4])
+    assert after.rows[str((folder / "clip2.mp4").resolve())][0].sha256 == file_sha256(files[4])
     direct = served.embed(served.load_clip(folder / "new.mp4").unsqueeze(0))[0].numpy()
     assert np.allclose(after.rows[str((folder / "new.mp4").resolve())][1], direct, atol=1e-5)
 

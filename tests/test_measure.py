@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vidbench.evaluate import accuracy, parity
+from vidbench.learn.evaluate import accuracy, parity
 from vidbench.measure.latency import LatencyPlan, measure_latency
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidbench.evaluate import parity
+from vidbench.learn.evaluate import parity
 from vidbench.plugins import load_plugins
 
 REGISTRY = load_plugins()

@@ -26,7 +26,7 @@ import yaml
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 from tests.serve_helpers import trained_run
 from tests.test_runner import FAULTY_PLUGIN
-from vidbench.distributed import SAMPLE_LOG_ENV
+from vidbench.learn.distributed import SAMPLE_LOG_ENV
 
 JOB = "models/synthetic-motion__r2plus1d__tiny"
 KEYS = ["model", "optimization", "batch_size"]
@@ -214,6 +214,6 @@ def test_embed_on_ray_writes_the_same_store_as_locally(
 
 
 def test_the_default_paths_do_not_import_ray() -> None:
-    code = "import sys, vidbench.cli, vidbench.runner, vidbench.worker, vidbench.embed; print('ray' in sys.modules)"
+    code = "import sys, vidbench.cli, vidbench.run.suite, vidbench.run.worker, vidbench.serve.features; print('ray' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

@@ -22,8 +22,8 @@ import torch
 
 from tests.conftest import REAL_CLIPS, REPO
 from tests.serve_helpers import Server, trained_run
-from vidbench.embed import FeatureStore, embed_files
-from vidbench.index import VectorIndex
+from vidbench.serve.features import FeatureStore, embed_files
+from vidbench.serve.index import VectorIndex
 from vidbench.serve.artifact import load_served, parse_ref
 from vidbench.serve.batcher import BatchSettings, DynamicBatcher
 
@@ -70,10 +70,10 @@ def test_health_docs_and_openapi(env: Env) -> None:
     health = env.client.get("/healthz").json()
     assert health["status"] == "ok" and health["optimization"] == "onnx" and health["model"] == "r2plus1d"
     assert health["classes"] == 20 and health["clip"] == [3, 4, 16, 16]
-    assert health["parity_vs_eager"]["agreement_top1"] == 1.0
+    assert health["parity_vs_checkpoint"]["agreement_top1"] == 1.0
     measured = health["measured"]
     assert measured and measured[0]["status"] == "ok" and measured[0]["clips_per_s"] > 0, "not a measured row"
-    assert health["index"]["kind"] == "flat" and "eager model" in health["embed"]
+    assert health["index"]["kind"] == "flat" and "PyTorch model" in health["embed"]
     assert "swagger" in env.client.get("/docs").text.lower()
     paths = env.client.get("/openapi.json").json()["paths"]
     assert {"/v1/classify", "/v1/embed", "/v1/similar", "/healthz", "/metrics"} <= set(paths)

@@ -152,7 +152,7 @@ def test_channels_last_training_does_the_same_arithmetic(tmp_path: Path) -> None
     from torch.utils.data import DataLoader, TensorDataset
 
     from vidbench.plugins import load_plugins
-    from vidbench.train import TrainConfig, Trainer
+    from vidbench.learn.train import TrainConfig, Trainer
 
     spec = load_plugins().model("r2plus1d")
     generator = torch.Generator().manual_seed(0)

@@ -52,7 +52,8 @@ def vidbench_optimizations() -> list[OptimizationSpec]:
     """Return the optimizations this plugin adds.
 
     Each :class:`~vidbench.specs.OptimizationSpec` says whether it can run on a device
-    (``supported(device) -> (ok, reason)``) and turns an eager model into an
+    (``supported(device) -> (ok, reason)``) and turns a trained PyTorch model into an
     :class:`~vidbench.specs.Artifact` with ``prepare(model, example_input, calibration, workdir)``.
-    ``prepare`` raises :class:`~vidbench.specs.Unsupported` when the model cannot take it.
+    ``prepare`` raises :class:`~vidbench.specs.Unsupported` when the model cannot take it. One that sets
+    ``baseline=True`` offers itself as the reference that speedups and deltas are measured against.
     """

@@ -1,12 +1,12 @@
-"""The result schema and the store of a run: ``results.jsonl`` (append-only), ``results.csv``, ``env.json``.
+"""The result schema and the store of result rows: a JSONL file (append-only) mirrored to a CSV table.
 
 Every row is appended to the JSONL file and fsynced the moment its cell ends, so a kill loses
-nothing already measured; the CSV is rewritten from the JSONL (atomically) after each row.
+nothing already measured; the CSV is rewritten from the JSONL (atomically) after each row. Where the
+files lie is :class:`vidbench.rundir.RunDir`'s business.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from vidbench.hashing import json_digest
 
 SCHEMA: tuple[str, ...] = (
     "suite",
@@ -62,17 +64,7 @@ KEY_COLUMN = "cell_key"
 
 def cell_key(cell: Mapping[str, Any], env_hash: str, checkpoint_hash: str) -> str:
     """The identity of a measurement: the cell's config, the environment and the trained weights."""
-    payload = json.dumps({"cell": dict(cell), "env": env_hash, "ckpt": checkpoint_hash}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 (first 16 hex digits) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return json_digest({"cell": dict(cell), "env": env_hash, "ckpt": checkpoint_hash}, 20)
 
 
 def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,13 +77,11 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ResultStore:
-    """The files of one run directory."""
+    """Rows in ``jsonl`` (the record), mirrored to the table ``csv`` after each append when one is given."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = self.run_dir / "results.jsonl"
-        self.csv = self.run_dir / "results.csv"
+    def __init__(self, jsonl: Path, csv: Path | None = None) -> None:
+        self.jsonl = Path(jsonl)
+        self.csv = Path(csv) if csv is not None else None
 
     def rows(self) -> list[dict[str, Any]]:
         """Every stored row; a torn last line (a kill mid-write) is ignored."""
@@ -113,6 +103,7 @@ class ResultStore:
     def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Write one row durably, then refresh the CSV."""
         clean = normalise_row(row)
+        self.jsonl.parent.mkdir(parents=True, exist_ok=True)
         with open(self.jsonl, "a") as fh:
             fh.write(json.dumps(clean, default=str) + "\n")
             fh.flush()
@@ -133,14 +124,9 @@ class ResultStore:
         return frame[list(SCHEMA) + extras].reset_index(drop=True)
 
     def write_csv(self) -> None:
-        tmp = self.csv.with_suffix(".csv.tmp")
+        """Rewrite the CSV table from the rows (under a temporary name, then renamed)."""
+        if self.csv is None:
+            return
+        tmp = self.csv.with_name(f".{self.csv.name}.{os.getpid()}.tmp")
         self.frame().to_csv(tmp, index=False)
         os.replace(tmp, self.csv)
-
-    def write_json(self, name: str, data: Mapping[str, Any]) -> Path:
-        """Write a JSON side file (``env.json``, ``suite.json``) atomically."""
-        path = self.run_dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path

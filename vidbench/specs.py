@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -48,14 +48,6 @@ class Preset:
     arch: Mapping[str, Any] = field(default_factory=dict)
     published: PublishedFigures | None = None
     description: str = ""
-
-
-class VideoModel(Protocol):
-    """What every model plugin returns: logits from a clip, and the pooled features before the head."""
-
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor: ...
-
-    def embed(self, clip: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class OptimizationSpec:
-    """An optimization: whether it can run on a device, and how to turn an eager model into an Artifact."""
+    """An optimization: whether it can run on a device, and how to turn a trained model into an Artifact."""
 
     name: str
     prepare: Callable[[nn.Module, torch.Tensor, Iterable[torch.Tensor] | None, Path], Artifact]
@@ -144,6 +136,9 @@ class OptimizationSpec:
     description: str = ""
     lossy: bool = False
     """Changes the arithmetic (int8, reduced precision): the parity gate uses the lossy threshold."""
+    baseline: bool = False
+    """Declares this optimization the reference of a suite: speedups and deltas are measured against its rows,
+    and it runs the temporal probes. A suite picks the one it lists that declares this (or names one itself)."""
 
 
 def cpu_only(engine: str) -> Callable[[Device], tuple[bool, str]]:

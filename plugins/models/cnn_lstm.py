@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from vidbench import hookimpl
-from vidbench.nn import small_cnn
+from vidbench.kit import small_cnn
 from vidbench.specs import InputSpec, ModelSpec, Preset
 
 

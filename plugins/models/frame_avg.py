@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.nn import small_cnn
+from vidbench.kit import small_cnn
 from vidbench.specs import InputSpec, ModelSpec, Preset
 
 

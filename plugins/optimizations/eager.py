@@ -29,4 +29,6 @@ def prepare(
 
 @hookimpl
 def vidbench_optimizations() -> list[OptimizationSpec]:
-    return [OptimizationSpec(name="eager", prepare=prepare, description="PyTorch eager fp32 (the baseline)")]
+    return [
+        OptimizationSpec(name="eager", prepare=prepare, baseline=True, description="PyTorch eager fp32 (the baseline)")
+    ]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.onnx_tools import export_onnx, runner
+from vidbench.kit import export_onnx, ort_callable
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported, cpu_only
 
 
@@ -67,7 +67,7 @@ def prepare(
         raise Unsupported(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0]}") from exc
     files = sorted(p for p in workdir.iterdir() if p.is_file() and p.name.startswith(out.name))
     notes = f"ORT static INT8, QDQ, per-channel weights, U8 activations, MinMax on {reader.count} training clips"
-    return Artifact(run=runner(out, torch.get_num_threads()), files=files, notes=notes)
+    return Artifact(run=ort_callable(out, torch.get_num_threads()), files=files, notes=notes)
 
 
 @hookimpl

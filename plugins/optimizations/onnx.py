@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.onnx_tools import export_onnx, runner
+from vidbench.kit import export_onnx, ort_callable
 from vidbench.specs import Artifact, OptimizationSpec, cpu_only
 
 
@@ -19,7 +19,9 @@ def prepare(
     """Export to ``model.onnx`` (+ ``model.onnx.data``) and wrap an ORT session as the artifact."""
     path = workdir / "model.onnx"
     files = export_onnx(model, example, path, cache_dir=workdir.parent / ".onnx-export")
-    return Artifact(run=runner(path, torch.get_num_threads()), files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL")
+    return Artifact(
+        run=ort_callable(path, torch.get_num_threads()), files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL"
+    )
 
 
 @hookimpl

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vidbench.hashing import file_sha256
+
 
 def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
     """SHA-256 of a file's size and its first and last 64 KiB: cheap, and changes when the file does."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(size - chunk, chunk))
-            digest.update(fh.read(chunk))
-    return digest.hexdigest()[:24]
+    return file_sha256(path, sample_bytes=chunk)[:24]
 
 
 class ClipCache:

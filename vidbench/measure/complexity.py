@@ -1,10 +1,8 @@
-"""Model complexity: parameters, fvcore GFLOPs per clip, size on disk."""
+"""Model complexity: parameters and fvcore GFLOPs per clip (an artifact's size on disk is ``Artifact.size_bytes``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -43,8 +41,3 @@ def gflops_per_clip(model: nn.Module, clip: torch.Tensor) -> float:
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         return analysis.total() / 1e9
-
-
-def size_on_disk(files: Iterable[Path]) -> int:
-    """Total bytes of every file an artifact needs (ONNX external data included)."""
-    return sum(Path(f).stat().st_size for f in files if Path(f).exists())

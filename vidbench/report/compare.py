@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from vidbench.report.rundata import CELL_COLUMNS, load_frame
+from vidbench.rundir import RunDir
 
 FRACTION_METRICS = frozenset(
     {
@@ -193,12 +194,10 @@ def compare_runs(run_a: Path, run_b: Path, rules: list[Rule], metrics: list[str]
 
     Raises ``FileNotFoundError`` for a directory without results and ``ValueError`` for a rule whose metric
     neither run has."""
-    import json
-
     frames = []
     for run in (run_a, run_b):
-        if not (Path(run) / "results.jsonl").exists():
-            raise FileNotFoundError(f"{run}: no results.jsonl here; expected a directory like results/<suite>/<run_id>")
+        if not RunDir(run).exists():
+            raise FileNotFoundError(f"{run}: no results here; expected a directory like results/<suite>/<run_id>")
         frames.append(load_frame(Path(run)))
     frame_a, frame_b = frames
     for rule in rules:
@@ -210,10 +209,7 @@ def compare_runs(run_a: Path, run_b: Path, rules: list[Rule], metrics: list[str]
     pairs = paired(frame_a, frame_b)
     table = deltas(pairs, shown)
     status = status_problems(pairs)
-    envs = [
-        json.loads((Path(r) / "env.json").read_text()) if (Path(r) / "env.json").exists() else {}
-        for r in (run_a, run_b)
-    ]
+    envs = [RunDir(r).read_env() for r in (run_a, run_b)]
     return Comparison(
         table=table,
         broken=broken_rules(table, rules) + (status if rules else []),

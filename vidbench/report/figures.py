@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib (Agg, no pyplot state) into PNG bytes.
 
 Each builder takes a loaded run and returns a :class:`Figure`: the PNG, or ``missing`` with the reason it
-could not be drawn (no eager row, no analysis file, ...). ``safe`` turns an unexpected error into such a
+could not be drawn (no baseline row, no analysis file, ...). ``safe`` turns an unexpected error into such a
 note, so one bad input never stops the rest of the report.
 """
 
@@ -149,12 +149,12 @@ def accuracy_latency(run: RunData) -> Figure:
 
 
 def _one_per_job(run: RunData) -> pd.DataFrame:
-    """One row per model job: its eager row when measured, else its first ok artifact."""
+    """One row per model job: its baseline row when measured, else its first ok artifact."""
     rows = artifact_rows(run.frame)
     if rows.empty:
         return rows
-    rows = rows.assign(_eager=rows["optimization"] != "eager").sort_values("_eager", kind="stable")
-    return rows.drop_duplicates(subset=["dataset", "model", "preset"]).drop(columns="_eager").reset_index(drop=True)
+    rows = rows.assign(_other=rows["optimization"] != run.baseline).sort_values("_other", kind="stable")
+    return rows.drop_duplicates(subset=["dataset", "model", "preset"]).drop(columns="_other").reset_index(drop=True)
 
 
 def cost_accuracy(run: RunData) -> Figure:
@@ -178,7 +178,7 @@ def cost_accuracy(run: RunData) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 (%)")
     caption = (
-        "One point per model (its eager row where measured). GFLOPs: fvcore, one fused multiply-add = one FLOP, "
+        "One point per model (its baseline row where measured). GFLOPs: fvcore, one fused multiply-add = one FLOP, "
         "one clip at the suite's T x crop x crop."
     )
     return Figure(fig_key, title, caption, png=_png(fig))
@@ -203,37 +203,44 @@ def size_on_disk(run: RunData) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("MB on disk (MiB)")
     ax.grid(axis="x", alpha=0.3)
-    caption = "Every file of the artifact (ONNX graph + external weights, the saved module for eager). Hatched: failed."
+    caption = (
+        "Every file of the artifact (ONNX graph + external weights, the saved state dict of a PyTorch artifact). "
+        "Hatched: failed."
+    )
     return Figure(fig_key, title, caption, png=_png(fig))
 
 
-def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each ok non-eager row against the eager row of the same model and batch: speedup and top-1 delta."""
+def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Each ok row of another optimization against the baseline's row of the same model and batch: speedup and
+    top-1 delta."""
     ok = frame[frame["status"] == "ok"]
     keys = ["dataset", "model", "preset", "batch_size"]
-    eager = ok[ok["optimization"] == "eager"][[*keys, "latency_ms_p50", "top1"]]
-    others = ok[ok["optimization"] != "eager"]
-    merged = others.merge(eager, on=keys, suffixes=("", "_eager"))
+    reference = ok[ok["optimization"] == baseline][[*keys, "latency_ms_p50", "top1"]]
+    others = ok[ok["optimization"] != baseline]
+    merged = others.merge(reference, on=keys, suffixes=("", "_ref"))
     return pd.DataFrame(
         {
             "model": merged["model"] + "/" + merged["preset"],
             "optimization": merged["optimization"],
             "batch": merged["batch_size"].astype(int),
-            "speedup x": (merged["latency_ms_p50_eager"] / merged["latency_ms_p50"]).round(2),
-            "top-1 delta (points)": ((merged["top1"] - merged["top1_eager"]) * 100).round(2),
+            "speedup x": (merged["latency_ms_p50_ref"] / merged["latency_ms_p50"]).round(2),
+            "top-1 delta (points)": ((merged["top1"] - merged["top1_ref"]) * 100).round(2),
         }
     )
 
 
-def speedup_vs_eager(run: RunData) -> Figure:
-    """Speedup (eager p50 / optimized p50) and top-1 delta in points of each optimization, per model."""
-    fig_key, title = "speedup", "Speedup and accuracy delta vs eager"
+def speedup_vs_baseline(run: RunData) -> Figure:
+    """Speedup (baseline p50 / optimized p50) and top-1 delta in points of each optimization, per model."""
+    baseline = run.baseline
+    fig_key, title = "speedup", f"Speedup and accuracy delta vs {baseline or 'the baseline'}"
+    if baseline is None:
+        return Figure(fig_key, title, missing="the suite has no baseline optimization: nothing to compare against")
     ok = run.ok
-    if ok[ok["optimization"] == "eager"].empty:
-        return Figure(fig_key, title, missing="no eager cell measured ok: nothing to compare against")
-    table = speedup_table(run.frame)
+    if ok[ok["optimization"] == baseline].empty:
+        return Figure(fig_key, title, missing=f"no {baseline} cell measured ok: nothing to compare against")
+    table = speedup_table(run.frame, baseline)
     if table.empty:
-        return Figure(fig_key, title, missing="no optimization other than eager was measured ok")
+        return Figure(fig_key, title, missing=f"no optimization other than {baseline} was measured ok")
     groups = [f"{m} b{b}" for m, b in zip(table["model"], table["batch"], strict=True)]
     table = table.assign(group=groups)
     names, optimizations = list(dict.fromkeys(groups)), sorted(table["optimization"].unique())
@@ -250,7 +257,9 @@ def speedup_vs_eager(run: RunData) -> Figure:
         ax.set_ylabel(column)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7)
-    caption = "Speedup = eager p50 / optimized p50 at the same batch (>1 is faster); top-1 delta in percentage points."
+    caption = (
+        f"Speedup = {baseline} p50 / optimized p50 at the same batch (>1 is faster); top-1 delta in percentage points."
+    )
     return Figure(fig_key, title, caption, png=_png(fig), table=table.drop(columns="group"))
 
 
@@ -259,7 +268,7 @@ def _per_class(job: JobFiles) -> dict[str, float | None] | None:
 
 
 def per_class_heatmap(run: RunData) -> Figure:
-    """Per-class top-1 of each trained model (eager, test split) as a models x classes heatmap."""
+    """Per-class top-1 of each trained model (its own weights, test split) as a models x classes heatmap."""
     fig_key, title = "per_class", "Per-class accuracy across models"
     have = [j for j in run.jobs if _per_class(j)]
     if not have:
@@ -313,7 +322,9 @@ def best_confusion(run: RunData) -> Figure:
     ax.set_ylabel("true")
     fig.colorbar(image, ax=ax, label="share of the true class (%)")
     top1 = best.analysis.get("top1") or float("nan")
-    caption = f"{best.label} (eager, {top1 * 100:.1f}% top-1 on {int(counts.sum())} test clips), rows normalised."
+    caption = (
+        f"{best.label} (trained model, {top1 * 100:.1f}% top-1 on {int(counts.sum())} test clips), rows normalised."
+    )
     return Figure(fig_key, f"{title}: {best.label}", caption, png=_png(fig))
 
 
@@ -341,7 +352,7 @@ def temporal_probes(run: RunData) -> Figure:
     caption = (
         "Top-1 on the same test clips edited in time: played backwards, frames shuffled, every other frame "
         "dropped (each kept twice), one frame repeated. A model that ignores order loses nothing; one that uses "
-        "motion drops towards chance. One bar group per model (its eager artifact where measured)."
+        "motion drops towards chance. One bar group per model (its baseline artifact where measured)."
     )
     return Figure(fig_key, title, caption, png=_png(fig))
 

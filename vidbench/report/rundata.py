@@ -1,9 +1,9 @@
 """Everything a report reads from a run directory, loaded once and tolerant of missing files.
 
-A run directory holds ``results.jsonl`` (the rows), ``env.json``, ``suite.json`` and, per trained model
-job, ``models/<dataset>__<model>__<preset>/`` with ``train.json``, ``metrics.jsonl`` (training history),
-``analysis.json`` (per-class accuracy, confusion) and ``tsne.png``. Any of these may be absent (a
-failed job, an older run): the loaders return ``None`` or empty values and the report says so.
+A run directory (:class:`vidbench.rundir.RunDir`) holds the rows, the environment, the suite and, per
+trained model job, its summary, its training history, its analysis (per-class accuracy, confusion) and
+its t-SNE figure. Any of these may be absent (a failed job, an older run): the loaders return ``None``
+or empty values and the report says so.
 """
 
 from __future__ import annotations
@@ -15,18 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from vidbench.results import ResultStore
+from vidbench.rundir import JobDir, RunDir, job_slug, read_json
 
 CELL_COLUMNS: tuple[str, ...] = ("dataset", "model", "preset", "optimization", "batch_size")
 """The columns that identify one cell (one result row) across runs."""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -48,7 +40,7 @@ class JobFiles:
     dataset: str
     model: str
     preset: str
-    folder: Path
+    files: JobDir
     train: dict[str, Any] | None = None
     analysis: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -61,21 +53,15 @@ class JobFiles:
     @property
     def tsne_png(self) -> Path | None:
         """The t-SNE figure the evaluation wrote, if any."""
-        path = self.folder / "tsne.png"
-        return path if path.is_file() else None
+        return self.files.tsne if self.files.tsne.is_file() else None
 
     def missing_reason(self, what: str) -> str:
         """Why ``what`` is absent for this job, for a "not available" note."""
-        if not self.folder.is_dir():
+        if not self.files.root.is_dir():
             return f"{self.label}: no model folder (training did not run or failed)"
         if self.train is None:
-            return f"{self.label}: training did not finish (no train.json)"
-        return f"{self.label}: no {what} in {self.folder.name}/"
-
-
-def job_folder(run_dir: Path, dataset: str, model: str, preset: str) -> Path:
-    """Where the run put a model job's files (the same layout as the worker's job directory)."""
-    return run_dir / "models" / f"{dataset}__{model}__{preset}"
+            return f"{self.label}: training did not finish (no {self.files.summary.name})"
+        return f"{self.label}: no {what} in {self.files.slug}/"
 
 
 @dataclass
@@ -94,6 +80,11 @@ class RunData:
         return f"{self.env.get('suite') or self.run_dir.parent.name} - run {self.run_dir.name}"
 
     @property
+    def baseline(self) -> str | None:
+        """The optimization speedups and deltas are measured against (the suite's, resolved at run time)."""
+        return self.suite.get("baseline")
+
+    @property
     def ok(self) -> pd.DataFrame:
         """The rows with status ``ok``."""
         return self.frame[self.frame["status"] == "ok"]
@@ -105,7 +96,7 @@ class RunData:
 
 def load_frame(run_dir: Path) -> pd.DataFrame:
     """A run's rows with numeric columns as floats (``None`` becomes NaN) and ``batch_size`` as int."""
-    frame = ResultStore(run_dir).frame()
+    frame = RunDir(run_dir).store().frame()
     for column in frame.columns:
         if column in ("batch_size", "threads", "frames", "crop"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -119,28 +110,22 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
 
 def load_run(run_dir: Path) -> RunData:
     """Load a run directory; raises ``FileNotFoundError`` when it has no ``results.jsonl``."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "results.jsonl").exists():
-        raise FileNotFoundError(f"{run_dir}: no results.jsonl here; expected a directory like results/<suite>/<run_id>")
-    frame = load_frame(run_dir)
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise FileNotFoundError(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
+    frame = load_frame(run.root)
     jobs = []
     for dataset, model, preset in frame[["dataset", "model", "preset"]].drop_duplicates().itertuples(index=False):
-        folder = job_folder(run_dir, dataset, model, preset)
+        files = run.job(job_slug(dataset, model, preset))
         jobs.append(
             JobFiles(
                 dataset,
                 model,
                 preset,
-                folder,
-                train=_read_json(folder / "train.json"),
-                analysis=_read_json(folder / "analysis.json"),
-                history=_read_jsonl(folder / "metrics.jsonl"),
+                files,
+                train=read_json(files.summary),
+                analysis=read_json(files.analysis),
+                history=_read_jsonl(files.metrics),
             )
         )
-    return RunData(
-        run_dir=run_dir,
-        frame=frame,
-        env=_read_json(run_dir / "env.json") or {},
-        suite=_read_json(run_dir / "suite.json") or {},
-        jobs=jobs,
-    )
+    return RunData(run_dir=run.root, frame=frame, env=run.read_env(), suite=run.read_suite(), jobs=jobs)

@@ -10,7 +10,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from vidbench.results import ResultStore
+from vidbench.rundir import RunDir
 
 DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("model", "model", ""),
@@ -105,12 +105,12 @@ def rich_table(frame: pd.DataFrame, title: str = "") -> Table:
 
 def write_summary(run_dir: Path) -> Path:
     """Write ``summary.md``: the table, where the numbers came from, and how they were measured."""
-    store = ResultStore(run_dir)
-    frame = store.frame()
-    env = pd.read_json(run_dir / "env.json", typ="series") if (run_dir / "env.json").exists() else {}
-    packages = env.get("packages", {}) if hasattr(env, "get") else {}
+    run = RunDir(run_dir)
+    frame = run.store().frame()
+    env = run.read_env()
+    packages = env.get("packages") or {}
     lines = [
-        f"# {env.get('suite', run_dir.parent.name)} - run {run_dir.name}",
+        f"# {env.get('suite', run.root.parent.name)} - run {run.run_id}",
         "",
         to_markdown(frame),
         "",
@@ -118,13 +118,12 @@ def write_summary(run_dir: Path) -> Path:
         f"- torch {packages.get('torch', '?')}, onnxruntime {packages.get('onnxruntime', '?')}, "
         f"python {env.get('python', '?')}, commit {env.get('git_commit', '?')}",
         "- top-1 / top-5 / agreement are measured on the artifact over the whole test split; agreement and "
-        "max |dlogit| compare the artifact's logits with eager's on the same clips.",
+        "max |dlogit| compare the artifact's logits with the trained model's own on the same clips.",
         "- Latency is model-only on one batch: warm-up, then at least min_iters calls and min_seconds; "
         "p50 / p99 of those calls. clips/s = batch / p50.",
         "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
         "- rev %: top-1 on the same test clips played backwards (results.csv also has shuffled, frame_drop, "
         "frozen); an order-blind model loses nothing there, a model that uses time does.",
     ]
-    path = run_dir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    run.summary.write_text("\n".join(lines) + "\n")
+    return run.summary

@@ -77,7 +77,7 @@ class ClassifyResponse(BaseModel):
 
 
 class EmbedResponse(BaseModel):
-    """The embedding of one uploaded video (from the eager model of the served checkpoint)."""
+    """The embedding of one uploaded video (from the PyTorch model of the served checkpoint)."""
 
     embedding: list[float]
     dim: int
@@ -258,7 +258,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None, index
 
     app = FastAPI(
         title="vidbench serve",
-        description=f"{served.slug} under {served.ref.optimization}. {served.describe()['embed']}.",
+        description=f"{served.slug} under {served.optimization}. {served.describe()['embed']}.",
         version="1",
         lifespan=lifespan,
     )
@@ -286,12 +286,12 @@ def _routes(app: FastAPI, engine: Engine) -> None:
         logits = await engine.classifier.submit(clip)
         labels = served.top_k(logits.unsqueeze(0), k)[0]
         total = (time.perf_counter() - start) * 1000
-        job, optimization = served.slug, served.ref.optimization
+        job, optimization = served.slug, served.optimization
         return {"labels": labels, "job": job, "optimization": optimization, "decode_ms": decode_ms, "total_ms": total}
 
     @app.post("/v1/embed", response_model=EmbedResponse)
     async def embed(file: UploadFile = upload) -> dict:
-        """The uploaded video's embedding (eager model of the served checkpoint)."""
+        """The uploaded video's embedding (PyTorch model of the served checkpoint)."""
         start = time.perf_counter()
         clip, decode_ms = await engine.read_clip(file)
         vector = (await engine.embedder.submit(clip)).float().tolist()

@@ -1,17 +1,17 @@
 """What production serves: a trained job of a run directory under one optimization, ``RUN_DIR/model@optimization``.
 
-The job's ``task.json`` (written by ``vidbench run``) says the model, preset, clip settings and the
+The job's ``job.json`` (written by ``vidbench run``) says the model, preset, clip settings and the
 prepared dataset (class names); the optimization is looked up by name in the plugin registry and
-prepared from the same ``checkpoint.pt`` the harness measured, so the served model is a measured row.
+prepared from the same checkpoint the harness measured, so the served model is a measured row. Without
+``@optimization`` the run's baseline is served.
 
 Classification runs the optimization's artifact (a clip batch -> logits). An artifact only maps clips
-to logits, so embeddings always come from the eager model of the same checkpoint (``model.embed``).
+to logits, so embeddings always come from the PyTorch model of the same checkpoint (``model.embed``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidbench.data.decode import DecodeError, VideoMeta, resolve_backend
+from vidbench.data.decode import DecodeError, VideoMeta
 from vidbench.data.loader import ClipDataset
-from vidbench.data.sampling import ClipSpec
 from vidbench.data.transforms import frames_to_clip
-from vidbench.results import ResultStore, file_hash
+from vidbench.hashing import file_sha256
+from vidbench.run.context import Context, JobFileError
+from vidbench.rundir import RunDir
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported, VideoSample
-from vidbench.worker import Context, calibration_clips
 
-EMBED_NOTE = "embeddings come from the eager model of the same checkpoint (an artifact maps clips to logits only)"
+EMBED_NOTE = "embeddings come from the PyTorch model of the same checkpoint (an artifact maps clips to logits only)"
 
 
 class ArtifactError(Exception):
@@ -41,50 +41,47 @@ class ArtifactRef:
 
     run_dir: Path
     model: str | None
-    optimization: str
+    optimization: str | None
+    """``None``: the run's baseline."""
 
     def __str__(self) -> str:
-        return f"{self.run_dir}/{self.model or ''}@{self.optimization}"
+        return f"{self.run_dir}/{self.model or ''}@{self.optimization or ''}"
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
-def parse_ref(text: str, model: str | None = None, default_optimization: str = "eager") -> ArtifactRef:
-    """Split ``RUN_DIR/model@optimization`` (or ``RUN_DIR@optimization`` with ``model`` given apart)."""
+def _is_run(path: Path) -> bool:
+    return RunDir(path).exists() or bool(RunDir(path).jobs())
+
+
+def parse_ref(text: str, model: str | None = None) -> ArtifactRef:
+    """Split ``RUN_DIR/model@optimization`` (or ``RUN_DIR@optimization`` with ``model`` given apart); without
+    ``@optimization`` the reference means the run's baseline."""
     body, sep, optimization = text.rpartition("@")
     if not sep:
-        body, optimization = text, default_optimization
+        body, optimization = text, ""
     path = Path(body)
-    if (path / "models").is_dir():
-        return ArtifactRef(path, model, optimization or default_optimization)
-    if (path.parent / "models").is_dir():
+    if _is_run(path):
+        return ArtifactRef(path, model, optimization or None)
+    if _is_run(path.parent):
         if model and model != path.name:
             raise ArtifactError(f"--artifact names model {path.name!r} but --model says {model!r}")
-        return ArtifactRef(path.parent, path.name, optimization or default_optimization)
-    raise ArtifactError(
-        f"{text}: expected RUN_DIR/model@optimization where RUN_DIR holds models/ (a `vidbench run` directory)"
-    )
+        return ArtifactRef(path.parent, path.name, optimization or None)
+    raise ArtifactError(f"{text}: expected RUN_DIR/model@optimization where RUN_DIR is a `vidbench run` directory")
 
 
-def job_task(run_dir: Path, slug: str) -> Path | None:
-    """The ``task.json`` that describes a job: its train task, else any measure task of it."""
-    logs = run_dir / "logs" / slug
-    train = logs / "train" / "task.json"
-    if train.exists():
-        return train
-    found = sorted(logs.glob("*/task.json")) if logs.is_dir() else []
-    return found[0] if found else None
-
-
-def trained_slugs(run_dir: Path) -> list[str]:
+def trained_slugs(run: RunDir) -> list[str]:
     """Job slugs (``dataset__model__preset``) of the run that have a checkpoint."""
-    models = run_dir / "models"
-    return sorted(p.name for p in models.iterdir() if (p / "checkpoint.pt").exists()) if models.is_dir() else []
+    return [job.slug for job in run.jobs()]
 
 
 def select_slug(ref: ArtifactRef) -> str:
     """The one trained job the reference means: by slug, model name, or ``model__preset``."""
-    slugs = trained_slugs(ref.run_dir)
+    slugs = trained_slugs(ref.run)
     if not slugs:
-        raise ArtifactError(f"{ref.run_dir}: no trained model (models/*/checkpoint.pt)")
+        raise ArtifactError(f"{ref.run_dir}: no trained model (no job with a checkpoint)")
     if ref.model is None:
         if len(slugs) == 1:
             return slugs[0]
@@ -96,28 +93,13 @@ def select_slug(ref: ArtifactRef) -> str:
     return matches[0]
 
 
-def eval_dataset(ctx: Context, samples: list[VideoSample], skip_log: Path | None = None) -> ClipDataset:
-    """A dataset reading ``samples`` exactly as the job's evaluation does (eval transforms, no cache)."""
-    job, data = ctx.job, ctx.suite.data
-    clip = ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
-    return ClipDataset(
-        samples,
-        clip,
-        job.crop,
-        train=False,
-        backend=resolve_backend(data.backend),
-        square_pixels=data.square_pixels,
-        skip_log=skip_log,
-    )
-
-
 def measured_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, Any]]:
     """The run's result rows for this job under this optimization (every batch size and status)."""
     job = ctx.job
     keep = ("batch_size", "status", "reason", "clips_per_s", "latency_ms_p50", "latency_ms_p99", "e2e_clips_per_s")
     keep += ("top1", "agreement_top1", "size_mb", "cell_key")
     rows = []
-    for row in ResultStore(run_dir).rows():
+    for row in RunDir(run_dir).store().rows() if RunDir(run_dir).exists() else []:
         same = (row.get("dataset"), row.get("model"), row.get("preset"), row.get("optimization"))
         if same == (job.dataset, job.model, job.preset, optimization):
             rows.append({k: row.get(k) for k in keep})
@@ -126,9 +108,10 @@ def measured_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[s
 
 @dataclass
 class ServedModel:
-    """A trained job loaded for production: eager model (embeddings), artifact (logits), clip reader."""
+    """A trained job loaded for production: PyTorch model (embeddings), artifact (logits), clip reader."""
 
     ref: ArtifactRef
+    optimization: str
     slug: str
     ctx: Context
     model: nn.Module
@@ -174,25 +157,25 @@ class ServedModel:
             "job": self.slug,
             "model": self.ctx.job.model,
             "preset": self.ctx.job.preset,
-            "optimization": self.ref.optimization,
+            "optimization": self.optimization,
             "classes": len(self.class_names),
             "clip": list(self.clip_shape),
             "checkpoint_sha": self.checkpoint_sha,
             "artifact_notes": self.artifact.notes,
             "embed": EMBED_NOTE,
             "prepare_s": round(self.prepare_s, 3),
-            "parity_vs_eager": self.parity,
+            "parity_vs_checkpoint": self.parity,
             "measured": self.measured,
         }
 
     def probe(self, path: Path) -> tuple[ClipDataset, VideoMeta]:
         """A reader for one file and the file's metadata (raises DecodeError for a bad file)."""
-        dataset = eval_dataset(self.ctx, [])
+        dataset = self.ctx.reader([])
         return dataset, dataset.meta(path)
 
     def load_clip(self, path: Path, dataset: ClipDataset | None = None) -> torch.Tensor:
         """Decode and transform one file into a ``C x T x H x W`` clip, as the job's evaluation does."""
-        dataset = dataset or eval_dataset(self.ctx, [])
+        dataset = dataset or self.ctx.reader([])
         try:
             frames = dataset.decode(VideoSample(Path(path), 0), None)
         except IndexError as exc:
@@ -206,7 +189,7 @@ class ServedModel:
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
-        """Pooled features of a clip batch from the eager model (``B x D``)."""
+        """Pooled features of a clip batch from the PyTorch model (``B x D``)."""
         return self.model.embed(batch)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -225,45 +208,53 @@ class ServedModel:
 
 
 def _context(ref: ArtifactRef, slug: str) -> Context:
-    task_file = job_task(ref.run_dir, slug)
-    if task_file is None:
-        raise ArtifactError(f"{ref.run_dir / 'logs' / slug}: no task.json; serve needs a run made by `vidbench run`")
-    task = json.loads(task_file.read_text())
-    task["run_dir"] = str(ref.run_dir.resolve())
-    dataset_file = Path(task.get("dataset_file", ""))
-    if not dataset_file.is_file():
-        raise ArtifactError(f"{task_file}: its prepared dataset file {dataset_file} is missing (class names)")
-    return Context(task)
+    try:
+        return Context.for_job(ref.run, slug)
+    except JobFileError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
-def _check_checkpoint(ref: ArtifactRef, slug: str) -> str:
-    folder = ref.run_dir / "models" / slug
-    sha = file_hash(folder / "checkpoint.pt")
-    summary = folder / "train.json"
-    if summary.exists():
-        measured = json.loads(summary.read_text()).get("checkpoint_sha")
-        if measured and measured != sha:
-            raise ArtifactError(f"{folder / 'checkpoint.pt'} changed after it was measured ({sha} != {measured})")
+def _check_checkpoint(ctx: Context) -> str:
+    files = ctx.files
+    sha = file_sha256(files.checkpoint)[:16]
+    measured = (files.read_summary() or {}).get("checkpoint_sha")
+    if measured and measured != sha:
+        raise ArtifactError(f"{files.checkpoint} changed after it was measured ({sha} != {measured})")
     return sha
 
 
 def _parity(model: nn.Module, artifact: Artifact, example: torch.Tensor) -> dict[str, float]:
     with torch.inference_mode():
-        eager, other = model(example), artifact(example).float()
+        reference, other = model(example), artifact(example).float()
     return {
-        "max_abs_logit_diff": float((eager - other).abs().max()),
-        "agreement_top1": float((eager.argmax(-1) == other.argmax(-1)).float().mean()),
+        "max_abs_logit_diff": float((reference - other).abs().max()),
+        "agreement_top1": float((reference.argmax(-1) == other.argmax(-1)).float().mean()),
     }
 
 
 def _prepare(ctx: Context, spec: OptimizationSpec, model: nn.Module, workdir: Path) -> Artifact:
-    """The optimization's artifact from a copy of the eager model (a plugin may change what it gets)."""
+    """The optimization's artifact from a copy of the trained model (a plugin may change what it gets)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    calibration = calibration_clips(ctx, ctx.suite.measure.calibration_clips)
+    calibration = ctx.calibration_clips(ctx.suite.measure.calibration_clips)
     try:
         return spec.prepare(copy.deepcopy(model), ctx.example(2), calibration, workdir)
     except Unsupported as exc:
         raise ArtifactError(f"optimization {spec.name!r} cannot prepare this model: {exc}") from exc
+
+
+def _optimization(ctx: Context, ref: ArtifactRef) -> OptimizationSpec:
+    """The optimization the reference names (the run's baseline when it names none), supported here."""
+    name = ref.optimization or ctx.baseline
+    if name is None:
+        raise ArtifactError(f"{ref.run_dir}: the run has no baseline; name an optimization: RUN_DIR/model@NAME")
+    if name not in ctx.registry.optimizations:
+        known = ", ".join(sorted(ctx.registry.optimizations))
+        raise ArtifactError(f"unknown optimization {name!r}; allowed: {known}")
+    spec = ctx.registry.optimization(name)
+    ok, why = spec.supported(ctx.suite.measure.device)
+    if not ok:
+        raise ArtifactError(f"optimization {name!r} is not supported here: {why}")
+    return spec
 
 
 def load_served(
@@ -271,32 +262,24 @@ def load_served(
 ) -> ServedModel:
     """Load the job's checkpoint and prepare the named optimization's artifact from it.
 
-    The artifact is prepared into ``RUN_DIR/serve/<job>/<optimization>`` (the measured files under
-    ``artifacts/`` are left as they are); its logits are compared with eager on a fixed example.
-    ``prepare=False`` skips the optimization (for embeddings only): classify then runs the eager model.
+    The artifact is prepared into the run's serving folder (the measured artifacts are left as they are);
+    its logits are compared with the PyTorch model's on a fixed example. ``prepare=False`` skips the
+    optimization (for embeddings only): classify then runs the PyTorch model.
     """
     slug = select_slug(ref)
     ctx = _context(ref, slug)
     if threads:
         torch.set_num_threads(threads)
-    if ref.optimization not in ctx.registry.optimizations:
-        known = ", ".join(sorted(ctx.registry.optimizations))
-        raise ArtifactError(f"unknown optimization {ref.optimization!r}; allowed: {known}")
-    spec = ctx.registry.optimization(ref.optimization)
-    ok, why = spec.supported(ctx.suite.measure.device)
-    if not ok:
-        raise ArtifactError(f"optimization {ref.optimization!r} is not supported here: {why}")
-    sha = _check_checkpoint(ref, slug)
-    model = ctx.build_model()
-    state = torch.load(ref.run_dir / "models" / slug / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    model.eval()
+    spec = _optimization(ctx, ref)
+    sha = _check_checkpoint(ctx)
+    model = ctx.trained_model()
     start = time.perf_counter()
     if prepare:
-        artifact = _prepare(ctx, spec, model, workdir or ref.run_dir / "serve" / slug / spec.name)
+        artifact = _prepare(ctx, spec, model, workdir or ref.run.served_artifacts(slug, spec.name))
     else:
-        artifact = Artifact(run=model, files=[], notes=f"eager model ({spec.name} not prepared: embeddings only)")
+        artifact = Artifact(run=model, files=[], notes=f"PyTorch model ({spec.name} not prepared: embeddings only)")
     prepare_s = time.perf_counter() - start
-    served = ServedModel(ref, slug, ctx, model, artifact, sha, prepare_s, measured_rows(ref.run_dir, ctx, spec.name))
+    measured = measured_rows(ref.run_dir, ctx, spec.name)
+    served = ServedModel(ref, spec.name, slug, ctx, model, artifact, sha, prepare_s, measured)
     served.parity = _parity(model, artifact, ctx.example(2))
     return served

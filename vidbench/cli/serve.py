@@ -1,54 +1,58 @@
-"""CLI commands for production: ``embed``, ``index build|query`` and ``serve``.
+"""``vidbench embed``, ``index build|query`` and ``serve``: production from a measured run.
 
-Registered on the main app by :func:`register`; heavy imports (torch models, FAISS, FastAPI,
-uvicorn) happen inside the commands so ``vidbench --help`` stays fast.
+Heavy imports (torch models, FAISS, FastAPI, uvicorn) happen inside the commands so ``vidbench --help``
+stays fast.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from vidbench.cli.common import Executor, console, fail, require_executor
 
 if TYPE_CHECKING:
     from vidbench.serve.artifact import ServedModel
 
-console = Console()
-if not console.is_terminal:
-    console = Console(width=200)  # piped or in CI: do not fold tables into 80 columns
-err_console = Console(stderr=True)
 index_app = typer.Typer(help="Build and query a FAISS index over a feature store.", no_args_is_help=True)
 
 ArtifactOpt = Annotated[
-    str, typer.Option("--artifact", help="RUN_DIR/model@optimization (model: job slug, model name or model__preset).")
+    str,
+    typer.Option(
+        "--artifact",
+        help="RUN_DIR/model@optimization (model: job slug, model name or model__preset; no @: the run's baseline).",
+    ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model of the run, when --artifact is RUN_DIR@opt.")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch / ONNX Runtime threads (default: the run's).")]
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+class IndexKind(StrEnum):
+    """What ``index build`` builds."""
+
+    auto = "auto"
+    flat = "flat"
+    ivfpq = "ivfpq"
 
 
 def load_artifact(artifact: str, model: str | None, threads: int | None, prepare: bool = True) -> ServedModel:
-    """Resolve and load ``--artifact`` (``prepare=False``: the eager model only, for embeddings); a bad
+    """Resolve and load ``--artifact`` (``prepare=False``: the PyTorch model only, for embeddings); a bad
     reference is a clear one-line error."""
     from vidbench.serve.artifact import ArtifactError, load_served, parse_ref
 
     try:
         return load_served(parse_ref(artifact, model), threads, prepare=prepare)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _inputs(source: str, served: ServedModel) -> list[tuple[Path, str]]:
     """A folder's video files (label: sub-folder name), or the run's dataset (``name`` or ``name:split``)."""
-    from vidbench.embed import list_inputs
+    from vidbench.serve.features import list_inputs
 
     path = Path(source)
     if path.is_dir():
@@ -58,11 +62,11 @@ def _inputs(source: str, served: ServedModel) -> list[tuple[Path, str]]:
     name, _, split = source.partition(":")
     dataset = served.ctx.dataset
     if name != served.ctx.job.dataset:
-        raise _fail(f"{source}: not a folder, nor the run's dataset {served.ctx.job.dataset!r}")
+        raise fail(f"{source}: not a folder, nor the run's dataset {served.ctx.job.dataset!r}")
     splits = [split] if split else list(dataset.splits)
     unknown = [s for s in splits if s not in dataset.splits]
     if unknown:
-        raise _fail(f"{source}: no split {unknown[0]!r}; splits: {', '.join(dataset.splits)}")
+        raise fail(f"{source}: no split {unknown[0]!r}; splits: {', '.join(dataset.splits)}")
     out = []
     for s in splits:
         for sample in dataset.splits[s]:
@@ -80,25 +84,22 @@ def embed(
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (DataLoader workers).")] = 2,
     threads: ThreadsOpt = None,
     executor: Annotated[
-        str, typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray).")
-    ] = "local",
+        Executor, typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray).")
+    ] = Executor.local,
 ) -> None:
     """Embed every video into a feature store keyed by file hash: a re-run decodes only new or changed files."""
     from rich.progress import Progress
 
-    from vidbench.embed import StoreError, embed_files, summary_line
     from vidbench.serve.artifact import EMBED_NOTE
+    from vidbench.serve.features import StoreError, embed_files, summary_line
 
-    if executor not in ("local", "ray"):
-        raise _fail(f"--executor: {executor!r}; allowed: local, ray")
-    if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise _fail("--executor ray needs Ray: pip install 'vidbench[ray]'")
+    require_executor(executor)
     served = load_artifact(artifact, model, threads, prepare=False)
     inputs = _inputs(source, served)
     if not inputs:
-        raise _fail(f"{source}: no video files")
-    store = out or served.ref.run_dir / "features" / served.slug
-    where = " on Ray" if executor == "ray" else ""
+        raise fail(f"{source}: no video files")
+    store = out or served.ref.run.features(served.slug)
+    where = " on Ray" if executor is Executor.ray else ""
     console.print(f"embedding {len(inputs)} file(s) with {served.slug}{where} ({EMBED_NOTE})")
     with Progress(console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)
@@ -111,9 +112,9 @@ def embed(
                 step["next"] = (done // max(total / 10, 1) + 1) / 10
 
         try:
-            report = embed_files(served, inputs, store, batch_size, workers, progress=progress, executor=executor)
+            report = embed_files(served, inputs, store, batch_size, workers, progress=progress, executor=executor.value)
         except StoreError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     console.print(summary_line(report))
     for path, reason in report.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
@@ -124,20 +125,20 @@ def embed(
 def index_build(
     store: Annotated[Path, typer.Argument(help="A feature store folder written by `vidbench embed`.")],
     out: Annotated[Path | None, typer.Option(help="Index folder (default STORE/index).")] = None,
-    kind: Annotated[str, typer.Option(help="auto (flat below --ivfpq-above vectors), flat or ivfpq.")] = "auto",
+    kind: Annotated[
+        IndexKind, typer.Option(help="auto: flat below --ivfpq-above vectors, else IVF-PQ.")
+    ] = IndexKind.auto,
     ivfpq_above: Annotated[int | None, typer.Option(help="Vector count above which auto picks IVF-PQ.")] = None,
     nprobe: Annotated[int | None, typer.Option(min=1, help="IVF cells visited per query (default nlist/4).")] = None,
 ) -> None:
     """Build a cosine-similarity FAISS index (flat, or IVF-PQ above a size threshold) and save it."""
-    from vidbench.embed import StoreError
-    from vidbench.index import DEFAULT_IVFPQ_ABOVE, VectorIndex, VectorIndexError
+    from vidbench.serve.features import StoreError
+    from vidbench.serve.index import DEFAULT_IVFPQ_ABOVE, VectorIndex, VectorIndexError
 
-    if kind not in ("auto", "flat", "ivfpq"):
-        raise _fail(f"--kind {kind!r}: allowed: auto, flat, ivfpq")
     try:
-        index = VectorIndex.from_store(store, kind, ivfpq_above or DEFAULT_IVFPQ_ABOVE, nprobe)  # type: ignore[arg-type]
+        index = VectorIndex.from_store(store, kind.value, ivfpq_above or DEFAULT_IVFPQ_ABOVE, nprobe)  # type: ignore[arg-type]
     except (StoreError, VectorIndexError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     folder = index.save(out or store / "index")
     info = index.info
     line = f"{info.kind} index: {info.count} x {info.dim}, cosine"
@@ -158,22 +159,22 @@ def index_query(
 ) -> None:
     """List the stored videos most similar to VIDEO (cosine similarity of the embeddings)."""
     from vidbench.data.decode import DecodeError
-    from vidbench.embed import identity_diff
-    from vidbench.index import VectorIndex, VectorIndexError
+    from vidbench.serve.features import identity_diff
+    from vidbench.serve.index import VectorIndex, VectorIndexError
 
     try:
         index = VectorIndex.load(index_dir)
     except VectorIndexError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     identity = index.info.identity
-    ref = artifact or f"{identity.get('run_dir', '')}/{identity.get('job', '')}@eager"
+    ref = artifact or f"{identity.get('run_dir', '')}/{identity.get('job', '')}"
     served = load_artifact(ref, None, threads, prepare=False)
     if identity and identity_diff(served.identity(), identity):
-        raise _fail(f"{ref} is not the model the index was built with ({identity.get('job')})")
+        raise fail(f"{ref} is not the model the index was built with ({identity.get('job')})")
     try:
         vector = served.embed(served.load_clip(video).unsqueeze(0)).float().numpy()
     except DecodeError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title=f"{video.name}: {k} nearest in {index_dir} ({index.info.kind}, cosine)")
     for column in ("rank", "score", "label", "path"):
         table.add_column(column, overflow="fold")
@@ -201,9 +202,9 @@ def serve(
     """Serve a measured artifact over HTTP: /v1/classify, /v1/embed, /v1/similar, /healthz, /metrics, /docs."""
     import uvicorn
 
-    from vidbench.index import VectorIndex, VectorIndexError
     from vidbench.serve.app import ServeSettings, create_app
     from vidbench.serve.batcher import BatchSettings
+    from vidbench.serve.index import VectorIndex, VectorIndexError
 
     served = load_artifact(artifact, model, threads)
     loaded = None
@@ -211,7 +212,7 @@ def serve(
         try:
             loaded = VectorIndex.load(index)
         except VectorIndexError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     settings = ServeSettings(
         max_upload_bytes=int(max_upload_mb * 2**20),
         containers=tuple(c.strip() for c in containers.split(",") if c.strip()),
@@ -222,17 +223,10 @@ def serve(
     try:
         app = create_app(served, settings, loaded)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     knobs = f"max {settings.batch.max_batch} clips / {settings.batch.max_wait_ms:g} ms" if batching else "off"
     console.print(
-        f"serving {served.slug}@{served.ref.optimization} (prepared in {served.prepare_s:.1f} s, max |dlogit| "
-        f"vs eager {served.parity['max_abs_logit_diff']:.2g}); batching {knobs}"
+        f"serving {served.slug}@{served.optimization} (prepared in {served.prepare_s:.1f} s, max |dlogit| "
+        f"vs the checkpoint {served.parity['max_abs_logit_diff']:.2g}); batching {knobs}"
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``embed``, ``index`` and ``serve`` to the main ``vidbench`` app."""
-    app.command()(embed)
-    app.add_typer(index_app, name="index")
-    app.command()(serve)

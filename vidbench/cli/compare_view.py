@@ -1,4 +1,4 @@
-"""How ``vidbench compare`` prints a comparison: environment warning, deltas table, verdict."""
+"""How `vidbench compare` prints a comparison: environment warning, deltas table, verdict."""
 
 from __future__ import annotations
 

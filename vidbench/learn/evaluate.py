@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vidbench import analysis
+from vidbench.learn import analysis
+from vidbench.rundir import JobDir
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,12 +58,6 @@ def run_split(
     )
 
 
-def collect_logits(predict: Predict, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits N x K float32, labels N)`` over the split; skipped clips are absent."""
-    out = run_split(predict, loader)
-    return out.logits, out.labels
-
-
 @dataclass(frozen=True)
 class Accuracy:
     """Top-1, top-5 and mean per-class accuracy as fractions; for multi-label targets top-1 / top-5 are
@@ -99,7 +94,7 @@ def probe_accuracy(outputs: SplitOutputs) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Parity:
-    """How closely an artifact's logits follow eager's on the same clips."""
+    """How closely an artifact's logits follow the reference logits (the trained model's own) on the same clips."""
 
     agreement_top1: float
     max_abs_logit_diff: float
@@ -114,11 +109,11 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
 
 
 def write_analysis(
-    out_dir: Path, outputs: SplitOutputs, class_names: Sequence[str], clip_ids: Sequence[str], tsne: bool = True
+    files: JobDir, outputs: SplitOutputs, class_names: Sequence[str], clip_ids: Sequence[str], tsne: bool = True
 ) -> dict[str, object]:
-    """Write a model's analysis files (``analysis.json``, ``confusion.csv``, ``embeddings.npy``,
-    ``tsne.png``) and return the summary numbers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write a model's analysis files into its job folder (per-class accuracy and confusion, embeddings, the
+    t-SNE figure) and return the summary numbers."""
+    files.root.mkdir(parents=True, exist_ok=True)
     acc = accuracy(outputs.logits, outputs.labels)
     summary: dict[str, object] = {**asdict(acc), **probe_accuracy(outputs)}
     single = outputs.labels.ndim == 1
@@ -134,19 +129,17 @@ def write_analysis(
             "most_confused": analysis.most_confused_pairs(confusion, class_names),
             "worst_clips": analysis.worst_clips(outputs.logits, outputs.labels, clip_ids, class_names),
         }
-        np.savetxt(
-            out_dir / "confusion.csv", confusion, fmt="%d", delimiter=",", header=",".join(class_names), comments=""
-        )
+        np.savetxt(files.confusion, confusion, fmt="%d", delimiter=",", header=",".join(class_names), comments="")
     else:
         details = {}
     if outputs.embeddings is not None:
-        np.save(out_dir / "embeddings.npy", outputs.embeddings)
-        np.save(out_dir / "embedding_labels.npy", outputs.labels)
+        np.save(files.embeddings, outputs.embeddings)
+        np.save(files.embedding_labels, outputs.labels)
         if single and len(outputs.labels) > 2:
             summary.update(analysis.knn_retrieval(outputs.embeddings, outputs.labels, k=5))
             if tsne:
-                plot_tsne(outputs.embeddings, outputs.labels, class_names, out_dir / "tsne.png")
-    (out_dir / "analysis.json").write_text(json.dumps({**summary, **details}, indent=2) + "\n")
+                plot_tsne(outputs.embeddings, outputs.labels, class_names, files.tsne)
+    files.analysis.write_text(json.dumps({**summary, **details}, indent=2) + "\n")
     return summary
 
 

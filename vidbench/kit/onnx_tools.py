@@ -73,7 +73,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
 
 
-def session(path: Path, threads: int):
+def ort_session(path: Path, threads: int):
     """An ONNX Runtime CPU session with every graph optimization on and a fixed thread count."""
     import onnxruntime as ort
 
@@ -85,9 +85,9 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def runner(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def ort_callable(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable clip -> logits over an ORT session (the tensor conversion is part of the cost)."""
-    sess = session(path, threads)
+    sess = ort_session(path, threads)
     input_name = sess.get_inputs()[0].name
 
     def run(clip: torch.Tensor) -> torch.Tensor:

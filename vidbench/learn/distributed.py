@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun``: process group, per-rank loader, reductions, the launch command.
+"""Data-parallel training under ``torchrun``: process group, per-rank loader, reductions.
 
 A task runs distributed when ``torchrun`` set ``WORLD_SIZE`` > 1 in its environment. Every rank trains on
 its own shard (``DistributedSampler``, ``drop_last`` so the shards are disjoint) with the model wrapped in
@@ -13,7 +13,6 @@ import ctypes
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 SAMPLE_LOG_ENV = "VIDBENCH_SAMPLE_LOG"
 """When set (to anything but ``0``), each rank appends the sample indices it trained on, per epoch, to
-``<out>/samples/rank<k>.jsonl`` (used by the tests to check that the shards are disjoint)."""
+the job folder's sample log (used by the tests to check that the shards are disjoint)."""
 
 
 def world_size() -> int:
@@ -112,33 +111,16 @@ def sampler(dataset: Dataset, seed: int) -> DistributedSampler:
     return DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed, drop_last=True)
 
 
-def start_epoch(loader: DataLoader, epoch: int, out_dir: Path) -> None:
+def start_epoch(loader: DataLoader, epoch: int, sample_log: Path) -> None:
     """Reshuffle this rank's shard for ``epoch`` (seed + epoch, so a resumed run repeats it), and append the
-    indices it will yield to ``<out_dir>/samples/rank<k>.jsonl`` when ``VIDBENCH_SAMPLE_LOG`` asks for it."""
+    indices it will yield to ``sample_log`` when ``VIDBENCH_SAMPLE_LOG`` asks for it."""
     shard = getattr(loader, "sampler", None)
     if not isinstance(shard, DistributedSampler):
         return
     shard.set_epoch(epoch)
     if os.environ.get(SAMPLE_LOG_ENV, "0") == "0":
         return
-    folder = out_dir / "samples"
-    folder.mkdir(parents=True, exist_ok=True)
+    sample_log.parent.mkdir(parents=True, exist_ok=True)
     line = {"epoch": epoch, "rank": rank(), "world_size": world_size(), "indices": list(iter(shard))}
-    with open(folder / f"rank{rank()}.jsonl", "a") as fh:
+    with open(sample_log, "a") as fh:
         fh.write(json.dumps(line) + "\n")
-
-
-def torchrun_command(
-    args: list[str], nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None, rdzv_id: str = "vidbench"
-) -> list[str]:
-    """``python -m torch.distributed.run ... -m vidbench.worker ARGS``: standalone (a free local port) on one
-    node, a c10d rendezvous at ``rdzv_endpoint`` across several."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-    if nnodes > 1 or rdzv_endpoint:
-        if not rdzv_endpoint:
-            raise ValueError("several nodes need a rendezvous endpoint (host:port of one of them)")
-        command += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"]
-        command += [f"--rdzv_id={rdzv_id}"]
-    else:
-        command.append("--standalone")
-    return [*command, "-m", "vidbench.worker", *args]

@@ -71,3 +71,9 @@ def load_pretrained(model: nn.Module, path: str | Path, head: str) -> list[str]:
         )
     model.load_state_dict(state, strict=True)
     return skipped
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a checkpoint this project wrote (a plain state dict) into ``model``, every key matching."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model

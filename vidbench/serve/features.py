@@ -14,7 +14,6 @@ The files are written to temporary names and renamed, ``store.json`` last; a run
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ import torch
 
 from vidbench.data.loader import make_loader, read_skip_log
 from vidbench.data.scan import VIDEO_EXTENSIONS
+from vidbench.hashing import file_sha256
 from vidbench.specs import VideoSample
 
 INDEX_FIELDS = ("path", "sha256", "size", "mtime_ns", "label")
@@ -34,15 +34,6 @@ INDEX_FIELDS = ("path", "sha256", "size", "mtime_ns", "label")
 
 class StoreError(Exception):
     """A feature store that cannot be used as asked (another model, inconsistent files); says why."""
-
-
-def sha256_file(path: Path) -> str:
-    """Full SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -186,7 +177,7 @@ def fingerprint(inputs: list[tuple[Path, str]], store: FeatureStore) -> list[Ent
         stat = path.stat()
         old = known.get(str(path))
         same = old is not None and (old.size, old.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-        sha = old.sha256 if same else sha256_file(path)
+        sha = old.sha256 if same else file_sha256(path)
         entries.append(Entry(str(path), sha, stat.st_size, stat.st_mtime_ns, label))
     return entries
 
@@ -210,7 +201,7 @@ def embed_files(
     ``served`` is a :class:`vidbench.serve.artifact.ServedModel`. Unchanged files are not decoded,
     files whose bytes the store already holds under another path reuse that vector, files that failed
     before are not retried until they change, and rows of files that no longer exist are dropped.
-    ``executor="ray"`` decodes and embeds the new files with ``ray.data`` (vidbench/ray_embed.py).
+    ``executor="ray"`` decodes and embeds the new files with ``ray.data`` (:mod:`vidbench.serve.ray_features`).
     """
     store = FeatureStore(store_dir)
     identity = served.identity()
@@ -222,7 +213,7 @@ def embed_files(
     if todo:
         embed_todo = _embed_todo
         if executor == "ray":
-            from vidbench.ray_embed import embed_todo
+            from vidbench.serve.ray_features import embed_todo
         embed_todo(served, store, todo, identity, report, batch_size, workers, save_every, progress)
     _fill_copies(store, todo, copies, report)
     store.save(identity)
@@ -267,12 +258,10 @@ def _embed_todo(
     progress: Progress | None,
 ) -> None:
     """Decode the files of ``todo`` through the job's eval reader in a DataLoader, embed in batches."""
-    from vidbench.serve.artifact import eval_dataset
-
     skip_log = store.root / ".skips.tmp.csv"
     store.root.mkdir(parents=True, exist_ok=True)
     skip_log.unlink(missing_ok=True)
-    dataset = eval_dataset(served.ctx, [VideoSample(Path(e.path), i) for i, e in enumerate(todo)], skip_log)
+    dataset = served.ctx.reader([VideoSample(Path(e.path), i) for i, e in enumerate(todo)], skip_log)
     loader = make_loader(dataset, batch_size, workers if len(todo) > batch_size else 0, shuffle=False)
     since_save = 0
     for number, batch in enumerate(loader):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vidbench.config import ExcludeRule, ModelEntry, Suite, TrainSettings
+from vidbench.hashing import file_sha256, json_digest
 from vidbench.plugins import Registry
-from vidbench.results import file_hash
+from vidbench.results import KEY_COLUMN, cell_key
+from vidbench.run.config import ExcludeRule, ModelEntry, Suite, TrainSettings
+from vidbench.rundir import job_slug
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,20 @@ class ModelJob:
 
     @property
     def slug(self) -> str:
-        return f"{self.dataset}__{self.model}__{self.preset}"
+        """The job's folder name in a run directory."""
+        return job_slug(self.dataset, self.model, self.preset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (a task file, ``job.json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelJob:
+        """The job :meth:`to_dict` described (JSON turned the tuples of pairs into lists)."""
+        data = dict(data)
+        for name in ("dataset_options", "train", "data"):
+            data[name] = tuple((k, v) for k, v in data[name])
+        return cls(**data)
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings.model_validate(dict(self.train))
@@ -43,13 +56,13 @@ class ModelJob:
         data["dataset_options"] = dict(self.dataset_options)
         data["data"] = dict(self.data)
         if self.pretrained:
-            data["pretrained"] = file_hash(Path(self.pretrained))
+            data["pretrained"] = file_sha256(self.pretrained)[:16]
         # workers and timeout do not change the weights; nproc 1 is left out so keys from before it existed hold
         data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s") and (k, v) != ("nproc", 1)}
         return data
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+        return json_digest(self.identity(), 12)
 
 
 @dataclass(frozen=True)
@@ -61,11 +74,35 @@ class Cell:
     batch_size: int
 
     def identity(self, measure: dict[str, Any]) -> dict[str, Any]:
+        """What decides this cell's row: the job, the optimization, the batch size and the measure settings."""
         return {
             **self.job.identity(),
             "optimization": self.optimization,
             "batch_size": self.batch_size,
             "measure": measure,
+        }
+
+    def key(self, measure: dict[str, Any], env_hash: str, checkpoint_sha: str) -> str:
+        """The cell's key in the store: its identity, the environment and the trained weights."""
+        return cell_key(self.identity(measure), env_hash, checkpoint_sha)
+
+    def row(self, suite: Suite, run_id: str, threads: int, key: str, train_s: float | None) -> dict[str, Any]:
+        """The identifying columns of this cell's row; the measurement adds the rest."""
+        job = self.job
+        return {
+            "suite": suite.name,
+            "run_id": run_id,
+            "dataset": job.dataset,
+            "model": job.model,
+            "preset": job.preset,
+            "optimization": self.optimization,
+            "device": suite.measure.device,
+            "threads": threads,
+            "frames": job.frames,
+            "crop": job.crop,
+            "batch_size": self.batch_size,
+            "train_s": train_s,
+            KEY_COLUMN: key,
         }
 
 

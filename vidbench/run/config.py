@@ -6,14 +6,13 @@ in one line, before any work starts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vidbench.hashing import json_digest
 from vidbench.plugins import Registry
 
 
@@ -108,13 +107,14 @@ class MeasureSettings(_Strict):
     eval_batch_size: int = Field(16, ge=1)
     calibration_clips: int = Field(32, ge=1)
     parity_min_agreement: float = Field(0.99, ge=0, le=1)
-    """An artifact whose top-1 agrees with eager on fewer test clips than this is ``failed: parity``."""
+    """An artifact whose top-1 agrees with the trained model's own logits on fewer test clips than this is
+    ``failed: parity``."""
     parity_min_agreement_lossy: float = Field(0.95, ge=0, le=1)
     """The same gate for lossy optimizations (int8, dynamic-int8, amp, tensorrt)."""
     parity_max_abs_logit_diff: float | None = Field(None, gt=0)
-    probes: Literal["eager", "all"] = "eager"
-    """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the eager cell
-    only (the training evaluation runs them too), or every optimized artifact as well."""
+    probes: Literal["baseline", "all"] = "baseline"
+    """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the baseline's
+    cell only (the training evaluation runs them too), or every optimized artifact as well."""
 
 
 class ResourceSettings(_Strict):
@@ -167,6 +167,9 @@ class Suite(_Strict):
     datasets: list[DatasetEntry] = Field(min_length=1)
     models: list[ModelEntry] = Field(min_length=1)
     optimizations: list[str] = Field(min_length=1)
+    baseline: str | None = None
+    """The optimization that speedups and deltas are measured against (default: the one of ``optimizations``
+    whose plugin declares itself the baseline)."""
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     input: InputSettings = Field(default_factory=InputSettings)
     data: DataSettings = Field(default_factory=DataSettings)
@@ -184,8 +187,7 @@ class Suite(_Strict):
 
     def digest(self) -> str:
         """A short hash of the suite's content, for env.json and cache keys."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return json_digest(self.model_dump(mode="json"), 16)
 
     def train_for(self, entry: ModelEntry) -> TrainSettings:
         """The suite's train settings with the model's overrides applied."""
@@ -290,6 +292,22 @@ def check_against_registry(
     for i, name in enumerate(suite.optimizations):
         if name not in registry.optimizations:
             raise _unknown(where, f"optimizations[{i}]", "optimization", name, list(registry.optimizations))
+    if suite.baseline is not None and suite.baseline not in suite.optimizations:
+        raise _unknown(where, "baseline", "baseline (not among optimizations)", suite.baseline, suite.optimizations)
+
+
+def with_baseline(suite: Suite, registry: Registry, where: str = "<suite>") -> Suite:
+    """The suite with ``baseline`` resolved: as given, else the one listed optimization whose plugin declares
+    itself the baseline (``None`` when none does; several is an error that asks for ``baseline:``)."""
+    if suite.baseline is not None:
+        return suite
+    declared = [name for name in suite.optimizations if registry.optimization(name).baseline]
+    if len(declared) > 1:
+        raise SuiteError(
+            f"{where}: baseline: several optimizations declare themselves the baseline ({', '.join(declared)}); "
+            "name one with baseline:"
+        )
+    return suite.model_copy(update={"baseline": declared[0] if declared else None})
 
 
 def load_suite(path: str | Path, registry_loader: Any = None) -> tuple[Suite, Registry]:
@@ -304,4 +322,4 @@ def load_suite(path: str | Path, registry_loader: Any = None) -> tuple[Suite, Re
     except PluginError as exc:
         raise SuiteError(f"{where}: plugins: {exc}") from None
     check_against_registry(suite, registry, where, path.parent)
-    return suite, registry
+    return with_baseline(suite, registry, where), registry

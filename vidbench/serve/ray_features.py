@@ -1,7 +1,7 @@
 """Distributed embedding extraction (``vidbench embed --executor ray``): ``ray.data`` over the file list.
 
 The driver does what the local path does around the model (fingerprints, the store's plan, reuse by
-hash, saving): see :func:`vidbench.embed.embed_files`. Only the files to decode come here: a
+hash, saving): see :func:`vidbench.serve.features.embed_files`. Only the files to decode come here: a
 ``ray.data`` dataset of their paths is decoded by CPU actors (the job's evaluation reader and
 transforms) and embedded in batches by model actors (one per GPU when the cluster has GPUs); the
 vectors stream back to the driver, which writes them into the same feature store. A file that fails to
@@ -21,9 +21,9 @@ import torch
 
 from vidbench.data.decode import DecodeError
 from vidbench.data.transforms import frames_to_clip
-from vidbench.ray_executor import connect
+from vidbench.run.cluster import connect
+from vidbench.run.context import Context
 from vidbench.specs import VideoSample
-from vidbench.worker import Context
 
 Batch = dict[str, np.ndarray]
 
@@ -32,11 +32,9 @@ class Decoder:
     """A CPU actor: paths to clips with the job's evaluation reader; a failure becomes an ``error`` string."""
 
     def __init__(self, task: dict[str, Any]) -> None:
-        from vidbench.serve.artifact import eval_dataset
-
         ctx = Context(task)
         torch.set_num_threads(1)
-        self.reader = eval_dataset(ctx, [])
+        self.reader = ctx.reader([])
         self.shape = (3, ctx.job.frames, ctx.job.crop, ctx.job.crop)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -97,7 +95,7 @@ def embed_todo(
     save_every: int,
     progress: Any,
 ) -> None:
-    """The Ray counterpart of ``vidbench.embed._embed_todo`` (same arguments, ``workers`` unused: the cluster's
+    """The Ray counterpart of ``vidbench.serve.features._embed_todo`` (same arguments, ``workers`` unused: the cluster's
     CPUs decode): embed the files of ``todo`` into ``store``, record the ones that fail to decode."""
     since_save = 0
     rows = embed_rows(served, [entry.path for entry in todo], batch_size)

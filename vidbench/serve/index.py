@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidbench.embed import Entry, as_unit, load_vectors
+from vidbench.serve.features import Entry, as_unit, load_vectors
 
 Kind = Literal["auto", "flat", "ivfpq"]
 DEFAULT_IVFPQ_ABOVE = 20_000

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vidbench import distributed
+from vidbench.learn import distributed
+from vidbench.rundir import JobDir
 
 ProgressFn = Callable[[str], None]
-STATE_FILE = "train_state.pt"
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -132,22 +132,24 @@ def _hits(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> int:
 
 
 class Trainer:
-    """One training run writing into ``out_dir``: ``train_state.pt``, ``metrics.jsonl``, ``tensorboard/``."""
+    """One training run writing into a job folder (:class:`~vidbench.rundir.JobDir`, or a plain folder): the
+    training state, the per-epoch metrics and the TensorBoard logs."""
 
     def __init__(
         self,
         model: nn.Module,
         loader: DataLoader,
         config: TrainConfig,
-        out_dir: Path,
+        out_dir: JobDir | Path,
         val_loader: DataLoader | None = None,
         progress: ProgressFn | None = None,
         device: str = "cpu",
     ) -> None:
         self.model, self.loader, self.config = model, loader, config
-        self.out_dir, self.val_loader, self.progress = Path(out_dir), val_loader, progress
+        self.files = out_dir if isinstance(out_dir, JobDir) else JobDir(Path(out_dir))
+        self.val_loader, self.progress = val_loader, progress
         self.device = torch.device(device)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.files.root.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
         self.model.to(self.device)
         if config.channels_last:
@@ -212,7 +214,7 @@ class Trainer:
 
     @property
     def state_path(self) -> Path:
-        return self.out_dir / STATE_FILE
+        return self.files.train_state
 
     def final_model(self) -> nn.Module:
         """The weights to evaluate: the EMA copy when EMA is on."""
@@ -222,7 +224,7 @@ class Trainer:
     def _epoch(self) -> tuple[float, float, int]:
         self.net.train()
         total_loss, hits, seen = 0.0, 0, 0
-        distributed.start_epoch(self.loader, self.epoch, self.out_dir)
+        distributed.start_epoch(self.loader, self.epoch, self.files.sample_log(distributed.rank()))
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(self.loader):
             if batch is None:  # every clip of the batch was skipped as undecodable
@@ -279,10 +281,10 @@ class Trainer:
             self.restore(self.state_path)
             self._say(f"resumed after epoch {self.epoch}")
         main = distributed.is_main()  # only rank 0 writes logs and checkpoints
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.epoch + 1) if main else None
+        writer = SummaryWriter(str(self.files.tensorboard), purge_step=self.epoch + 1) if main else None
         if main:  # lines of epochs the checkpoint does not hold (killed between the two writes) go
             lines = "".join(json.dumps(line) + "\n" for line in self.history)
-            (self.out_dir / "metrics.jsonl").write_text(lines)
+            self.files.metrics.write_text(lines)
         start, stopped = time.perf_counter(), "completed"
         spent = sum(h.get("epoch_s", 0.0) for h in self.history)
         loss, top1 = float("nan"), 0.0
@@ -337,7 +339,7 @@ class Trainer:
             if key != "epoch" and value is not None:
                 writer.add_scalar(f"train/{key}", value, self.epoch)
         writer.flush()
-        with open(self.out_dir / "metrics.jsonl", "a") as fh:
+        with open(self.files.metrics, "a") as fh:
             fh.write(json.dumps(line) + "\n")
 
     def _say(self, text: str) -> None:

@@ -1,0 +1,5 @@
+"""``python -m vidbench``: the command line."""
+
+from vidbench.cli import app
+
+app()

@@ -1,0 +1,36 @@
+"""The ``vidbench`` command line: one module per command group, assembled here.
+
+- :mod:`~vidbench.cli.run`: ``run``, ``report``, ``compare``
+- :mod:`~vidbench.cli.learn`: ``train``, ``evaluate``
+- :mod:`~vidbench.cli.serve`: ``embed``, ``index build|query``, ``serve``
+- :mod:`~vidbench.cli.plugins`: ``plugins list``, ``models info``
+- :mod:`~vidbench.cli.data`: ``data inspect|bench|preview``
+
+:mod:`~vidbench.cli.common` holds the consoles and the one ``fail``; :mod:`~vidbench.cli.progress` the
+progress display of ``run``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vidbench.cli import data, learn, plugins, run, serve
+
+app = typer.Typer(
+    help="Benchmark video-understanding models: train, optimize, measure, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(run.run)
+app.command()(learn.train)
+app.command()(learn.evaluate)
+app.command()(run.report)
+app.command()(run.compare)
+app.add_typer(plugins.plugins_app, name="plugins")
+app.add_typer(plugins.models_app, name="models")
+app.add_typer(data.data_app, name="data")
+app.command()(serve.embed)
+app.add_typer(serve.index_app, name="index")
+app.command()(serve.serve)
+
+__all__ = ["app"]

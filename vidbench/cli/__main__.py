@@ -1,0 +1,5 @@
+"""``python -m vidbench.cli``."""
+
+from vidbench.cli import app
+
+app()

@@ -1,0 +1,156 @@
+"""``vidbench data inspect|bench|preview``: look at video files before they go into a suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vidbench.cli.common import console, fail
+
+data_app = typer.Typer(help="Look at video files: metadata, decode speed, sampled frames.", no_args_is_help=True)
+
+
+def _video_files(path: Path) -> list[Path]:
+    from vidbench.data.scan import VIDEO_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise fail(f"{path}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+        raise fail(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    return files
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="A video file or a folder (searched recursively).")],
+    decode: Annotated[bool, typer.Option(help="Also decode every frame (finds damaged packet data).")] = False,
+) -> None:
+    """Metadata of each file (container, codec, range, size, rotation, SAR, fps, frames, VFR) and its problems."""
+    from vidbench.data.scan import decode_all, probe_files
+
+    files = _video_files(path)
+    good, bad = probe_files(files, workers=1)
+    if decode:
+        for file in list(good):
+            problem = decode_all(file, good[file].frames)
+            if problem:
+                bad.append((str(file), problem))
+                del good[file]
+    table = Table(title=f"{path}: {len(files)} file(s), {len(bad)} unreadable")
+    for column in (
+        "file",
+        "container",
+        "codec",
+        "pix_fmt",
+        "range",
+        "coded",
+        "display",
+        "rot",
+        "SAR",
+        "fps",
+        "frames",
+        "dur s",
+        "VFR",
+        "keyframes",
+        "problems",
+    ):
+        table.add_column(column, overflow="fold")
+    base = path if path.is_dir() else path.parent
+    for file in files:
+        name = str(file.relative_to(base))
+        if file not in good:
+            reason = next(r for p, r in bad if p == str(file))
+            table.add_row(name, *["-"] * 13, f"[red]unreadable: {reason}[/]")
+            continue
+        m = good[file]
+        w, h = m.display_size
+        table.add_row(
+            name,
+            m.container,
+            m.codec,
+            m.pix_fmt,
+            m.color_range,
+            f"{m.coded_width}x{m.coded_height}",
+            f"{w}x{h}",
+            str(m.rotation),
+            str(m.sar),
+            f"{m.fps:.2f}",
+            f"{m.frames} ({m.frames_from})",
+            f"{m.duration_s:.2f}",
+            "yes" if m.vfr else "no",
+            str(m.keyframes),
+            "; ".join(m.problems()),
+        )
+    console.print(table)
+
+
+@data_app.command("bench")
+def data_bench(
+    path: Annotated[Path, typer.Argument(help="A video file or a folder of them.")],
+    frames: Annotated[int, typer.Option(help="Frames per clip (uniform over the whole video).")] = 16,
+    crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
+    rounds: Annotated[int, typer.Option(help="Passes over the files per backend.")] = 3,
+    threads: Annotated[int, typer.Option(help="torch threads for the transforms.")] = 1,
+) -> None:
+    """Decode + transform clips/s per backend, pytorchvideo's EncodedVideo as the reference, same files."""
+    import torch
+
+    from vidbench.data.bench import REFERENCE, bench_backend, decoders
+
+    torch.set_num_threads(threads)
+    files = _video_files(path)
+    results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in decoders().items()]
+    reference = next(r for r in results if r.backend == REFERENCE)
+    table = Table(title=f"{len(files)} file(s) x {rounds} round(s), {frames} frames uniform, {crop}px eval transforms")
+    for column in (
+        "backend",
+        "clips",
+        "failed",
+        "clips/s",
+        "frames/s",
+        "decode ms/clip",
+        "transform ms/clip",
+        "collate ms/clip",
+        f"x {REFERENCE}",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        per = 1000 / max(r.clips, 1)
+        ratio = r.clips_per_s / reference.clips_per_s if reference.clips_per_s else float("nan")
+        table.add_row(
+            r.backend,
+            str(r.clips),
+            str(r.failed),
+            f"{r.clips_per_s:.1f}",
+            f"{r.frames_per_s:.0f}",
+            f"{r.decode_s * per:.1f}",
+            f"{r.transform_s * per:.1f}",
+            f"{r.collate_s * per:.2f}",
+            f"{ratio:.2f}",
+        )
+    console.print(table)
+
+
+@data_app.command("preview")
+def data_preview(
+    path: Annotated[Path, typer.Argument(help="A video file.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("preview.png"),
+    frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
+    crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
+    backend: Annotated[str, typer.Option(help="decord or pyav.")] = "decord",
+) -> None:
+    """Write a PNG contact sheet of a clip's sampled frames, as decoded and after the transforms."""
+    from vidbench.data.decode import DecodeError
+    from vidbench.data.preview import contact_sheet
+
+    try:
+        written = contact_sheet(path, out, frames, crop, backend)  # type: ignore[arg-type]
+    except (DecodeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"preview: {written}")

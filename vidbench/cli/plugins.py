@@ -1,0 +1,111 @@
+"""``vidbench plugins list`` and ``models info``: what the installed plugins offer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vidbench.cli.common import console, fail
+
+plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect the model plugins.", no_args_is_help=True)
+
+
+@plugins_app.command("list")
+def plugins_list(
+    suite_file: Annotated[Path | None, typer.Option("--suite", help="Also load this suite's local plugins.")] = None,
+) -> None:
+    """List every model, dataset and optimization with where it comes from."""
+    from vidbench.plugins import PluginError, load_plugins
+    from vidbench.run.config import SuiteError, load_suite
+
+    try:
+        registry = load_suite(suite_file)[1] if suite_file else load_plugins()
+    except (SuiteError, PluginError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(title="vidbench plugins")
+    for column in ("kind", "name", "source", "presets / support", "description"):
+        table.add_column(column, overflow="fold")
+    for item in registry.all():
+        spec = item.spec
+        if item.kind == "model":
+            detail = ", ".join(spec.presets)
+        elif item.kind == "optimization":
+            ok, why = spec.supported("cpu")
+            detail = "cpu: supported" if ok else f"cpu: unsupported ({why})"
+            detail += "; baseline" if spec.baseline else ""
+        else:
+            detail = ", ".join(spec.options.model_fields)
+        table.add_row(item.kind, spec.name, item.source, detail, spec.description)
+    console.print(table)
+
+
+@models_app.command("info")
+def models_info(
+    name: Annotated[str | None, typer.Argument(help="One model; all when omitted.")] = None,
+    flops: Annotated[bool, typer.Option(help="Count fvcore GFLOPs (slow for the large presets).")] = True,
+    num_classes: Annotated[int, typer.Option(help="Head size for the counts (published figures use 400).")] = 400,
+) -> None:
+    """Per model and preset: params, fvcore GFLOPs at the preset's input, published figures and the
+    difference, input spec, ONNX exportability."""
+    import torch
+
+    from vidbench.measure.complexity import count_params, gflops_per_clip
+    from vidbench.plugins import load_plugins
+
+    registry = load_plugins()
+    names = [name] if name else sorted(registry.models)
+    if name and name not in registry.models:
+        raise fail(f"unknown model {name!r}; allowed: {', '.join(sorted(registry.models))}")
+    table = Table(
+        title=f"vidbench models (GFLOPs: fvcore, one multiply-add = one FLOP, batch 1, {num_classes} classes)"
+    )
+    for column in (
+        "model",
+        "preset",
+        "input T x crop",
+        "params M",
+        "published M",
+        "diff %",
+        "GFLOPs",
+        "published",
+        "diff %",
+        "K400 top-1",
+        "ONNX",
+        "source",
+    ):
+        table.add_column(column, overflow="fold")
+    for model_name in names:
+        spec = registry.model(model_name)
+        for preset in spec.presets.values():
+            model = spec.build(preset, num_classes).eval()
+            params = count_params(model)
+            gflops = None
+            if flops:
+                clip = torch.zeros(1, 3, preset.input.frames, preset.input.crop, preset.input.crop)
+                gflops = gflops_per_clip(model, clip)
+            pub = preset.published
+
+            def diff(ours: float | None, theirs: float | None) -> str:
+                return f"{(ours - theirs) / theirs * 100:+.2f}" if ours is not None and theirs else "-"
+
+            exportable = "yes" if spec.onnx_exportable is True else f"no: {spec.onnx_exportable}"
+            table.add_row(
+                model_name,
+                preset.name,
+                f"{preset.input.frames} x {preset.input.crop}",
+                f"{params / 1e6:.3f}",
+                f"{pub.params / 1e6:.2f}" if pub and pub.params else "-",
+                diff(params, pub and pub.params),
+                f"{gflops:.3f}" if gflops is not None else "-",
+                f"{pub.gflops:g}" if pub and pub.gflops else "-",
+                diff(gflops, pub and pub.gflops),
+                f"{pub.top1:g}" if pub and pub.top1 else "-",
+                exportable,
+                pub.source if pub else preset.description,
+            )
+            del model
+    console.print(table)

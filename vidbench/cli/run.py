@@ -1,0 +1,113 @@
+"""``vidbench run``, ``report`` and ``compare``: run a suite, re-render a run, gate one run against another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidbench.cli.common import Executor, console, err_console, fail, require_executor
+from vidbench.rundir import RunDir
+
+
+def run(
+    suite_file: Annotated[Path, typer.Argument(help="Suite YAML file.")],
+    resume: Annotated[bool, typer.Option(help="Continue the latest run of this suite; skip stored cells.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="With --resume, run failed cells again.")] = False,
+    run_id: Annotated[str | None, typer.Option(help="Write into (or resume) this run id.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (for CI).")] = False,
+    executor: Annotated[
+        Executor, typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray).")
+    ] = Executor.local,
+) -> None:
+    """Run a suite: train each model once, measure every optimization, write the result table."""
+    from vidbench.cli.progress import RichProgress
+    from vidbench.data.loader import read_skip_log
+    from vidbench.data.scan import DatasetError
+    from vidbench.report.table import rich_table, write_summary
+    from vidbench.run.config import SuiteError, load_suite
+    from vidbench.run.progress import Silent
+    from vidbench.run.suite import run_suite
+
+    require_executor(executor)
+    try:
+        suite, registry = load_suite(suite_file)
+    except SuiteError as exc:
+        raise fail(str(exc)) from None
+    try:
+        run_dir = run_suite(
+            suite,
+            registry,
+            suite_file,
+            resume=resume,
+            retry_failed=retry_failed,
+            progress=Silent() if quiet else RichProgress(),
+            run_id=run_id,
+            executor=executor.value,
+        )
+    except DatasetError as exc:
+        raise fail(str(exc)) from None
+    files = RunDir(run_dir)
+    summary = write_summary(run_dir)
+    frame = files.store().frame()
+    console.print(rich_table(frame, title=f"{suite.name} / {files.run_id}"))
+    counts = frame["status"].value_counts().to_dict()
+    console.print(f"cells: {len(frame)} ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    skipped = read_skip_log(files.skipped)
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {files.skipped}")
+    console.print(f"results: {files.results_csv}\nsummary: {summary}")
+    write_report_files(run_dir)
+
+
+def write_report_files(run_dir: Path) -> bool:
+    """Write report.md and report.html and print their paths (report.html last); an error is printed, never
+    raised, so the results already on disk and the caller's exit status stay as they are."""
+    from vidbench.report.output import write_report
+
+    try:
+        files = write_report(run_dir)
+    except Exception as exc:  # the results are on disk; the report can be rewritten later
+        err_console.print(f"[bold red]report failed:[/] {type(exc).__name__}: {exc} (retry: vidbench report {run_dir})")
+        return False
+    console.print(f"report (markdown): {files.markdown}\nreport: {files.html}", highlight=False, soft_wrap=True)
+    return True
+
+
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")]) -> None:
+    """Re-print a run's result table from disk; rewrite its summary.md, report.md and report.html."""
+    from vidbench.report.table import rich_table, write_summary
+
+    files = RunDir(run_dir)
+    if not files.exists():
+        raise fail(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
+    summary = write_summary(run_dir)
+    console.print(rich_table(files.store().frame(), title=str(run_dir)))
+    console.print(f"summary: {summary}")
+    if not write_report_files(run_dir):
+        raise typer.Exit(1)
+
+
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run directory (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate run directory (B).")],
+    fail_on: Annotated[
+        list[str] | None,
+        typer.Option(help="Rule that breaks the gate, e.g. 'top1<-1' (points) or 'latency_ms_p50>+10%'. Repeatable."),
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric column to show (repeatable).")] = None,
+    require_same_env: Annotated[bool, typer.Option(help="Exit 1 when the environments differ.")] = False,
+) -> None:
+    """Per-cell deltas from A to B; exit 1 when a --fail-on rule is broken (a CI gate), 2 on bad input."""
+    from vidbench.cli.compare_view import print_comparison
+    from vidbench.report.compare import compare_runs, parse_rule
+
+    try:
+        rules = [parse_rule(text) for text in fail_on or []]
+        result = compare_runs(run_a, run_b, rules, metric or None)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    print_comparison(result, run_a, run_b, rules, console, err_console)
+    if result.failed or (require_same_env and result.env_diffs):
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Learning: the training loop, evaluation and analysis, data-parallel helpers and weight loading."""

@@ -1,0 +1,141 @@
+"""What any code that works on one model job of a run needs: the suite, the plugins, the dataset, the job's
+clip settings and its files. A child process builds it from its task; ``serve``, ``embed`` and the CLI build
+it from the job's ``job.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from vidbench.data.cache import ClipCache
+from vidbench.data.decode import resolve_backend
+from vidbench.data.loader import ClipDataset, make_loader
+from vidbench.data.sampling import ClipSpec
+from vidbench.data.scan import load_prepared
+from vidbench.data.transforms import Augment
+from vidbench.learn import distributed
+from vidbench.learn.weights import load_checkpoint
+from vidbench.plugins import Registry, load_plugins
+from vidbench.run.cells import ModelJob
+from vidbench.run.config import Suite
+from vidbench.rundir import JobDir, RunDir, read_json
+from vidbench.specs import PreparedDataset, VideoSample
+
+
+class JobFileError(Exception):
+    """A job's ``job.json`` (or the dataset index it needs) is missing or unreadable; the message says which."""
+
+
+def job_record(task: dict[str, Any]) -> dict[str, Any]:
+    """The part of a task that rebuilds its job anywhere: suite, plugins, job, threads (``job.json``)."""
+    return {key: task[key] for key in ("suite", "plugins", "job", "threads")}
+
+
+class Context:
+    """What a task needs: suite, plugins, dataset, and the job's clip settings and files."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.suite = Suite.model_validate(task["suite"])
+        self.registry: Registry = load_plugins(task["plugins"])
+        self.run = RunDir(Path(task["run_dir"]))
+        self.job = ModelJob.from_dict(task["job"])
+        self.threads = max(1, int(task["threads"]) // distributed.local_world_size())  # DDP ranks share cores
+        torch.set_num_threads(self.threads)
+        self.device = distributed.rank_device(torch.device(self.suite.measure.device))
+        self._dataset: PreparedDataset | None = None
+
+    @classmethod
+    def for_job(cls, run: RunDir, slug: str) -> Context:
+        """The context of a trained job from its ``job.json`` (no log folder needed)."""
+        record = read_json(run.job(slug).job_file)
+        if record is None:
+            raise JobFileError(f"{run.job(slug).job_file}: missing or unreadable; it is written by `vidbench run`")
+        task = {**record, "kind": "job", "run_dir": str(run.root.resolve())}
+        job = ModelJob.from_dict(record["job"])
+        if not run.dataset_index(job.dataset, dict(job.dataset_options)).is_file():
+            raise JobFileError(f"{run.root}: the prepared dataset index of {job.dataset!r} is missing (class names)")
+        return cls(task)
+
+    @property
+    def files(self) -> JobDir:
+        """The job's folder in the run directory."""
+        return self.run.job(self.job.slug)
+
+    @property
+    def baseline(self) -> str | None:
+        """The suite's reference optimization (resolved when the suite was read)."""
+        return self.suite.baseline
+
+    @property
+    def dataset(self) -> PreparedDataset:
+        if self._dataset is None:
+            self._dataset = load_prepared(self.run.dataset_index(self.job.dataset, dict(self.job.dataset_options)))
+        return self._dataset
+
+    def clip_spec(self) -> ClipSpec:
+        job = self.job
+        return ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
+
+    def clips(self, split: str, train_mode: bool, cached: bool = True) -> ClipDataset:
+        """The split's clips; ``cached=False`` always decodes the files (end-to-end timing)."""
+        data = self.suite.data
+        augment = self.job.train_settings().augment
+        multi = self.dataset.labels_kind == "multi"
+        return ClipDataset(
+            self.dataset.splits[split],
+            self.clip_spec(),
+            self.job.crop,
+            train_mode,
+            backend=resolve_backend(data.backend),
+            augment=Augment(augment.random_resized_crop, augment.color_jitter, augment.flip),
+            mirror=self.dataset.mirror,
+            square_pixels=data.square_pixels,
+            cache=ClipCache(Path(data.cache_dir)) if data.cache and cached else None,
+            skip_log=self.run.skipped,
+            multilabel_classes=self.dataset.num_classes if multi else None,
+            whole_video_mb=data.cache_whole_video_mb,
+        )
+
+    def reader(self, samples: list[VideoSample], skip_log: Path | None = None) -> ClipDataset:
+        """A dataset reading ``samples`` exactly as the job's evaluation does (eval transforms, no cache)."""
+        data = self.suite.data
+        return ClipDataset(
+            samples,
+            self.clip_spec(),
+            self.job.crop,
+            train=False,
+            backend=resolve_backend(data.backend),
+            square_pixels=data.square_pixels,
+            skip_log=skip_log,
+        )
+
+    def loader(self, split: str, batch_size: int, train_mode: bool = False) -> DataLoader:
+        settings, clips = self.job.train_settings(), self.clips(split, train_mode)
+        shard = distributed.sampler(clips, settings.seed) if train_mode and distributed.active() else None
+        return make_loader(clips, batch_size, settings.workers, shuffle=train_mode, seed=settings.seed, sampler=shard)
+
+    def build_model(self) -> torch.nn.Module:
+        spec = self.registry.model(self.job.model)
+        return spec.build(spec.presets[self.job.preset], self.dataset.num_classes)
+
+    def trained_model(self) -> torch.nn.Module:
+        """A fresh model with the job's trained weights, in eval mode, on the CPU."""
+        model = self.build_model()
+        load_checkpoint(model, self.files.checkpoint)
+        return model.eval()
+
+    def example(self, batch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        shape = (batch, 3, self.job.frames, self.job.crop, self.job.crop)
+        return torch.randn(shape, generator=generator)
+
+    def calibration_clips(self, limit: int) -> Iterator[torch.Tensor]:
+        """Up to ``limit`` training clips (eval transforms), one batch of 1 at a time, decoded lazily."""
+        dataset = self.clips("train", train_mode=False)
+        for index in range(min(limit, len(dataset))):
+            yield dataset[index][0].unsqueeze(0)

@@ -1,0 +1,61 @@
+"""Executors: where a suite's tasks run. The suite's per-job loop (:mod:`vidbench.run.suite`) submits each task
+with a callback; an executor runs it and calls back with the outcome and any rows that travelled back.
+
+``local`` runs each task here, in a child process, at once (so a job's tasks run in order: training, then
+each optimization); ``ray`` (:mod:`vidbench.run.ray_executor`) runs them as Ray tasks on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vidbench.run.cells import ModelJob
+from vidbench.run.launch import Outcome, launch
+from vidbench.run.progress import Progress
+from vidbench.rundir import TaskDir
+
+Done = Callable[[Outcome, list[dict[str, Any]]], None]
+"""Called once a task ended: its outcome and the rows it sent back (none when it wrote them itself)."""
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """One child process to run: its task, its log folder, its time limit, and a label for the progress display."""
+
+    kind: str
+    """``train`` or ``measure``."""
+    job: ModelJob
+    task: dict[str, Any]
+    folder: TaskDir
+    timeout_s: float
+    label: str
+
+
+class Executor(Protocol):
+    """Runs submitted tasks; ``wait`` returns when every task (and any task a callback submitted) has ended."""
+
+    def submit(self, step: TaskStep, done: Done) -> None:
+        """Run ``step`` (now or later) and call ``done`` when it ends."""
+
+    def wait(self) -> None:
+        """Block until nothing is left to run."""
+
+
+class LocalExecutor:
+    """Each task in a child process on this machine, one at a time, run as soon as it is submitted."""
+
+    def __init__(self, progress: Progress, cwd: Path | None = None) -> None:
+        self.progress, self.cwd = progress, cwd
+
+    def submit(self, step: TaskStep, done: Done) -> None:
+        self.progress.stage(step.label)
+        outcome = launch(
+            step.task, step.folder, step.timeout_s, lambda line: self.progress.stage(f"{step.label}: {line}")
+        )
+        done(outcome, [])  # the child appended its rows to the run's store itself
+
+    def wait(self) -> None:
+        """Nothing is ever pending: every task ran inside :meth:`submit`."""

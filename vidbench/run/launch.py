@@ -1,0 +1,213 @@
+"""Launching: one task in one fresh child process, with a timeout, a kill of its whole group, and a reason.
+
+A child is forked from a pre-imported fork server (:mod:`vidbench.run.preload`): a fresh process per task
+without paying the imports each time. A multi-process training runs under ``torchrun`` as a plain
+subprocess instead. Each child has its own session (a timeout kills its DataLoader workers too) and
+``PR_SET_PDEATHSIG`` (it dies with its parent). Its output goes to the task's ``log.txt``; an exception's
+last line to ``error.txt``, which becomes the reason of its rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import json
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidbench.rundir import TaskDir
+
+StatusFn = Callable[[str], None]
+WORKER_MODULE = "vidbench.run.worker"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a child process ended: ``ok``, or the one-line reason it did not."""
+
+    ok: bool
+    reason: str = ""
+
+
+def _die_with_parent() -> None:
+    """In the child: its own session (so a timeout kills its whole group) and death if the parent dies."""
+    os.setsid()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 2048))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else ""
+    except OSError:
+        return ""
+
+
+def task_processes(task: dict[str, Any]) -> int:
+    """How many processes a task runs as: ``train.nproc`` for a train task (under ``torchrun``), else 1."""
+    return int(dict(task["job"]["train"]).get("nproc", 1)) if task["kind"] == "train" else 1
+
+
+def write_task(task: dict[str, Any], folder: TaskDir) -> Path:
+    """Write ``task.json`` into the task's folder (and forget an earlier attempt's error); returns its path."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.error.unlink(missing_ok=True)
+    folder.task_file.write_text(json.dumps(task, indent=2, default=str))
+    return folder.task_file
+
+
+def failure_reason(folder: TaskDir, code: int) -> str:
+    """Why a child that exited with ``code`` failed: its exception line, else its last log line."""
+    reason = folder.error.read_text().strip() if folder.error.exists() else _last_line(folder.log)
+    return reason or f"exit code {code}"
+
+
+def launch(
+    task: dict[str, Any], folder: TaskDir, timeout_s: float, status: StatusFn | None = None, cwd: Path | None = None
+) -> Outcome:
+    """Run the worker on ``task`` in a child process; wait at most ``timeout_s`` seconds."""
+    task_file = write_task(task, folder)
+    log_file = folder.log
+    nproc = task_processes(task)
+    child: _ForkedChild | _Subprocess = (
+        _Subprocess(torchrun_command([str(task_file)], nproc), log_file, cwd)
+        if nproc > 1
+        else _ForkedChild(task_file, log_file, cwd)
+    )
+    deadline = time.monotonic() + timeout_s
+    while (code := child.poll()) is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            return Outcome(False, f"timeout after {timeout_s:g} s")
+        if status is not None:
+            status(_last_line(log_file))
+        time.sleep(0.2)
+    if code == 0:
+        return Outcome(True)
+    if code < 0:
+        return Outcome(False, f"killed by signal {signal.Signals(-code).name} (see {log_file})")
+    return Outcome(False, failure_reason(folder, code))
+
+
+class _Subprocess:
+    """A child started with ``subprocess`` (``torchrun``), in its own session, output to the log."""
+
+    def __init__(self, command: list[str], log_file: Path, cwd: Path | None) -> None:
+        with open(log_file, "w") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class _ForkedChild:
+    """A child forked from the run's fork server (see :mod:`vidbench.run.preload`)."""
+
+    def __init__(self, task_file: Path, log_file: Path, cwd: Path | None) -> None:
+        where = str(cwd or Path.cwd())
+        self.proc = _fork_server().Process(
+            target=_forked_worker, args=(str(task_file), str(log_file), where, dict(os.environ)), daemon=False
+        )
+        with _main_module_hidden():
+            self.proc.start()
+
+    def poll(self) -> int | None:
+        return self.proc.exitcode
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the child's session: its loader workers too
+        except ProcessLookupError:
+            self.proc.kill()  # killed before it made its own session
+        self.proc.join()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a child is started: multiprocessing would re-import the launcher's ``__main__`` in the child (a
+    Ray worker's, pytest's, a user's script without a main guard); the worker needs none of it."""
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__spec__", "__file__") if hasattr(main, name)}
+    main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
+@functools.cache
+def _fork_server() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["vidbench.run.preload"])
+    return context
+
+
+def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, str]) -> None:
+    """In the forked child: the launcher's environment and directory, output to the log, then the worker."""
+    _die_with_parent()
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    multiprocessing.set_start_method("fork", force=True)  # the server's own method would reach DataLoader workers
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  (lives as long as the process)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    from vidbench.run import worker
+
+    sys.exit(worker.main([task_file]))  # multiprocessing flushes, runs its finalizers and exits with the code
+
+
+def torchrun_command(
+    args: list[str], nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None, rdzv_id: str = "vidbench"
+) -> list[str]:
+    """``python -m torch.distributed.run ... -m vidbench.run.worker ARGS``: standalone (a free local port) on one
+    node, a c10d rendezvous at ``rdzv_endpoint`` across several."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if nnodes > 1 or rdzv_endpoint:
+        if not rdzv_endpoint:
+            raise ValueError("several nodes need a rendezvous endpoint (host:port of one of them)")
+        command += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"]
+        command += [f"--rdzv_id={rdzv_id}"]
+    else:
+        command.append("--standalone")
+    return [*command, "-m", WORKER_MODULE, *args]
+
+
+def torchrun_attached(
+    task: dict[str, Any], folder: TaskDir, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None
+) -> Outcome:
+    """Run ``task`` under ``torchrun`` with its output on this terminal (``vidbench train --nproc``); raises
+    ``ValueError`` for a bad rendezvous setting."""
+    command = torchrun_command([str(write_task(task, folder))], nproc, nnodes, rdzv_endpoint)
+    code = subprocess.call(command)
+    return Outcome(True) if code == 0 else Outcome(False, failure_reason(folder, code))

@@ -1,0 +1,91 @@
+"""The Ray executor (``vidbench run --executor ray``): a suite's tasks as Ray tasks.
+
+Each task is the very child process the local executor runs (the same timeout, kill and error handling,
+:func:`vidbench.run.launch.launch`), started by a Ray task on a node with the resources the suite declares
+(``resources:`` cpus, gpus, memory). A measure task's rows come back in the Ray task's return value and the
+driver writes them as each task finishes, so the store has one writer. The suite's loop submits a job's
+measure tasks only once its training has ended; the checkpoint, the reference logits and the job summary
+are shared through the run directory, which must therefore be on a filesystem every node sees (so must
+the data root). Ray is imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from vidbench.run.cluster import connect
+from vidbench.run.config import Suite
+from vidbench.run.executor import Done, TaskStep
+from vidbench.run.launch import Outcome, launch
+from vidbench.run.progress import Progress
+from vidbench.rundir import TaskDir
+
+
+def run_task(task: dict[str, Any], task_dir: str, timeout_s: float, cwd: str) -> tuple[Outcome, list[dict[str, Any]]]:
+    """On a Ray worker: run ``task``'s child process as the local executor does. A measure task writes its
+    rows into its own task folder; they are read back and returned with the outcome."""
+    folder = TaskDir(Path(task_dir))
+    folder.rows.unlink(missing_ok=True)  # rows of an earlier attempt of this task
+    if task["kind"] == "measure":
+        task = {**task, "rows_file": str(folder.rows)}
+    outcome = launch(task, folder, timeout_s, cwd=Path(cwd) if Path(cwd).is_dir() else None)
+    rows = folder.store().rows() if folder.rows.exists() else []
+    return outcome, rows
+
+
+def task_options(suite: Suite, threads: int, step: TaskStep) -> dict[str, Any]:
+    """The Ray resources of one task: the suite's ``resources:``, else ``measure.threads`` CPUs and one GPU per
+    process when measuring on CUDA. A task that dies is not retried: it becomes ``failed`` rows."""
+    settings = suite.resources
+    nproc = step.job.train_settings().nproc if step.kind == "train" else 1
+    gpus = settings.gpus if settings.gpus is not None else float(suite.measure.device.startswith("cuda"))
+    options: dict[str, Any] = {"num_cpus": settings.cpus or float(threads), "num_gpus": gpus * nproc}
+    if settings.memory_gb:
+        options["memory"] = int(settings.memory_gb * 2**30)
+    return {**options, "max_retries": 0}
+
+
+def infeasible(options: dict[str, Any]) -> str:
+    """Why no live node of the cluster could ever run a task asking for ``options`` ('' when one can)."""
+    wanted = {"CPU": options["num_cpus"], "GPU": options["num_gpus"], "memory": options.get("memory", 0)}
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(name, 0) >= amount for name, amount in wanted.items() if amount) for node in nodes):
+        return ""
+    asked = ", ".join(f"{amount:g} {name}" for name, amount in wanted.items() if amount)
+    return f"no Ray node has {asked} (set resources: or measure.threads in the suite)"
+
+
+class RayExecutor:
+    """Submits each task to the cluster at once; :meth:`wait` collects them as they finish (``ray.wait``)."""
+
+    def __init__(self, suite: Suite, threads: int, progress: Progress) -> None:
+        connect()
+        self.suite, self.threads, self.progress = suite, threads, progress
+        self.remote = ray.remote(run_task)
+        self.pending: dict[Any, Done] = {}
+        self.cwd = os.getcwd()
+
+    def submit(self, step: TaskStep, done: Done) -> None:
+        options = task_options(self.suite, self.threads, step)
+        why = infeasible(options)
+        if why:
+            done(Outcome(False, why), [])
+            return
+        ref = self.remote.options(**options).remote(step.task, str(step.folder.root), step.timeout_s, self.cwd)
+        self.pending[ref] = done
+
+    def wait(self) -> None:
+        while self.pending:
+            self.progress.stage(f"ray: {len(self.pending)} task(s) queued or running")
+            ready, _ = ray.wait(list(self.pending), num_returns=1)
+            done = self.pending.pop(ready[0])
+            try:
+                outcome, rows = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                outcome, rows = Outcome(False, f"ray task failed: {lines[0] if lines else type(exc).__name__}"), []
+            done(outcome, rows)

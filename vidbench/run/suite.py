@@ -1,0 +1,267 @@
+"""Run a suite: train each model job once, measure each optimization in its own child process.
+
+A child that raises, dies on a signal or outlives its timeout becomes ``failed`` rows with the
+reason; the suite goes on. Rows are written the moment a cell ends, so a killed run keeps them,
+and ``resume`` skips every cell whose key (cell config + environment hash + checkpoint hash) is
+already in the store. Where the tasks run is the executor's business (:mod:`vidbench.run.executor`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vidbench.data.loader import read_skip_log
+from vidbench.data.scan import DatasetError, save_prepared, write_skipped
+from vidbench.measure.env import collect_env, env_hash, git_commit
+from vidbench.measure.peak import matmul_peak_gmacs
+from vidbench.plugins import Registry
+from vidbench.results import KEY_COLUMN
+from vidbench.run.cells import Cell, ModelJob, expand
+from vidbench.run.config import Suite
+from vidbench.run.context import job_record
+from vidbench.run.executor import Executor, LocalExecutor, TaskStep
+from vidbench.run.launch import Outcome
+from vidbench.run.progress import Progress, Silent
+from vidbench.rundir import RunDir, write_json_atomic
+
+
+@dataclass(frozen=True)
+class MeasureStep:
+    """One job x optimization to measure: the row of each batch size still to do, the child's task (None
+    when nothing has to run: the rows are already written as unsupported) and the store's length before."""
+
+    rows: dict[str, dict[str, Any]]
+    task: TaskStep | None
+    rows_before: int
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+class SuiteRun:
+    """One execution of a suite into one run directory."""
+
+    def __init__(self, suite: Suite, registry: Registry, suite_path: Path, run: RunDir) -> None:
+        self.suite = suite
+        self.registry = registry
+        self.suite_path = suite_path
+        self.rundir = run
+        self.store = run.store()
+        self.threads = suite.measure.threads or os.cpu_count() or 1
+        self.env = collect_env(self.threads, suite.measure.device)
+        self.peak_gmacs: float | None = None
+        self.env_hash = env_hash(self.env)
+        self.jobs, self.cells = expand(suite, registry, suite_path.parent)
+        self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.rundir.root
+
+    def write_env(self) -> None:
+        if self.peak_gmacs is None:
+            self.peak_gmacs = matmul_peak_gmacs(self.threads, device=self.suite.measure.device)
+        env = {
+            "fp32_matmul_gmacs_per_s": self.peak_gmacs,
+            **self.env,
+            "env_hash": self.env_hash,
+            "git_commit": git_commit(Path(__file__).parent),
+            "suite": self.suite.name,
+            "suite_hash": self.suite.digest(),
+            "suite_file": str(self.suite_path),
+            "run_id": self.rundir.run_id,
+            "started_utc": datetime.now(UTC).isoformat(),
+        }
+        write_json_atomic(self.rundir.env, env)
+        write_json_atomic(self.rundir.suite, self.suite.model_dump(mode="json"))
+
+    def task(self, kind: str, job: ModelJob, **extra: Any) -> dict[str, Any]:
+        """The JSON task a child process (or an in-process command) runs."""
+        return {
+            "kind": kind,
+            "suite": self.suite.model_dump(mode="json"),
+            "plugins": self.plugin_files,
+            "run_dir": str(self.rundir.root),
+            "job": job.to_dict(),
+            "threads": self.threads,
+            **extra,
+        }
+
+    def write_job_file(self, job: ModelJob) -> None:
+        """``job.json``: what rebuilds the job later (serve, embed) without its log folder."""
+        write_json_atomic(self.rundir.job(job.slug).job_file, job_record(self.task("train", job)))
+
+    def _key(self, cell: Cell, checkpoint_sha: str) -> str:
+        return cell.key(self.suite.measure.model_dump(), self.env_hash, checkpoint_sha)
+
+    def _row(self, cell: Cell, key: str, train_s: float | None) -> dict[str, Any]:
+        return cell.row(self.suite, self.rundir.run_id, self.threads, key, train_s)
+
+    def trained(self, job: ModelJob) -> dict[str, Any] | None:
+        """The summary of a job already trained and evaluated in this run, else None."""
+        return self.rundir.job(job.slug).read_summary()
+
+    def train_step(self, job: ModelJob) -> TaskStep:
+        """The train task of ``job``."""
+        label = f"training {job.model}/{job.preset}"
+        folder = self.rundir.task(job.slug, "train")
+        return TaskStep("train", job, self.task("train", job), folder, job.train_settings().timeout_s, label)
+
+    def train_result(self, job: ModelJob, outcome: Outcome) -> tuple[Outcome, dict[str, Any]]:
+        """How the train task ended, with the job's summary when it trained."""
+        if not outcome.ok:
+            return Outcome(False, f"training failed: {outcome.reason}"), {}
+        summary = self.trained(job)
+        if summary is None:
+            where = self.rundir.job(job.slug).summary
+            reason = f"training failed: its summary {where} is not readable here (on a cluster: is the run "
+            return Outcome(False, reason + "directory on a filesystem every node sees?)"), {}
+        return outcome, summary
+
+    def measure_step(
+        self, job: ModelJob, optimization: str, cells: list[Cell], summary: dict[str, Any], skip: set[str]
+    ) -> MeasureStep | None:
+        """What measuring one optimization of a trained job takes; None when every cell is stored already.
+        An optimization unsupported on the device gets its rows here and no task."""
+        keyed = {c.batch_size: (c, self._key(c, summary["checkpoint_sha"])) for c in cells}
+        todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
+        if not todo:
+            return None
+        rows = {str(bs): self._row(c, key, summary.get("train_s")) for bs, (c, key) in todo.items()}
+        supported, why = self.registry.optimization(optimization).supported(self.suite.measure.device)
+        if not supported:
+            for row in rows.values():
+                self.store.append({**row, "status": "unsupported", "reason": why})
+            return MeasureStep(rows, None, 0)
+        task = self.task(
+            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs
+        )
+        label = f"measuring {job.model}/{job.preset} {optimization}"
+        folder = self.rundir.task(job.slug, optimization)
+        step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
+        return MeasureStep(rows, step, len(self.store.rows()))
+
+    def measure_result(self, step: MeasureStep, outcome: Outcome) -> None:
+        """A ``failed`` row for every cell of ``step`` that was not written since it started."""
+        written = {row.get(KEY_COLUMN) for row in self.store.rows()[step.rows_before :]}
+        for row in step.rows.values():
+            if row[KEY_COLUMN] not in written:
+                reason = outcome.reason if not outcome.ok else "child exited without writing this row"
+                self.store.append({**row, "status": "failed", "reason": reason})
+
+    def execute(self, resume: bool, retry_failed: bool, progress: Progress, executor: Executor | None = None) -> None:
+        """Train and measure every cell not in the store (with ``resume``), each task on ``executor`` (default:
+        child processes here, one after another)."""
+        self.write_env()
+        skip = self.store.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
+        if not resume:
+            skip = set()
+        progress.start(len(self.cells))
+        self.prepare_datasets(progress)
+        executor = executor or LocalExecutor(progress)
+        for job in self.jobs:
+            self.start_job(job, executor, skip, progress)
+        executor.wait()
+        progress.stop()
+
+    def start_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
+        """Train ``job`` (unless this run trained it already), then measure each of its optimizations."""
+        self.write_job_file(job)
+        summary = self.trained(job)
+        if summary is not None:
+            self.measure_job(job, Outcome(True), summary, executor, skip, progress)
+            return
+
+        def trained(outcome: Outcome, _rows: list[dict[str, Any]]) -> None:
+            outcome, summary = self.train_result(job, outcome)
+            self.measure_job(job, outcome, summary, executor, skip, progress)
+
+        executor.submit(self.train_step(job), trained)
+
+    def measure_job(
+        self,
+        job: ModelJob,
+        outcome: Outcome,
+        summary: dict[str, Any],
+        executor: Executor,
+        skip: set[str],
+        progress: Progress,
+    ) -> None:
+        """Submit one measure task per optimization of a trained job (failed rows when it did not train)."""
+        job_cells = [c for c in self.cells if c.job == job]
+        for optimization in dict.fromkeys(c.optimization for c in job_cells):
+            cells = [c for c in job_cells if c.optimization == optimization]
+            if not outcome.ok:
+                self.fail_untrained(cells, outcome.reason, skip)
+                progress.advance(len(cells))
+                continue
+            step = self.measure_step(job, optimization, cells, summary, skip)
+            if step is None or step.task is None:
+                progress.advance(len(cells))
+                continue
+
+            def measured(outcome: Outcome, rows: list[dict[str, Any]], step: MeasureStep = step, n: int = len(cells)):
+                for row in rows:
+                    self.store.append(row)
+                self.measure_result(step, outcome)
+                progress.advance(n)
+
+            executor.submit(step.task, measured)
+
+    def prepare_datasets(self, progress: Progress) -> None:
+        """Prepare each dataset once (raises DatasetError before any training), save its index for the
+        children, and start the run's list of skipped files with the files left out at preparation."""
+        skipped: list[tuple[str, str]] = []
+        for ds in self.suite.datasets:
+            progress.stage(f"preparing dataset {ds.name}")
+            spec = self.registry.dataset(ds.name)
+            options = spec.options.model_validate(ds.options)
+            prepared = spec.prepare(Path(self.suite.data_root).resolve() / ds.name, options)
+            for split, samples in prepared.splits.items():
+                if not samples:
+                    raise DatasetError(f"dataset {ds.name}: split {split!r} has no readable videos")
+            save_prepared(prepared, self.rundir.dataset_index(ds.name, ds.options))
+            skipped += prepared.skipped
+        existing = read_skip_log(self.rundir.skipped)
+        write_skipped(self.rundir.skipped, sorted(set(existing) | set(skipped)))
+
+    def fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
+        """A ``failed`` row, with the training's reason, for each cell of a job that did not train."""
+        for cell in cells:
+            key = self._key(cell, "untrained")
+            if key not in skip:
+                self.store.append({**self._row(cell, key, None), "status": "failed", "reason": reason})
+
+
+def run_suite(
+    suite: Suite,
+    registry: Registry,
+    suite_path: Path,
+    resume: bool = False,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+    executor: str = "local",
+) -> Path:
+    """Execute a validated suite (``executor``: ``local`` or ``ray``); returns its run directory."""
+    run = None
+    if run_id:
+        run = RunDir.for_suite(suite.output_dir, suite.name, run_id)
+    elif resume:
+        run = RunDir.latest(suite.output_dir, suite.name)
+    if run is None:
+        run = RunDir.for_suite(suite.output_dir, suite.name, new_run_id())
+    progress = progress or Silent()
+    suite_run = SuiteRun(suite, registry, suite_path, RunDir(run.root.resolve()))
+    chosen: Executor | None = None
+    if executor == "ray":
+        from vidbench.run.ray_executor import RayExecutor
+
+        chosen = RayExecutor(suite, suite_run.threads, progress)
+    suite_run.execute(resume, retry_failed, progress, chosen)
+    return suite_run.run_dir

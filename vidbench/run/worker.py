@@ -1,0 +1,247 @@
+"""The child process of a run: ``python -m vidbench.run.worker TASK.json``.
+
+Two kinds of task: ``train`` (train one model job, save its checkpoint and the reference test logits) and
+``measure`` (one optimization of one job: prepare, parity gate, accuracy, latency per batch size; each
+finished row is appended to the store at once). Any exception is written to the task's ``error.txt`` for
+the parent, which turns it into ``failed`` rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidbench.hashing import file_sha256
+from vidbench.learn import distributed
+from vidbench.learn.analysis import TEMPORAL_PROBES, expected_calibration_error
+from vidbench.learn.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
+from vidbench.learn.train import TrainConfig, Trainer, atomic_save, seed_everything
+from vidbench.learn.weights import load_pretrained, read_state_dict
+from vidbench.measure.complexity import count_params, gflops_per_clip
+from vidbench.measure.end_to_end import end_to_end
+from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
+from vidbench.measure.memory import peak_rss_mb
+from vidbench.measure.phases import logged_phase, process_age_s
+from vidbench.results import ResultStore
+from vidbench.run.context import Context
+from vidbench.rundir import TaskDir, write_json_atomic
+from vidbench.specs import Unsupported
+
+SUMMARY_FIELDS = ("train_s", "epochs_done", "stopped", "best_val_top1", "processes")
+"""What ``train.json`` keeps of the training itself when a job is evaluated again."""
+
+
+def on_device(predict: Callable[[torch.Tensor], Any], device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """``predict`` fed with batches moved to ``device`` (loaders yield CPU tensors)."""
+    if device.type == "cpu":
+        return predict
+    return lambda clips: predict(clips.to(device, non_blocking=True))
+
+
+def run_train(ctx: Context) -> None:
+    """Train (resuming from the saved training state when present) or load the given checkpoint, save the
+    weights atomically, then evaluate the trained model on the test split: logits, probes, embeddings, analysis."""
+    files = ctx.files
+    files.root.mkdir(parents=True, exist_ok=True)
+    settings = ctx.job.train_settings()
+    seed_everything(settings.seed, settings.deterministic)  # before building: the initial weights repeat too
+    model = ctx.build_model()
+    info: dict[str, Any] = {"train_s": 0.0, "epochs_done": 0, "stopped": "loaded checkpoint"}
+    if ctx.job.pretrained:
+        spec = ctx.registry.model(ctx.job.model)
+        fresh = load_pretrained(model, ctx.job.pretrained, spec.head)
+        print(f"loaded {ctx.job.pretrained}" + (f" (new head: {', '.join(fresh)})" if fresh else ""), flush=True)
+    if settings.checkpoint:
+        model.load_state_dict(read_state_dict(settings.checkpoint), strict=True)
+    else:
+        trainer = Trainer(
+            model,
+            ctx.loader("train", settings.batch_size, train_mode=True),
+            train_config(settings, ctx.dataset.labels_kind == "multi"),
+            files,
+            val_loader=ctx.loader("val", ctx.suite.measure.eval_batch_size),
+            progress=lambda line: print(line, flush=True),
+            device=str(ctx.device),
+        )
+        result = trainer.run(resume=True)
+        if not distributed.is_main():
+            return  # under DDP, rank 0 saves the weights and evaluates
+        model = trainer.final_model()
+        info = {
+            "train_s": sum(h["epoch_s"] for h in trainer.history),
+            "epochs_done": result.epochs_done,
+            "stopped": result.stopped,
+            "best_val_top1": result.best_val_top1,
+            "processes": distributed.world_size(),
+        }
+    atomic_save(model.state_dict(), files.checkpoint)
+    evaluate_job(ctx, model, info)
+
+
+def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[str, Any] | None = None) -> dict:
+    """Evaluate a trained job's own model on the test split: the reference logits (every artifact's parity is
+    checked against them), the analysis files, and the job summary (written last: it marks the job complete)."""
+    files = ctx.files
+    if model is None:
+        model = ctx.trained_model()
+    if info is None:
+        previous = files.read_summary() or {}
+        info = {k: v for k, v in previous.items() if k in SUMMARY_FIELDS}
+    model.to(ctx.device).eval()
+    test = ctx.loader("test", ctx.suite.measure.eval_batch_size)
+    outputs = run_split(
+        on_device(model, ctx.device), test, embed=on_device(model.embed, ctx.device), probes=list(TEMPORAL_PROBES)
+    )
+    tmp = files.scratch("eval.npz")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, logits=outputs.logits, labels=outputs.labels)
+    os.replace(tmp, files.reference_logits)
+    samples = ctx.dataset.splits["test"]
+    ids = [str(s.path) for s in samples] if len(samples) == len(outputs.labels) else []
+    ids = ids or [f"clip{i}" for i in range(len(outputs.labels))]
+    summary = write_analysis(files, outputs, ctx.dataset.class_names, ids)
+    checkpoint_sha = file_sha256(files.checkpoint)[:16]
+    record = {**info, "checkpoint_sha": checkpoint_sha, **summary, "test_clips": len(outputs.labels)}
+    write_json_atomic(files.summary, record)
+    print(f"test top-1 of the trained model {summary['top1']:.1%}", flush=True)
+    return record
+
+
+def train_config(settings: Any, multilabel: bool) -> TrainConfig:
+    """The trainer's config from a suite's train settings."""
+    fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
+    return TrainConfig(**fields, multilabel=multilabel)
+
+
+def run_measure(ctx: Context) -> None:
+    """Prepare one optimization's artifact, gate it on parity, re-measure accuracy, time each batch size."""
+    task = ctx.task
+    rows_file = task.get("rows_file")  # a task folder's file when rows travel back (Ray)
+    store = ResultStore(Path(rows_file)) if rows_file else ctx.run.store()
+    measure = ctx.suite.measure
+    model = ctx.trained_model()
+    params_m = count_params(model) / 1e6
+    print(f"process up {process_age_s():.1f} s", flush=True)
+    with logged_phase("FLOPs counted"):
+        gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
+    model.to(ctx.device)
+    base = {"params_m": params_m, "gflops_per_clip": gflops}
+
+    def write(batch_size: int, **fields: Any) -> None:
+        row = {**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), "cell_wall_s": process_age_s()}
+        store.append({**row, **fields})
+
+    spec = ctx.registry.optimization(task["optimization"])
+    workdir = ctx.run.artifacts(ctx.job.slug, spec.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)  # compile: one shape fewer
+        artifact = spec.prepare(model, example, ctx.calibration_clips(measure.calibration_clips), workdir)
+    except Unsupported as exc:
+        for bs in task["batch_sizes"]:
+            write(bs, status="unsupported", reason=str(exc))
+        return
+    prepare_s = time.perf_counter() - start
+    size_mb = artifact.size_bytes / 2**20
+    reference = np.load(ctx.files.reference_logits)
+    print(f"prepared in {prepare_s:.1f} s", flush=True)
+    test = ctx.loader("test", measure.eval_batch_size)
+    probes = list(TEMPORAL_PROBES) if measure.probes == "all" or spec.name == ctx.baseline else []
+    with logged_phase(f"accuracy ({len(probes)} temporal probes)"):
+        outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
+    match = parity(reference["logits"], outputs.logits)
+    acc = accuracy(outputs.logits, outputs.labels)
+    single = outputs.labels.ndim == 1
+    common = {
+        "size_mb": size_mb,
+        "prepare_s": prepare_s,
+        "top1": acc.top1,
+        "top5": acc.top5,
+        "mean_class_acc": acc.mean_class_acc,
+        "map": acc.map,
+        "agreement_top1": match.agreement_top1,
+        "max_abs_logit_diff": match.max_abs_logit_diff,
+        **probe_accuracy(outputs),
+        "ece": expected_calibration_error(outputs.logits, outputs.labels) if single else None,
+        "notes": artifact.notes,
+    }
+    problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
+    plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
+    with logged_phase("end-to-end timing"):
+        e2e = {} if problem else timed_end_to_end(ctx, artifact, max(task["batch_sizes"]))
+    peak = task.get("peak_gmacs")
+    sync = synchronizer(str(ctx.device))
+    for bs in task["batch_sizes"]:
+        if problem:
+            write(bs, **common, status="failed", reason=f"parity: {problem}")
+            continue
+        clip = ctx.example(bs).to(ctx.device)
+        with logged_phase(f"batch {bs} timed"):
+            stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
+        clips_per_s = bs * 1000 / stats.p50_ms
+        write(
+            bs,
+            **common,
+            status="ok",
+            reason="",
+            latency_ms_p50=stats.p50_ms,
+            latency_ms_p90=stats.p90_ms,
+            latency_ms_p99=stats.p99_ms,
+            latency_cv_pct=stats.cv_pct,
+            clips_per_s=clips_per_s,
+            frames_per_s=clips_per_s * ctx.job.frames,
+            latency_ms_cold=stats.cold_ms,
+            latency_iterations=stats.iterations,
+            achieved_gmacs_per_s=gflops * clips_per_s,
+            roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
+            **e2e,
+        )
+
+
+def timed_end_to_end(ctx: Context, artifact: Any, batch_size: int) -> dict[str, float | None]:
+    """End-to-end throughput of ``artifact`` on the test split's files (never the clip cache)."""
+    dataset = ctx.clips("test", train_mode=False, cached=False)
+    return end_to_end(on_device(artifact, ctx.device), dataset, ctx.example(batch_size), str(ctx.device))
+
+
+def parity_problem(agreement: float, max_diff: float, measure: Any, lossy: bool = False) -> str:
+    """Why an artifact fails the parity gate, or ``""`` when it passes."""
+    floor = measure.parity_min_agreement_lossy if lossy else measure.parity_min_agreement
+    if agreement < floor:
+        return f"top-1 agreement {agreement:.1%} < {floor:.1%}"
+    if not lossy and measure.parity_max_abs_logit_diff is not None and max_diff > measure.parity_max_abs_logit_diff:
+        return f"max |dlogit| {max_diff:.3g} > {measure.parity_max_abs_logit_diff:.3g}"
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    task_path = Path(args[0])
+    task = json.loads(task_path.read_text())
+    error_file = TaskDir(task_path.parent).error
+    try:
+        ctx = Context(task)
+        distributed.setup(ctx.device)  # a no-op unless started by torchrun with several processes
+        {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
+    except BaseException as exc:
+        lines = traceback.format_exception_only(type(exc), exc)
+        error_file.write_text(lines[-1].strip() + "\n")
+        traceback.print_exc()
+        return 1
+    finally:
+        distributed.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

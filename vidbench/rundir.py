@@ -1,0 +1,263 @@
+"""The one owner of a run directory's layout: every path inside ``results/<suite>/<run_id>/`` is named here.
+
+::
+
+    results.jsonl  results.csv  env.json  suite.json  skipped.csv  summary.md  report.md  report.html
+    report_files/                       the report's figures as PNG files
+    datasets/<name>-<hash>.json         a prepared dataset's index (files, labels, mirror map)
+    models/<dataset>__<model>__<preset>/   JobDir: job.json, checkpoint.pt, eval.npz, train.json, ...
+    artifacts/<job>/<optimization>/     what an optimization prepared (model.pt, model.onnx + .data, ...)
+    logs/<job>/<train|optimization>/    TaskDir: task.json, log.txt, error.txt of one child process
+    features/<job>/                     the default feature store of ``vidbench embed``
+    serve/<job>/<optimization>/         artifacts prepared by ``vidbench serve``
+
+Other code asks these classes for a path and never spells a file name of the run directory itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidbench.hashing import json_digest
+from vidbench.results import ResultStore
+
+
+def job_slug(dataset: str, model: str, preset: str) -> str:
+    """The folder name of one trained model job: ``<dataset>__<model>__<preset>``."""
+    return f"{dataset}__{model}__{preset}"
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write a JSON file under a temporary name, fsync it and rename it: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(data, indent=2, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or ``None`` when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """The files of one trained model job (``models/<slug>/``)."""
+
+    root: Path
+
+    @property
+    def slug(self) -> str:
+        return self.root.name
+
+    @property
+    def job_file(self) -> Path:
+        """``job.json``: what rebuilds the job (suite, plugins, clip settings) without the logs."""
+        return self.root / "job.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def reference_logits(self) -> Path:
+        """``eval.npz``: the trained model's own test-split logits, the reference of every parity check."""
+        return self.root / "eval.npz"
+
+    @property
+    def summary(self) -> Path:
+        """``train.json``, written last: its presence marks the job trained and evaluated."""
+        return self.root / "train.json"
+
+    @property
+    def train_state(self) -> Path:
+        """The whole training state of the last finished epoch (resume)."""
+        return self.root / "train_state.pt"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.jsonl``: one line per finished epoch."""
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis.json"
+
+    @property
+    def confusion(self) -> Path:
+        return self.root / "confusion.csv"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings.npy"
+
+    @property
+    def embedding_labels(self) -> Path:
+        return self.root / "embedding_labels.npy"
+
+    @property
+    def tsne(self) -> Path:
+        return self.root / "tsne.png"
+
+    def sample_log(self, rank: int) -> Path:
+        """Where a DDP rank lists the sample indices it trained on (when asked to)."""
+        return self.root / "samples" / f"rank{rank}.jsonl"
+
+    def scratch(self, name: str) -> Path:
+        """A temporary file beside the job's files (renamed into place when complete)."""
+        return self.root / f".{name}.{os.getpid()}.tmp"
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """``train.json`` as a dict, or ``None`` when absent or unreadable."""
+        return read_json(self.summary)
+
+
+@dataclass(frozen=True)
+class TaskDir:
+    """The folder of one child process (``logs/<slug>/<task>/``): its task, its output and its error."""
+
+    root: Path
+
+    @property
+    def task_file(self) -> Path:
+        return self.root / "task.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def error(self) -> Path:
+        """The exception line of a failed child, which becomes the rows' reason."""
+        return self.root / "error.txt"
+
+    @property
+    def rows(self) -> Path:
+        """Rows a task writes here instead of the run's store when they travel back (Ray)."""
+        return self.root / "results.jsonl"
+
+    def store(self) -> ResultStore:
+        return ResultStore(self.rows)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory and every path inside it."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @staticmethod
+    def for_suite(output_dir: str | Path, suite: str, run_id: str) -> RunDir:
+        return RunDir(Path(output_dir) / suite / run_id)
+
+    @staticmethod
+    def latest(output_dir: str | Path, suite: str) -> RunDir | None:
+        """The newest run directory of a suite, by name (run ids sort by time)."""
+        runs = sorted(p for p in (Path(output_dir) / suite).glob("*") if RunDir(p).env.exists())
+        return RunDir(runs[-1]) if runs else None
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.jsonl"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def suite(self) -> Path:
+        """``suite.json``: the validated suite, its baseline resolved."""
+        return self.root / "suite.json"
+
+    @property
+    def skipped(self) -> Path:
+        """``skipped.csv``: every video left out of the run, with the reason."""
+        return self.root / "skipped.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_files(self) -> Path:
+        return self.root / "report_files"
+
+    def exists(self) -> bool:
+        """True when the folder holds a run's results."""
+        return self.results.exists()
+
+    def store(self) -> ResultStore:
+        """The run's result rows (``results.jsonl``, mirrored to ``results.csv``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return ResultStore(self.results, self.results_csv)
+
+    def dataset_index(self, name: str, options: Mapping[str, Any]) -> Path:
+        """Where a prepared dataset's index is saved for the children (one per name and options)."""
+        return self.root / "datasets" / f"{name}-{json_digest(dict(options), 10)}.json"
+
+    def job(self, slug: str) -> JobDir:
+        return JobDir(self.root / "models" / slug)
+
+    def jobs(self) -> list[JobDir]:
+        """Every model job of the run that has a checkpoint, by slug."""
+        models = self.root / "models"
+        found = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+        return [JobDir(p) for p in found if JobDir(p).checkpoint.exists()]
+
+    def task(self, slug: str, task: str) -> TaskDir:
+        """The log folder of one child process: ``task`` is ``train`` or an optimization's name."""
+        return TaskDir(self.root / "logs" / slug / task)
+
+    def artifacts(self, slug: str, optimization: str) -> Path:
+        """The work folder an optimization prepares its artifact in."""
+        return self.root / "artifacts" / slug / optimization
+
+    def features(self, slug: str) -> Path:
+        """The default feature store of a job's embeddings."""
+        return self.root / "features" / slug
+
+    def served_artifacts(self, slug: str, optimization: str) -> Path:
+        """Where ``vidbench serve`` prepares an artifact (the measured files stay as they are)."""
+        return self.root / "serve" / slug / optimization
+
+    def read_env(self) -> dict[str, Any]:
+        return read_json(self.env) or {}
+
+    def read_suite(self) -> dict[str, Any]:
+        return read_json(self.suite) or {}
