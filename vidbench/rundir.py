@@ -120,9 +120,10 @@ class JobDir:
         """Where a DDP rank lists the sample indices it trained on (when asked to)."""
         return self.root / "samples" / f"rank{rank}.jsonl"
 
-    def scratch(self, name: str) -> Path:
-        """A temporary file beside the job's files (renamed into place when complete)."""
-        return self.root / f".{name}.{os.getpid()}.tmp"
+    @staticmethod
+    def scratch(target: Path) -> Path:
+        """A temporary file beside ``target``, renamed onto it when complete."""
+        return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
     def read_summary(self) -> dict[str, Any] | None:
         """``train.json`` as a dict, or ``None`` when absent or unreadable."""

@@ -289,7 +289,7 @@ def per_class_heatmap(run: RunData) -> Figure:
                 ax.text(k, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 60 else "black")
     fig.colorbar(image, ax=ax, label="top-1 (%)")
     lacking = [j.missing_reason("per-class accuracy (analysis.json)") for j in run.jobs if not _per_class(j)]
-    caption = "Eager model of each job on the test split; rows are models, columns classes."
+    caption = "The trained model of each job on the test split; rows are models, columns classes."
     if lacking:
         caption += " Not available: " + "; ".join(lacking) + "."
     return Figure(fig_key, title, caption, png=_png(fig))
@@ -364,9 +364,11 @@ def tsne_figures(run: RunData) -> list[Figure]:
         key, title = f"tsne_{job.model}_{job.preset}", f"t-SNE of embeddings: {job.label}"
         path = job.tsne_png
         if path is None:
-            figures.append(Figure(key, title, missing=job.missing_reason("tsne.png")))
+            figures.append(Figure(key, title, missing=job.missing_reason(job.files.tsne.name)))
             continue
-        figures.append(Figure(key, title, "Eager model's pooled features before the head.", png=path.read_bytes()))
+        figures.append(
+            Figure(key, title, "The trained model's pooled features before the head.", png=path.read_bytes())
+        )
     return figures
 
 
@@ -375,7 +377,7 @@ def training_curves(run: RunData) -> Figure:
     fig_key, title = "training", "Training curves"
     have = [j for j in run.jobs if j.history]
     if not have:
-        reasons = "; ".join(j.missing_reason("metrics.jsonl") for j in run.jobs) or "the run has no model job"
+        reasons = "; ".join(j.missing_reason(j.files.metrics.name) for j in run.jobs) or "the run has no model job"
         return Figure(fig_key, title, missing=reasons)
     fig, axes = _canvas(2)
     colors = _colors([j.label for j in have])

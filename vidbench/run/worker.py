@@ -101,7 +101,7 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
     outputs = run_split(
         on_device(model, ctx.device), test, embed=on_device(model.embed, ctx.device), probes=list(TEMPORAL_PROBES)
     )
-    tmp = files.scratch("eval.npz")
+    tmp = files.scratch(files.reference_logits)
     with open(tmp, "wb") as fh:
         np.savez(fh, logits=outputs.logits, labels=outputs.labels)
     os.replace(tmp, files.reference_logits)
