@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from tests.conftest import REAL_CLIPS
 from tests.serve_helpers import trained_run
 from vidbench.cli import app
-from vidbench.serve.features import FeatureStore, StoreError, embed_files
 from vidbench.hashing import file_sha256
-from vidbench.serve.index import VectorIndex, build_index, ivfpq_params, measure_recall, recall_at_k
 from vidbench.serve.artifact import ArtifactError, load_served, parse_ref
+from vidbench.serve.features import FeatureStore, StoreError, embed_files
+from vidbench.serve.index import VectorIndex, build_index, ivfpq_params, measure_recall, recall_at_k
 
 
 @pytest.fixture(scope="module")

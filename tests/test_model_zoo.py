@@ -10,9 +10,9 @@ import torch
 from torchvision.models import video as tvv
 
 from vidbench.learn.evaluate import parity
+from vidbench.learn.weights import WeightsError, load_pretrained
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.plugins import load_plugins
-from vidbench.learn.weights import WeightsError, load_pretrained
 
 REGISTRY = load_plugins()
 BUILTIN = [

@@ -22,10 +22,10 @@ import torch
 
 from tests.conftest import REAL_CLIPS, REPO
 from tests.serve_helpers import Server, trained_run
-from vidbench.serve.features import FeatureStore, embed_files
-from vidbench.serve.index import VectorIndex
 from vidbench.serve.artifact import load_served, parse_ref
 from vidbench.serve.batcher import BatchSettings, DynamicBatcher
+from vidbench.serve.features import FeatureStore, embed_files
+from vidbench.serve.index import VectorIndex
 
 HAVE_REAL = (REAL_CLIPS / "MANIFEST.csv").exists()
 needs_real = pytest.mark.skipif(not HAVE_REAL, reason=f"{REAL_CLIPS} is absent")

@@ -151,8 +151,8 @@ def test_channels_last_training_does_the_same_arithmetic(tmp_path: Path) -> None
     """``train.channels_last`` changes the memory layout only: the losses match the default layout's."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from vidbench.plugins import load_plugins
     from vidbench.learn.train import TrainConfig, Trainer
+    from vidbench.plugins import load_plugins
 
     spec = load_plugins().model("r2plus1d")
     generator = torch.Generator().manual_seed(0)
