@@ -1,13 +1,20 @@
-"""docs/adding-a-model.md runs as written: its module and pyproject are copied out, installed, used."""
+"""The docs/adding-*.md pages run as written: their module and pyproject are copied out, installed, used."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+import torch
+from torch import nn
+from vidbench_plugins.datasets.synthetic import write_mp4
 
 from tests.conftest import REPO, install_into, only_run_dir, vidbench, write_suite
+from vidbench.specs import Unsupported
 
 
 def _blocks(markdown: str, language: str) -> list[str]:
@@ -39,3 +46,96 @@ def test_adding_a_model_example_works_as_written(tmp_path: Path, data_root: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(only_run_dir(tmp_path) / "results.csv")
     assert set(frame["model"]) == {"tiny_c2d"} and set(frame["status"]) == {"ok"}, frame["reason"].tolist()
+
+
+def _install_doc_example(doc: str, package_dir: str, module_name: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Copy a doc page's module and pyproject into a package under ``tmp_path`` and install it there."""
+    text = (REPO / "docs" / doc).read_text()
+    modules, pyprojects = _blocks(text, "python"), _blocks(text, "toml")
+    assert len(modules) == 1 and len(pyprojects) == 1, (len(modules), len(pyprojects))
+    package = tmp_path / "pkg"
+    (package / package_dir).mkdir(parents=True)
+    (package / package_dir / "__init__.py").write_text("")
+    module = package / package_dir / f"{module_name}.py"
+    module.write_text(modules[0])
+    (package / "pyproject.toml").write_text(pyprojects[0])
+    return module, install_into(package, tmp_path / "site")
+
+
+def test_adding_an_optimization_example_works_as_written(tmp_path: Path, data_root: Path) -> None:
+    module, env = _install_doc_example("adding-an-optimization.md", "my_video_opts", "channels_last", tmp_path)
+    listing = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert "channels_last" in listing.stdout
+    assert "my-video-opts:my_video_opts.channels_last" in listing.stdout
+
+    # A model with 2D convolutions cannot take channels_last_3d: prepare says so with Unsupported.
+    spec = importlib.util.spec_from_file_location("doc_channels_last", module)
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    with pytest.raises(Unsupported, match="4-D"):
+        plugin.prepare(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.zeros(2, 3, 8, 8), None, tmp_path)
+
+    suite = write_suite(
+        tmp_path,
+        data_root,
+        models=[{"name": "r2plus1d", "presets": ["tiny"]}],
+        optimizations=["eager", "channels_last"],
+        batch_sizes=[1],
+    )
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert set(frame["optimization"]) == {"eager", "channels_last"}
+    assert set(frame["status"]) == {"ok"}, frame["reason"].tolist()
+    ours = frame[frame["optimization"] == "channels_last"]
+    assert len(ours) == 1 and (ours["agreement_top1"] == 1.0).all(), ours["agreement_top1"].tolist()
+    assert (ours["size_mb"] > 0).all() and (ours["latency_ms_p50"] > 0).all()
+
+
+def test_adding_a_dataset_example_works_as_written(tmp_path: Path, data_root: Path) -> None:
+    _, env = _install_doc_example("adding-a-dataset.md", "my_video_datasets", "my_clips", tmp_path)
+    listing = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert "my-clips" in listing.stdout and "my-video-datasets:my_video_datasets.my_clips" in listing.stdout
+    assert "min_frames" in listing.stdout
+
+    # The page's layout, <root>/<split>/<class>/*.mp4, linked from the real MP4 files of synthetic-motion.
+    synthetic = next((data_root / "synthetic-motion").glob("*/.complete")).parent
+    names = dict(pd.read_csv(synthetic / "classes.csv").itertuples(index=False))
+    clips_root = tmp_path / "data" / "my-clips"
+    for split in ("train", "val", "test"):
+        for rel, label in pd.read_csv(synthetic / f"{split}.csv").itertuples(index=False):
+            target = clips_root / split / names[int(label)] / Path(rel).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(synthetic / rel)
+    (clips_root / "train" / names[0] / "broken.mp4").write_bytes(b"not a video")
+    short = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # a real 2-frame MP4: under min_frames 4 below
+    write_mp4(short, clips_root / "train" / names[1] / "short.mp4", fps=16)
+
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = write_suite(bad_dir, tmp_path / "data", datasets=[{"name": "my-clips", "options": {"min_frames": 0}}])
+    proc = vidbench("run", str(bad), "--quiet", cwd=bad_dir, env=env, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "datasets[0].options.min_frames" in errors[0] and "(got 0)" in errors[0], proc.stderr
+
+    suite = write_suite(
+        tmp_path,
+        tmp_path / "data",
+        datasets=[{"name": "my-clips", "options": {"min_frames": 4}}],
+        models=[{"name": "r2plus1d", "presets": ["tiny"]}],
+        optimizations=["eager"],
+        batch_sizes=[1],
+    )
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert set(frame["dataset"]) == {"my-clips"} and set(frame["status"]) == {"ok"}, frame["reason"].tolist()
+    skipped = dict(pd.read_csv(run_dir / "skipped.csv").itertuples(index=False))
+    assert sorted(Path(p).name for p in skipped) == ["broken.mp4", "short.mp4"], skipped
+    assert any("2 frames < min_frames 4" in reason for reason in skipped.values()), skipped
