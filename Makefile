@@ -23,12 +23,15 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
+# The layering contracts of pyproject.toml ([tool.importlinter]) first: a broken layer fails fast.
 test: $(RAY_STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check vidbench plugins tests benchmarks
 	$(BIN)/ruff format --check vidbench plugins tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 compare: $(STAMP)
 	$(BIN)/vidbench run suites/compare_all.yaml
