@@ -123,6 +123,11 @@ def test_artifact_references_fail_clearly(run_dir: Path) -> None:
         load_served(parse_ref(f"{run_dir}/r2plus1d@nope"))
     with pytest.raises(ArtifactError, match="expected RUN_DIR/model@optimization"):
         parse_ref("/no/such/run/r2plus1d@eager")
+    # this run's suite lists only onnx, so it has no baseline: serving must name the optimization, while
+    # embeddings (which never use an optimization's artifact) still load
+    with pytest.raises(ArtifactError, match=r"the run has no baseline; name an optimization"):
+        load_served(parse_ref(f"{run_dir}/r2plus1d"))
+    assert load_served(parse_ref(f"{run_dir}/r2plus1d"), threads=1, prepare=False).optimization == ""
 
 
 def _clustered(count: int, dim: int, seed: int = 0) -> np.ndarray:

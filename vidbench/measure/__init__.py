@@ -1,1 +1,1 @@
-"""Measurement: latency, complexity, environment."""
+"""Measurement: latency, complexity, end-to-end throughput, memory, per-phase times, environment, matmul peak."""

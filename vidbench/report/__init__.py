@@ -1,1 +1,2 @@
-"""Tables and summaries written from a run directory."""
+"""What a run directory tells a reader: the result table, the computed summary, the figures, the Markdown and
+HTML report, and the comparison of two runs."""

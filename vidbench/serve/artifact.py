@@ -242,10 +242,13 @@ def _prepare(ctx: Context, spec: OptimizationSpec, model: nn.Module, workdir: Pa
         raise ArtifactError(f"optimization {spec.name!r} cannot prepare this model: {exc}") from exc
 
 
-def _optimization(ctx: Context, ref: ArtifactRef) -> OptimizationSpec:
-    """The optimization the reference names (the run's baseline when it names none), supported here."""
+def _optimization(ctx: Context, ref: ArtifactRef, required: bool) -> OptimizationSpec | None:
+    """The optimization the reference names (the run's baseline when it names none), supported here; ``None``
+    when it names none, the run has no baseline and none is ``required`` (embeddings only)."""
     name = ref.optimization or ctx.baseline
     if name is None:
+        if not required:
+            return None
         raise ArtifactError(f"{ref.run_dir}: the run has no baseline; name an optimization: RUN_DIR/model@NAME")
     if name not in ctx.registry.optimizations:
         known = ", ".join(sorted(ctx.registry.optimizations))
@@ -270,16 +273,18 @@ def load_served(
     ctx = _context(ref, slug)
     if threads:
         torch.set_num_threads(threads)
-    spec = _optimization(ctx, ref)
+    spec = _optimization(ctx, ref, required=prepare)
+    name = spec.name if spec is not None else ""
     sha = _check_checkpoint(ctx)
     model = ctx.trained_model()
     start = time.perf_counter()
-    if prepare:
+    if prepare and spec is not None:
         artifact = _prepare(ctx, spec, model, workdir or ref.run.served_artifacts(slug, spec.name))
     else:
-        artifact = Artifact(run=model, files=[], notes=f"PyTorch model ({spec.name} not prepared: embeddings only)")
+        artifact = Artifact(run=model, files=[], notes=f"PyTorch model ({name or 'no optimization'} not prepared: "
+                            "embeddings only)")  # fmt: skip
     prepare_s = time.perf_counter() - start
-    measured = measured_rows(ref.run_dir, ctx, spec.name)
-    served = ServedModel(ref, spec.name, slug, ctx, model, artifact, sha, prepare_s, measured)
+    measured = measured_rows(ref.run_dir, ctx, name) if name else []
+    served = ServedModel(ref, name, slug, ctx, model, artifact, sha, prepare_s, measured)
     served.parity = _parity(model, artifact, ctx.example(2))
     return served
