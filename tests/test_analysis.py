@@ -20,6 +20,7 @@ from vidbench.learn.analysis import (
     worst_clips,
 )
 from vidbench.learn.evaluate import accuracy
+from vidbench.stats import wilson_interval
 
 
 @st.composite
@@ -90,3 +91,19 @@ def test_probes_work_for_any_clip_length(frames: int) -> None:
     clip = torch.randn(1, 3, frames, 2, 2)
     for probe in TEMPORAL_PROBES.values():
         assert probe(clip).shape == clip.shape
+
+
+def test_wilson_interval_known_value_and_bounds() -> None:
+    low, high = wilson_interval(0.5, 100)
+    assert (round(low, 4), round(high, 4)) == (0.4038, 0.5962)  # the textbook value
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(1.0, 10)[1] == 1.0
+    assert wilson_interval(0.0, 10)[1] > 0.2, "no empty interval at 0 %"
+
+
+@given(st.integers(1, 5000), st.floats(0, 1))
+def test_wilson_interval_holds_the_rate_and_narrows_with_more_clips(n: int, share: float) -> None:
+    rate = round(share * n) / n
+    low, high = wilson_interval(rate, n)
+    assert 0.0 <= low <= rate + 1e-12 and rate - 1e-12 <= high <= 1.0
+    low4, high4 = wilson_interval(rate, 4 * n)
+    assert high4 - low4 < high - low

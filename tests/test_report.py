@@ -22,6 +22,8 @@ from markupsafe import escape as html_escape
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 from vidbench.report.compare import compare_runs, parse_rule
 from vidbench.report.figures import pareto_front
+from vidbench.report.rundata import load_frame
+from vidbench.report.summary import summary_paragraph
 
 RAISING_PLUGIN = """
 from vidbench import hookimpl
@@ -143,7 +145,39 @@ def test_summary_is_computed_from_the_table(run, copy_of) -> None:
     assert proc.returncode == 0, proc.stderr
     text = (edited / "report.html").read_text()
     assert "best accuracy: frame_avg/tiny (onnx) at 98.7% top-1" in text
-    assert "fastest within 1 point of best: frame_avg/tiny (onnx)" in text
+    assert "fastest within the best&#39;s 95% interval: frame_avg/tiny (onnx)" in text
+
+
+def test_rows_carry_the_interval_of_their_top1(run) -> None:
+    frame = pd.read_csv(run[0] / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["test_clips"] == ok["test_clips"].iloc[0]).all() and ok["test_clips"].iloc[0] >= 20
+    assert ((ok["top1_ci95_low"] <= ok["top1"]) & (ok["top1"] <= ok["top1_ci95_high"])).all()
+    assert (ok["top1_ci95_high"] - ok["top1_ci95_low"] > 0.05).all(), "a small split gives a wide interval"
+    assert "top-1 95% CI" in (run[0] / "summary.md").read_text()
+
+
+def test_a_win_by_less_than_the_interval_is_called_a_tie(run, copy_of) -> None:
+    """A copied run in which r2plus1d's ONNX artifact gets one test clip more right than eager: the summary must
+    not crown it alone; it names the tie. A win by far more than the interval is no tie."""
+    frame = pd.read_csv(run[0] / "results.csv")
+    eager = frame[(frame["model"] == "r2plus1d") & (frame["optimization"] == "eager")].iloc[0]
+    clips = int(eager["test_clips"])
+    better = float(eager["top1"]) + 1 / clips
+
+    def one_clip_better(row: dict) -> dict:
+        if row["model"] == "frame_avg":
+            return {**row, "top1": 0.0}  # out of the way: the comparison is r2plus1d's eager vs onnx
+        return {**row, "top1": better} if row["optimization"] == "onnx" and row["status"] == "ok" else row
+
+    edited = copy_of("one-clip")
+    _rewrite_rows(edited, one_clip_better)
+    summary = summary_paragraph(load_frame(edited))
+    assert f"best accuracy: r2plus1d/tiny (onnx) at {better * 100:.1f}% top-1 (95% interval" in summary, summary
+    assert f"a tie with r2plus1d/tiny (eager) {float(eager['top1']) * 100:.1f}%" in summary, summary
+    far = copy_of("far-better")
+    _rewrite_rows(far, lambda r: {**r, "top1": 1.0} if (r["model"], r["optimization"]) == ("r2plus1d", "onnx") else r)
+    assert "a tie with" not in summary_paragraph(load_frame(far))
 
 
 def test_missing_inputs_become_visible_notes(run, copy_of) -> None:

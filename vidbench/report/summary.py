@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vidbench.stats import wilson_interval
+
 ARTIFACT_COLUMNS: tuple[str, ...] = ("dataset", "model", "preset", "optimization")
 """The columns that identify one artifact (a model job under one optimization)."""
 
 WITHIN_POINTS = 1.0
-""""Fastest within N points of the best accuracy": N, in top-1 percentage points."""
+""""Fastest within N points of the best accuracy": N, in top-1 percentage points, for rows that do not record
+their test-split size (the 95 % interval of the best's top-1 is used where they do)."""
+MAX_TIES_NAMED = 6
 
 
 def artifact_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -31,15 +35,42 @@ def per_clip_ms(row: pd.Series) -> float:
     return float(row["latency_ms_p50"]) / max(int(row["batch_size"]), 1)
 
 
-def _dataset_summary(rows: pd.DataFrame) -> list[str]:
+def top1_interval(row: pd.Series) -> tuple[float, float] | None:
+    """The 95 % Wilson interval of a row's top-1 for its test-split size; ``None`` when the row does not record
+    the size (rows written before it was)."""
+    clips = row.get("test_clips")
+    if clips is None or pd.isna(clips) or int(clips) <= 0:
+        return None
+    return wilson_interval(float(row["top1"]), int(clips))
+
+
+def _best(rows: pd.DataFrame) -> tuple[str, float, str]:
+    """The best-accuracy clause (the artifacts whose top-1 lies inside the best's interval named as a tie), the
+    lowest top-1 that still counts as the best's, and how that floor is put in words."""
     best = rows.loc[rows["top1"].idxmax()]
-    parts = [f"best accuracy: {name(best)} at {best['top1'] * 100:.1f}% top-1"]
+    text = f"best accuracy: {name(best)} at {best['top1'] * 100:.1f}% top-1"
+    interval = top1_interval(best)
+    if interval is None:
+        return text, float(best["top1"]) - WITHIN_POINTS / 100, f"{WITHIN_POINTS:g} point of best"
+    low, high = interval
+    text += f" (95% interval {low * 100:.1f}-{high * 100:.1f}%, {int(best['test_clips'])} test clips)"
+    tied = rows[(rows.index != best.name) & (rows["top1"] >= low)].sort_values("top1", ascending=False)
+    if not tied.empty:
+        named = [f"{name(r)} {r['top1'] * 100:.1f}%" for _, r in tied.head(MAX_TIES_NAMED).iterrows()]
+        more = f" and {len(tied) - MAX_TIES_NAMED} more" if len(tied) > MAX_TIES_NAMED else ""
+        text += f", a tie with {', '.join(named)}{more} (inside that interval)"
+    return text, low, "the best's 95% interval"
+
+
+def _dataset_summary(rows: pd.DataFrame) -> list[str]:
+    best_text, floor, near = _best(rows)
+    parts = [best_text]
     timed = rows[rows["latency_ms_p50"].notna()]
-    close = timed[timed["top1"] >= best["top1"] - WITHIN_POINTS / 100]
+    close = timed[timed["top1"] >= floor - 1e-12]
     if not close.empty:
         fast = close.loc[close.apply(per_clip_ms, axis=1).idxmin()]
         parts.append(
-            f"fastest within {WITHIN_POINTS:g} point of best: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
+            f"fastest within {near}: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
             f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1)"
         )
     sized = rows[rows["size_mb"].notna()]

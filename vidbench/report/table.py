@@ -49,10 +49,22 @@ def _fmt(value: Any, spec: str) -> str:
     return str(value)
 
 
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "-"
+    return f"{float(low) * 100:.1f}-{float(high) * 100:.1f}"
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The summary columns, formatted as strings, one row per cell."""
+    """The summary columns, formatted as strings, one row per cell (with the 95 % interval of top-1 where the
+    rows record it)."""
     shown = [(c, h, f) for c, h, f in DISPLAY if c in ("status", "reason") or frame[c].notna().any()]
-    columns = {header: [_fmt(v, spec) for v in frame[col]] for col, header, spec in shown}
+    columns: dict[str, list[str]] = {}
+    for col, header, spec in shown:
+        columns[header] = [_fmt(v, spec) for v in frame[col]]
+        if col == "top1" and "top1_ci95_low" in frame and frame["top1_ci95_low"].notna().any():
+            pairs = zip(frame["top1_ci95_low"], frame["top1_ci95_high"], strict=True)
+            columns["top-1 95% CI"] = [_interval(low, high) for low, high in pairs]
     if "dataset" in frame and frame["dataset"].nunique() > 1:
         columns = {"dataset": list(frame["dataset"]), **columns}
     return pd.DataFrame(columns)

@@ -35,6 +35,7 @@ from vidbench.results import ResultStore
 from vidbench.run.context import Context
 from vidbench.rundir import TaskDir, write_json_atomic
 from vidbench.specs import Unsupported
+from vidbench.stats import wilson_interval
 
 SUMMARY_FIELDS = ("train_s", "epochs_done", "stopped", "best_val_top1", "processes")
 """What ``train.json`` keeps of the training itself when a job is evaluated again."""
@@ -162,10 +163,14 @@ def run_measure(ctx: Context) -> None:
     match = parity(reference["logits"], outputs.logits)
     acc = accuracy(outputs.logits, outputs.labels)
     single = outputs.labels.ndim == 1
+    top1_low, top1_high = wilson_interval(acc.top1, len(outputs.labels))
     common = {
         "size_mb": size_mb,
         "prepare_s": prepare_s,
         "top1": acc.top1,
+        "top1_ci95_low": top1_low,
+        "top1_ci95_high": top1_high,
+        "test_clips": len(outputs.labels),
         "top5": acc.top5,
         "mean_class_acc": acc.mean_class_acc,
         "map": acc.map,
