@@ -18,7 +18,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 RUN_FILES = {
     "results.jsonl", "results.csv", "env.json", "suite.json", "skipped.csv", "summary.md", "report.md",
-    "report.html", "job.json", "checkpoint.pt", "eval.npz", "train.json", "train_state.pt", "metrics.jsonl",
+    "report.html", "job.json", "checkpoint.pt", "best.pt", "eval.npz", "train.json", "train_state.pt", "metrics.jsonl",
     "analysis.json", "confusion.csv", "embeddings.npy", "embedding_labels.npy", "tsne.png", "task.json",
     "log.txt", "error.txt",
 }  # fmt: skip

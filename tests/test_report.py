@@ -144,8 +144,32 @@ def test_summary_is_computed_from_the_table(run, copy_of) -> None:
     proc = vidbench("report", str(edited), cwd=edited)
     assert proc.returncode == 0, proc.stderr
     text = (edited / "report.html").read_text()
-    assert "best accuracy: frame_avg/tiny (onnx) at 98.7% top-1" in text
-    assert "fastest within the best&#39;s 95% interval: frame_avg/tiny (onnx)" in text
+    assert "best accuracy: frame_avg/tiny (onnx) [not converged] at 98.7% top-1" in text
+    assert "fastest within the best&#39;s 95% interval: frame_avg/tiny (onnx) [not converged]" in text
+
+
+def test_a_run_capped_by_epochs_says_not_converged_everywhere(run, copy_of) -> None:
+    """The module's run trains 1 epoch (``until: epochs``): a budget, not a plateau. The table, the learning
+    curves and the summary say so; a copy whose r2plus1d rows converged ranks r2plus1d alone and names
+    frame_avg as left out."""
+    run_dir = run[0]
+    frame = pd.read_csv(run_dir / "results.csv")
+    trained = frame[frame["epochs_run"].notna()]
+    assert (trained["stopped_by"] == "max_epochs").all() and (~trained["converged"].astype(bool)).all()
+    assert (trained["epochs_run"] == 1).all() and (trained["train_pflops"].dropna() > 0).all()
+    report = (run_dir / "report.md").read_text()
+    summary = report.split("## Summary\n\n", 1)[1].split("\n", 1)[0]
+    assert summary.startswith("no model converged (each stopped by a budget:"), summary
+    assert "[not converged]" in summary
+    table = report.split("## Results", 1)[1].split("## Cells not measured", 1)[0]
+    assert "| converged |" in table and "not converged" in table
+    curves = report.split("### Training curves", 1)[1].split("\n## ", 1)[0]
+    assert "Not converged (stopped by a budget, not at a plateau): r2plus1d/tiny (max_epochs)" in curves
+    mixed = copy_of("mixed")
+    _rewrite_rows(mixed, lambda r: {**r, "converged": True, "stopped_by": "plateau"} if r["model"] == "r2plus1d" else r)
+    text = summary_paragraph(load_frame(mixed))
+    assert text.startswith("left out as not converged (stopped by a budget): frame_avg/tiny (max_epochs); best"), text
+    assert text.count("frame_avg") == 1, "named once, as left out; never ranked"
 
 
 def test_rows_carry_the_interval_of_their_top1(run) -> None:
@@ -166,6 +190,7 @@ def test_a_win_by_less_than_the_interval_is_called_a_tie(run, copy_of) -> None:
     better = float(eager["top1"]) + 1 / clips
 
     def one_clip_better(row: dict) -> dict:
+        row = {**row, "converged": True}  # as if every model had reached its plateau: only the tie is at stake
         if row["model"] == "frame_avg":
             return {**row, "top1": 0.0}  # out of the way: the comparison is r2plus1d's eager vs onnx
         return {**row, "top1": better} if row["optimization"] == "onnx" and row["status"] == "ok" else row

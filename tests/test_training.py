@@ -71,6 +71,58 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     assert ra["top1"] == rb["top1"] and ra["epochs_done"] == rb["epochs_done"] == 4
 
 
+def _train_killed_after_first_epoch(suite: Path, out: Path, cwd: Path) -> int:
+    """Start ``vidbench train``, SIGKILL its process group once the first epoch is logged; epochs it logged."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbench.cli", "train", str(suite), "--model", "r2plus1d", "--out", str(out)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(_metrics(out / JOB)) < 1:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(_metrics(out / JOB))
+
+
+def test_until_plateau_honours_patience_and_survives_sigkill_and_resume(tmp_path: Path, data_root: Path) -> None:
+    """``until: plateau`` with patience 2 and a min_delta no epoch can beat: epoch 1 is the best, epochs 2 and 3
+    are stale, so training stops after epoch 3 of the 10 allowed, converged, and evaluates epoch 1's weights;
+    killed after epoch 1 and resumed, it stops at the same epoch."""
+    train = {"epochs": 10, "batch_size": 16, "workers": 0, "lr": 0.003, "until": "plateau"}
+    suite = tmp_path / "suite.yaml"
+    data = suite_dict(data_root, train={**train, "early_stop_patience": 2, "min_delta": 0.99})
+    suite.write_text(yaml.safe_dump(data, sort_keys=False))
+    killed = tmp_path / "killed"
+    assert 1 <= _train_killed_after_first_epoch(suite, killed, tmp_path) < 3, "the kill must land mid-run"
+    resumed = vidbench("train", str(suite), "--model", "r2plus1d", "--out", str(killed), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = tmp_path / "straight"
+    whole = vidbench("train", str(suite), "--model", "r2plus1d", "--out", str(straight), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    for out in (killed, straight):
+        summary = json.loads((out / JOB / "train.json").read_text())
+        assert [m["epoch"] for m in _metrics(out / JOB)] == [1, 2, 3]
+        assert (summary["stopped"], summary["converged"], summary["best_epoch"], summary["epochs_done"]) == (
+            "plateau",
+            True,
+            1,
+            3,
+        )
+        assert summary["train_clips"] == sum(m["clips"] for m in _metrics(out / JOB)) > 0
+        best = torch.load(out / JOB / "best.pt", map_location="cpu", weights_only=True)
+        evaluated = torch.load(out / JOB / "checkpoint.pt", map_location="cpu", weights_only=True)
+        assert all(torch.equal(best[k], evaluated[k]) for k in best), "the best epoch's weights are evaluated"
+    assert (
+        json.loads((killed / JOB / "train.json").read_text())["top1"]
+        == json.loads((straight / JOB / "train.json").read_text())["top1"]
+    )
+
+
 NAN_PLUGIN = '''
 import torch
 from torch import nn

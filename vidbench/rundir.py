@@ -78,6 +78,11 @@ class JobDir:
         return self.root / "eval.npz"
 
     @property
+    def best_weights(self) -> Path:
+        """The weights of the best validation epoch so far (kept with ``until: plateau``)."""
+        return self.root / "best.pt"
+
+    @property
     def summary(self) -> Path:
         """``train.json``, written last: its presence marks the job trained and evaluated."""
         return self.root / "train.json"

@@ -53,6 +53,8 @@ class TrainConfig:
     deterministic: bool = False
     early_stop_patience: int | None = None
     max_minutes: float | None = None
+    until: Literal["epochs", "plateau"] = "epochs"
+    min_delta: float = 0.0
     multilabel: bool = False
     channels_last: bool = False
 
@@ -67,8 +69,10 @@ class TrainResult:
     steps: int
     epochs_done: int
     stopped: str
-    """Why training ended: ``completed``, ``early stop``, ``time budget``."""
+    """Why training ended: ``plateau`` (no better validation top-1 for the patience), ``max_epochs`` or
+    ``max_minutes`` (a budget ran out first)."""
     best_val_top1: float | None
+    best_epoch: int | None = None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -169,7 +173,7 @@ class Trainer:
         self.criterion: nn.Module = (
             nn.BCEWithLogitsLoss() if config.multilabel else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         )
-        self.epoch, self.steps, self.best_val, self.stale = 0, 0, None, 0
+        self.epoch, self.steps, self.best_val, self.stale, self.best_epoch = 0, 0, None, 0, None
         self.history: list[dict[str, float]] = []
 
     # --- state -------------------------------------------------------------------------------
@@ -184,6 +188,7 @@ class Trainer:
             "epoch": self.epoch,
             "steps": self.steps,
             "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
             "stale": self.stale,
             "history": self.history,
             "config": asdict(self.config),
@@ -205,6 +210,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.steps = state["epoch"], state["steps"]
         self.best_val, self.stale, self.history = state["best_val"], state["stale"], state["history"]
+        self.best_epoch = state.get("best_epoch")
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -217,8 +223,34 @@ class Trainer:
         return self.files.train_state
 
     def final_model(self) -> nn.Module:
-        """The weights to evaluate: the EMA copy when EMA is on."""
+        """The weights being trained and validated: the EMA copy when EMA is on."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def patience(self) -> int | None:
+        """Epochs without a better validation top-1 that end training (``until: plateau`` defaults to 3)."""
+        if self.config.early_stop_patience is not None:
+            return self.config.early_stop_patience
+        return 3 if self.config.until == "plateau" else None
+
+    def evaluated_model(self) -> nn.Module:
+        """The weights to evaluate once training ended: with ``until: plateau`` those of the best validation
+        epoch, else the last ones (the EMA copy when EMA is on)."""
+        model = self.final_model()
+        if self.config.until == "plateau" and self.files.best_weights.exists():
+            model.load_state_dict(torch.load(self.files.best_weights, map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def _stop_reason(self, spent_s: float) -> str | None:
+        """Why no further epoch starts, or ``None`` (checked before each epoch, so a resumed run stops where an
+        uninterrupted one would)."""
+        if self.patience is not None and self.stale >= self.patience:
+            return "plateau"
+        if self.epoch >= self.config.epochs:
+            return "max_epochs"
+        if self.config.max_minutes is not None and spent_s / 60 >= self.config.max_minutes:
+            return "max_minutes"
+        return None
 
     # --- loop --------------------------------------------------------------------------------
     def _epoch(self) -> tuple[float, float, int]:
@@ -285,14 +317,11 @@ class Trainer:
         if main:  # lines of epochs the checkpoint does not hold (killed between the two writes) go
             lines = "".join(json.dumps(line) + "\n" for line in self.history)
             self.files.metrics.write_text(lines)
-        start, stopped = time.perf_counter(), "completed"
+        start = time.perf_counter()
         spent = sum(h.get("epoch_s", 0.0) for h in self.history)
         loss, top1 = float("nan"), 0.0
         try:
-            while self.epoch < self.config.epochs:
-                if self.config.max_minutes is not None and spent / 60 >= self.config.max_minutes:
-                    stopped = "time budget"
-                    break
+            while (stopped := self._stop_reason(spent)) is None:
                 epoch_start = time.perf_counter()
                 loss, top1, seen = self._epoch()
                 val = self.validate()
@@ -307,13 +336,16 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                     "clips_per_s": seen / epoch_s,
                     "epoch_s": epoch_s,
+                    "clips": seen,
                 }
                 self.history.append(line)
                 if writer is not None:
                     self._log(writer, line)
-                improved = val is not None and (self.best_val is None or val > self.best_val)
+                improved = val is not None and (self.best_val is None or val > self.best_val + self.config.min_delta)
                 if improved:
-                    self.best_val, self.stale = val, 0
+                    self.best_val, self.stale, self.best_epoch = val, 0, self.epoch
+                    if main and self.config.until == "plateau":  # saved before the state that names it best
+                        atomic_save(self.final_model().state_dict(), self.files.best_weights)
                 elif val is not None:
                     self.stale += 1
                 if main:
@@ -323,15 +355,13 @@ class Trainer:
                     f"epoch {self.epoch}/{self.config.epochs} loss {loss:.3f} train {top1:.1%}{shown} "
                     f"{seen / epoch_s:.0f} clips/s"
                 )
-                patience = self.config.early_stop_patience
-                if patience is not None and self.stale >= patience:
-                    stopped = "early stop"
-                    break
         finally:
             if writer is not None:
                 writer.close()
         self.final_model().eval()
-        return TrainResult(time.perf_counter() - start, loss, top1, self.steps, self.epoch, stopped, self.best_val)
+        return TrainResult(
+            time.perf_counter() - start, loss, top1, self.steps, self.epoch, stopped, self.best_val, self.best_epoch
+        )
 
     def _log(self, writer: Any, line: dict[str, Any]) -> None:
         """One epoch's line into TensorBoard and ``metrics.jsonl``."""

@@ -383,7 +383,8 @@ def training_curves(run: RunData) -> Figure:
     colors = _colors([j.label for j in have])
     for job in have:
         history = pd.DataFrame(job.history)
-        axes[0].plot(history["epoch"], history["loss"], marker="o", ms=3, color=colors[job.label], label=job.label)
+        label = job.label + ("" if job.converged is not False else " (not converged)")
+        axes[0].plot(history["epoch"], history["loss"], marker="o", ms=3, color=colors[job.label], label=label)
         axes[1].plot(history["epoch"], history["train_top1"] * 100, ls="--", color=colors[job.label])
         if "val_top1" in history and history["val_top1"].notna().any():
             axes[1].plot(history["epoch"], history["val_top1"] * 100, marker="o", ms=3, color=colors[job.label])
@@ -395,6 +396,9 @@ def training_curves(run: RunData) -> Figure:
     axes[0].legend(fontsize=7)
     lacking = [j.missing_reason("training history (metrics.jsonl)") for j in run.jobs if not j.history]
     caption = "From each job's metrics.jsonl (the same scalars as its TensorBoard log)."
+    budget = [f"{j.label} ({(j.train or {}).get('stopped', '?')})" for j in have if j.converged is False]
+    if budget:
+        caption += f" Not converged (stopped by a budget, not at a plateau): {', '.join(budget)}."
     if lacking:
         caption += " Not available: " + "; ".join(lacking) + "."
     return Figure(fig_key, title, caption, png=_png(fig))

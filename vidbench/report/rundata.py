@@ -51,6 +51,12 @@ class JobFiles:
         return f"{self.model}/{self.preset}"
 
     @property
+    def converged(self) -> bool | None:
+        """Whether training stopped at a validation plateau (``False``: a budget stopped it; ``None``: unknown)."""
+        value = (self.train or {}).get("converged")
+        return None if value is None else bool(value)
+
+    @property
     def tsne_png(self) -> Path | None:
         """The t-SNE figure the evaluation wrote, if any."""
         return self.files.tsne if self.files.tsne.is_file() else None

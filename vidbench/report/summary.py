@@ -25,9 +25,41 @@ def artifact_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return ok.drop_duplicates(subset=list(ARTIFACT_COLUMNS), keep="first").reset_index(drop=True)
 
 
+def stopped_by_budget(converged: object) -> bool:
+    """A row's ``converged`` says its job stopped by a budget, not at a plateau (unknown counts as not)."""
+    return converged is not None and not pd.isna(converged) and not bool(converged)
+
+
+def not_converged(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose job was stopped by a budget."""
+    if "converged" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["converged"].map(stopped_by_budget)
+
+
 def name(row: pd.Series) -> str:
-    """``model/preset (optimization)``, with the dataset when several are compared."""
-    return f"{row['model']}/{row['preset']} ({row['optimization']})"
+    """``model/preset (optimization)``, marked when the model did not converge."""
+    mark = " [not converged]" if stopped_by_budget(row.get("converged")) else ""
+    return f"{row['model']}/{row['preset']} ({row['optimization']}){mark}"
+
+
+def _ranked(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows the summary ranks, and what it says of the ones it leaves out: a model stopped by a budget is
+    never ranked silently beside converged ones."""
+    budget = not_converged(rows)
+    if not budget.any():
+        return rows, ""
+    jobs = ", ".join(
+        sorted(
+            {f"{r['model']}/{r['preset']} ({r.get('stopped_by') or 'a budget'})" for _, r in rows[budget].iterrows()}
+        )
+    )
+    if budget.all():
+        return (
+            rows,
+            f"no model converged (each stopped by a budget: {jobs}), so this ranking is among not-converged models",
+        )
+    return rows[~budget], f"left out as not converged (stopped by a budget): {jobs}"
 
 
 def per_clip_ms(row: pd.Series) -> float:
@@ -63,8 +95,9 @@ def _best(rows: pd.DataFrame) -> tuple[str, float, str]:
 
 
 def _dataset_summary(rows: pd.DataFrame) -> list[str]:
+    rows, left_out = _ranked(rows)
     best_text, floor, near = _best(rows)
-    parts = [best_text]
+    parts = [left_out, best_text] if left_out else [best_text]
     timed = rows[rows["latency_ms_p50"].notna()]
     close = timed[timed["top1"] >= floor - 1e-12]
     if not close.empty:

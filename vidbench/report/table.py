@@ -31,6 +31,7 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("gflops_per_clip", "GFLOPs", ".3f"),
     ("size_mb", "size MB", ".2f"),
     ("train_s", "train s", ".0f"),
+    ("converged", "converged", "converged"),
     ("status", "status", ""),
     ("reason", "reason", ""),
 )
@@ -40,6 +41,8 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
 def _fmt(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if spec == "converged":
+        return "yes" if bool(value) else "not converged"
     if spec == "pct":
         return f"{float(value) * 100:.1f}"
     if spec == "d":
@@ -92,6 +95,7 @@ TERMINAL_COLUMNS = (
     "params M",
     "GFLOPs",
     "size MB",
+    "converged",
     "status",
     "reason",
 )

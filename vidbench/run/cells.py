@@ -12,6 +12,10 @@ from vidbench.results import KEY_COLUMN, cell_key
 from vidbench.run.config import ExcludeRule, ModelEntry, Suite, TrainSettings
 from vidbench.rundir import job_slug
 
+NEW_DEFAULTS: dict[str, Any] = {"nproc": 1, "until": "epochs", "min_delta": 0.0}
+"""Train settings added after runs existed: at these values they are left out of a job's identity, so the keys
+of earlier runs hold."""
+
 
 @dataclass(frozen=True)
 class ModelJob:
@@ -57,8 +61,12 @@ class ModelJob:
         data["data"] = dict(self.data)
         if self.pretrained:
             data["pretrained"] = file_sha256(self.pretrained)[:16]
-        # workers and timeout do not change the weights; nproc 1 is left out so keys from before it existed hold
-        data["train"] = {k: v for k, v in self.train if k not in ("workers", "timeout_s") and (k, v) != ("nproc", 1)}
+        # workers and timeout do not change the weights
+        data["train"] = {
+            k: v
+            for k, v in self.train
+            if k not in ("workers", "timeout_s") and not (k in NEW_DEFAULTS and v == NEW_DEFAULTS[k])
+        }
         return data
 
     def digest(self) -> str:
@@ -86,8 +94,9 @@ class Cell:
         """The cell's key in the store: its identity, the environment and the trained weights."""
         return cell_key(self.identity(measure), env_hash, checkpoint_sha)
 
-    def row(self, suite: Suite, run_id: str, threads: int, key: str, train_s: float | None) -> dict[str, Any]:
-        """The identifying columns of this cell's row; the measurement adds the rest."""
+    def row(self, suite: Suite, run_id: str, threads: int, key: str, training: dict[str, Any]) -> dict[str, Any]:
+        """The identifying columns of this cell's row and how its job trained (``training``: the job summary,
+        empty when it did not train); the measurement adds the rest."""
         job = self.job
         return {
             "suite": suite.name,
@@ -101,7 +110,12 @@ class Cell:
             "frames": job.frames,
             "crop": job.crop,
             "batch_size": self.batch_size,
-            "train_s": train_s,
+            "train_s": training.get("train_s"),
+            "epochs_run": training.get("epochs_done"),
+            "best_epoch": training.get("best_epoch"),
+            "stopped_by": training.get("stopped"),
+            "converged": training.get("converged"),
+            "train_clips": training.get("train_clips"),
             KEY_COLUMN: key,
         }
 

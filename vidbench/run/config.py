@@ -82,8 +82,14 @@ class TrainSettings(_Strict):
     """Train in the channels-last 3D memory format (NDHWC): the same arithmetic, and on this CPU 1.3x (R(2+1)D)
     to 1.9x (X3D) more clips/s for 3D convolutions; a model that reshapes its input may not support it."""
     deterministic: bool = False
+    until: Literal["epochs", "plateau"] = "epochs"
+    """``epochs``: train ``epochs`` epochs (a budget: the rows say "not converged"). ``plateau``: stop once the
+    validation top-1 has not improved by ``min_delta`` for ``early_stop_patience`` epochs (3 when unset), with
+    ``epochs`` and ``max_minutes`` as caps; the best validation epoch's weights are the ones evaluated."""
+    min_delta: float = Field(0.0, ge=0, le=1)
+    """The smallest rise of validation top-1 (a fraction) that counts as an improvement."""
     early_stop_patience: int | None = Field(None, ge=1)
-    """Stop after this many epochs without a better validation top-1."""
+    """Stop after this many epochs without a better validation top-1 (a plateau)."""
     max_minutes: float | None = Field(None, gt=0)
     """Time budget per model: no new epoch starts once it is spent."""
     augment: AugmentSettings = Field(default_factory=AugmentSettings)

@@ -99,8 +99,8 @@ class SuiteRun:
     def _key(self, cell: Cell, checkpoint_sha: str) -> str:
         return cell.key(self.suite.measure.model_dump(), self.env_hash, checkpoint_sha)
 
-    def _row(self, cell: Cell, key: str, train_s: float | None) -> dict[str, Any]:
-        return cell.row(self.suite, self.rundir.run_id, self.threads, key, train_s)
+    def _row(self, cell: Cell, key: str, summary: dict[str, Any] | None) -> dict[str, Any]:
+        return cell.row(self.suite, self.rundir.run_id, self.threads, key, summary or {})
 
     def trained(self, job: ModelJob) -> dict[str, Any] | None:
         """The summary of a job already trained and evaluated in this run, else None."""
@@ -132,7 +132,7 @@ class SuiteRun:
         todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
         if not todo:
             return None
-        rows = {str(bs): self._row(c, key, summary.get("train_s")) for bs, (c, key) in todo.items()}
+        rows = {str(bs): self._row(c, key, summary) for bs, (c, key) in todo.items()}
         supported, why = self.registry.optimization(optimization).supported(self.suite.measure.device)
         if not supported:
             for row in rows.values():

@@ -37,7 +37,9 @@ from vidbench.rundir import TaskDir, write_json_atomic
 from vidbench.specs import Unsupported
 from vidbench.stats import wilson_interval
 
-SUMMARY_FIELDS = ("train_s", "epochs_done", "stopped", "best_val_top1", "processes")
+SUMMARY_FIELDS = (
+    "train_s", "epochs_done", "stopped", "best_val_top1", "processes", "best_epoch", "converged", "train_clips"
+)  # fmt: skip
 """What ``train.json`` keeps of the training itself when a job is evaluated again."""
 
 
@@ -56,7 +58,7 @@ def run_train(ctx: Context) -> None:
     settings = ctx.job.train_settings()
     seed_everything(settings.seed, settings.deterministic)  # before building: the initial weights repeat too
     model = ctx.build_model()
-    info: dict[str, Any] = {"train_s": 0.0, "epochs_done": 0, "stopped": "loaded checkpoint"}
+    info: dict[str, Any] = {"train_s": 0.0, "epochs_done": 0, "stopped": "loaded checkpoint", "converged": None}
     if ctx.job.pretrained:
         spec = ctx.registry.model(ctx.job.model)
         fresh = load_pretrained(model, ctx.job.pretrained, spec.head)
@@ -76,12 +78,15 @@ def run_train(ctx: Context) -> None:
         result = trainer.run(resume=True)
         if not distributed.is_main():
             return  # under DDP, rank 0 saves the weights and evaluates
-        model = trainer.final_model()
+        model = trainer.evaluated_model()
         info = {
             "train_s": sum(h["epoch_s"] for h in trainer.history),
             "epochs_done": result.epochs_done,
             "stopped": result.stopped,
+            "converged": result.stopped == "plateau",
             "best_val_top1": result.best_val_top1,
+            "best_epoch": result.best_epoch,
+            "train_clips": sum(h.get("clips", h["clips_per_s"] * h["epoch_s"]) for h in trainer.history),
             "processes": distributed.world_size(),
         }
     atomic_save(model.state_dict(), files.checkpoint)
@@ -135,7 +140,10 @@ def run_measure(ctx: Context) -> None:
     with logged_phase("FLOPs counted"):
         gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
     model.to(ctx.device)
-    base = {"params_m": params_m, "gflops_per_clip": gflops}
+    base: dict[str, Any] = {"params_m": params_m, "gflops_per_clip": gflops}
+    clips_seen = next(iter(task["rows"].values())).get("train_clips")
+    if clips_seen is not None:  # forward + backward ~ 3 forwards per training clip
+        base["train_pflops"] = gflops * 3 * clips_seen / 1e6
 
     def write(batch_size: int, **fields: Any) -> None:
         row = {**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), "cell_wall_s": process_age_s()}
