@@ -372,30 +372,52 @@ def tsne_figures(run: RunData) -> list[Figure]:
     return figures
 
 
+def _gflops_of(run: RunData, job: JobFiles) -> float | None:
+    """Forward GFLOPs per clip of a job, from its rows."""
+    rows = run.frame[(run.frame["model"] == job.model) & (run.frame["preset"] == job.preset)]
+    values = rows["gflops_per_clip"].dropna() if "gflops_per_clip" in rows else pd.Series(dtype=float)
+    return float(values.iloc[0]) if len(values) else None
+
+
+def _training_pflops(history: pd.DataFrame, gflops: float) -> pd.Series:
+    """Cumulative training compute after each epoch: forward GFLOPs x 3 x clips seen, in PFLOPs."""
+    clips = history["clips"] if "clips" in history else history["clips_per_s"] * history["epoch_s"]
+    return clips.fillna(history["clips_per_s"] * history["epoch_s"]).cumsum() * gflops * 3 / 1e6
+
+
 def training_curves(run: RunData) -> Figure:
-    """Loss and train / validation top-1 per epoch, one line per model."""
+    """Loss and train / validation top-1 per epoch, and validation top-1 against training compute, one line
+    per model (a model a budget stopped is labelled "not converged")."""
     fig_key, title = "training", "Training curves"
     have = [j for j in run.jobs if j.history]
     if not have:
         reasons = "; ".join(j.missing_reason(j.files.metrics.name) for j in run.jobs) or "the run has no model job"
         return Figure(fig_key, title, missing=reasons)
-    fig, axes = _canvas(2)
+    fig, axes = _canvas(3)
     colors = _colors([j.label for j in have])
     for job in have:
         history = pd.DataFrame(job.history)
         label = job.label + ("" if job.converged is not False else " (not converged)")
         axes[0].plot(history["epoch"], history["loss"], marker="o", ms=3, color=colors[job.label], label=label)
         axes[1].plot(history["epoch"], history["train_top1"] * 100, ls="--", color=colors[job.label])
+        gflops = _gflops_of(run, job)
         if "val_top1" in history and history["val_top1"].notna().any():
             axes[1].plot(history["epoch"], history["val_top1"] * 100, marker="o", ms=3, color=colors[job.label])
+            if gflops:
+                compute = _training_pflops(history, gflops)
+                axes[2].plot(compute, history["val_top1"] * 100, marker="o", ms=3, color=colors[job.label])
     axes[0].set_ylabel("training loss")
     axes[1].set_ylabel("top-1 (%): train dashed, validation solid")
-    for ax in axes:
-        ax.set_xlabel("epoch")
+    axes[2].set_ylabel("validation top-1 (%)")
+    for ax, xlabel in zip(axes, ("epoch", "epoch", "training compute (PFLOPs)"), strict=True):
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     lacking = [j.missing_reason("training history (metrics.jsonl)") for j in run.jobs if not j.history]
-    caption = "From each job's metrics.jsonl (the same scalars as its TensorBoard log)."
+    caption = (
+        "From each job's metrics.jsonl (the same scalars as its TensorBoard log). Training compute: forward GFLOPs "
+        "per clip x 3 x training clips seen."
+    )
     budget = [f"{j.label} ({(j.train or {}).get('stopped', '?')})" for j in have if j.converged is False]
     if budget:
         caption += f" Not converged (stopped by a budget, not at a plateau): {', '.join(budget)}."
