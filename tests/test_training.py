@@ -31,24 +31,29 @@ def _metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data_root: Path) -> None:
-    suite = _suite(tmp_path, data_root)
-    killed = tmp_path / "killed"
+def _train_killed_after_first_epoch(suite: Path, out: Path, cwd: Path) -> int:
+    """Start ``vidbench train``, SIGKILL its process group once the first epoch is logged; epochs it logged."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vidbench.cli", "train", str(suite), "--model", "r2plus1d", "--out", str(killed)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "vidbench.cli", "train", str(suite), "--model", "r2plus1d", "--out", str(out)],
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    folder = killed / JOB
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(_metrics(folder)) < 1:
+    while time.monotonic() < deadline and len(_metrics(out / JOB)) < 1:
         time.sleep(0.05)
     time.sleep(0.3)  # into the second epoch
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(_metrics(folder))
+    return len(_metrics(out / JOB))
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data_root: Path) -> None:
+    suite = _suite(tmp_path, data_root)
+    killed = tmp_path / "killed"
+    folder = killed / JOB
+    done_before = _train_killed_after_first_epoch(suite, killed, tmp_path)
     assert 1 <= done_before < 4, "the kill must land mid-run"
     state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] == done_before, "the checkpoint on disk is whole and matches the last logged epoch"
@@ -69,24 +74,6 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     ra = json.loads((folder / "train.json").read_text())
     rb = json.loads((straight / JOB / "train.json").read_text())
     assert ra["top1"] == rb["top1"] and ra["epochs_done"] == rb["epochs_done"] == 4
-
-
-def _train_killed_after_first_epoch(suite: Path, out: Path, cwd: Path) -> int:
-    """Start ``vidbench train``, SIGKILL its process group once the first epoch is logged; epochs it logged."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vidbench.cli", "train", str(suite), "--model", "r2plus1d", "--out", str(out)],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(_metrics(out / JOB)) < 1:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return len(_metrics(out / JOB))
 
 
 def test_until_plateau_honours_patience_and_survives_sigkill_and_resume(tmp_path: Path, data_root: Path) -> None:
