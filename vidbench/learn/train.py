@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidbench.learn import distributed
+from vidbench.learn.weights import load_checkpoint
 from vidbench.rundir import JobDir
 
 ProgressFn = Callable[[str], None]
@@ -238,7 +239,7 @@ class Trainer:
         epoch, else the last ones (the EMA copy when EMA is on)."""
         model = self.final_model()
         if self.config.until == "plateau" and self.files.best_weights.exists():
-            model.load_state_dict(torch.load(self.files.best_weights, map_location="cpu", weights_only=True))
+            load_checkpoint(model, self.files.best_weights)
         return model.eval()
 
     def _stop_reason(self, spent_s: float) -> str | None:
