@@ -32,6 +32,7 @@ def suite_dict(data_root: Path, **overrides: Any) -> dict[str, Any]:
         "name": "t",
         "data_root": str(data_root),
         "output_dir": "results",
+        "recipes": False,  # the presets' recipes train for minutes; tests keep the 1-epoch block below
         "datasets": [{"name": "synthetic-motion", "options": dict(TINY_DATA)}],
         "models": [{"name": "r2plus1d", "presets": ["tiny"]}],
         "optimizations": ["eager"],

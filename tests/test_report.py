@@ -378,3 +378,36 @@ def test_results_table_sorts_in_chromium(run, chromium: str, tmp_path: Path) -> 
         and values[len(numbers) :] == ["-"] * (len(values) - len(numbers))
     )
     assert [float(v) for v in marks["descending"].split(",") if v != "-"] == sorted(numbers, reverse=True)
+
+
+def test_pareto_front_keeps_ties_inside_the_interval() -> None:
+    """A faster point only one clip more accurate does not push a point off the front; a faster point far more
+    accurate does."""
+    points = pd.DataFrame({"ms": [1.0, 2.0, 3.0], "acc": [80.0, 79.6, 60.0], "high": [85.0, 84.6, 66.0]})
+    assert list(pareto_front(points, "ms", "acc", upper="high").index) == [0, 1]
+    assert list(pareto_front(points, "ms", "acc").index) == [0]
+
+
+def test_seeds_give_mean_spread_and_error_bars(tmp_path: Path, data_root: Path) -> None:
+    """``train.seeds`` of 3: one job (folder, rows) per seed; every row carries the mean and spread of its cell's
+    top-1 over the seeds; the table shows them and the accuracy figure draws error bars."""
+    train = {"epochs": 1, "batch_size": 16, "workers": 0, "timeout_s": 300, "seeds": [0, 1, 2]}
+    suite = write_suite(tmp_path, data_root, batch_sizes=[1], train=train)
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert sorted(frame["seed"]) == [0, 1, 2] and (frame["status"] == "ok").all()
+    assert sorted(frame["job"]) == [f"synthetic-motion__r2plus1d__tiny__seed{s}" for s in (0, 1, 2)]
+    assert (frame["seeds_n"] == 3).all()
+    assert frame["top1_seed_mean"].iloc[0] == pytest.approx(frame["top1"].mean())
+    assert frame["top1_seed_std"].iloc[0] == pytest.approx(frame["top1"].std())
+    report = (run_dir / "report.md").read_text()
+    assert "top-1 over seeds" in report and "(3 seeds)" in report
+    assert "Top-1 is the mean over 3 training seeds; error bars: their standard deviation." in report
+    assert "Top-1 is the mean over 3 training seeds (spread in the table and as error bars)" in report
+
+
+def test_one_seed_is_said_in_the_summary(run) -> None:
+    summary = (run[0] / "report.md").read_text().split("## Summary\n\n", 1)[1].split("\n", 1)[0]
+    assert "Each model was trained with one seed" in summary

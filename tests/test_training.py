@@ -211,3 +211,26 @@ def test_channels_last_training_does_the_same_arithmetic(tmp_path: Path) -> None
     # epoch gets more room (3.1e-3 relative on this machine's AMD EPYC, under 2e-3 on a Xeon).
     assert losses[True][0] == pytest.approx(losses[False][0], rel=2e-3)
     assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-2)
+
+
+def test_drop_path_is_set_by_depth_and_refused_without_droppath_layers() -> None:
+    from timm.layers import DropPath
+
+    from vidbench.learn.train import set_drop_path
+    from vidbench.plugins import load_plugins
+
+    spec = load_plugins().model("timesformer")
+    model = spec.build(spec.presets["tiny"], 5)
+    set_drop_path(model, 0.3)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3) and rates == sorted(rates)
+    with pytest.raises(ValueError, match=r"train\.drop_path: Sequential has no DropPath layers"):
+        set_drop_path(torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.1)
+
+
+def test_constant_schedule_holds_the_lr_after_warmup() -> None:
+    from vidbench.learn.train import warmup_cosine
+
+    constant, cosine = warmup_cosine(100, 10, cosine=False), warmup_cosine(100, 10)
+    assert constant(0) == pytest.approx(0.1) and constant(50) == constant(99) == 1.0
+    assert cosine(99) < 0.01

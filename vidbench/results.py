@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from vidbench.hashing import json_digest
+from vidbench.stats import with_seed_spread
 
 SCHEMA: tuple[str, ...] = (
     "suite",
@@ -121,7 +122,7 @@ class ResultStore:
         if KEY_COLUMN in frame.columns and len(frame):
             frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
         extras = [c for c in frame.columns if c not in SCHEMA]
-        return frame[list(SCHEMA) + extras].reset_index(drop=True)
+        return with_seed_spread(frame[list(SCHEMA) + extras].reset_index(drop=True))
 
     def write_csv(self) -> None:
         """Rewrite the CSV table from the rows (under a temporary name, then renamed)."""

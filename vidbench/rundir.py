@@ -27,9 +27,10 @@ from vidbench.hashing import json_digest
 from vidbench.results import ResultStore
 
 
-def job_slug(dataset: str, model: str, preset: str) -> str:
-    """The folder name of one trained model job: ``<dataset>__<model>__<preset>``."""
-    return f"{dataset}__{model}__{preset}"
+def job_slug(dataset: str, model: str, preset: str, seed: int | None = None) -> str:
+    """The folder name of one trained model job: ``<dataset>__<model>__<preset>``, with ``__seed<n>`` when the
+    suite trains it under several seeds."""
+    return f"{dataset}__{model}__{preset}" + (f"__seed{seed}" if seed is not None else "")
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:

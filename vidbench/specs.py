@@ -40,6 +40,18 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a preset trains by default: settings named as in a suite's ``train:`` block (optimizer, lr with the
+    batch it was set for, weight decay, warm-up, schedule, epoch cap, label smoothing, augmentation, drop path,
+    EMA), and where they come from (a paper, a reference config, or the experiment that set them).
+
+    A suite's per-model ``train:`` overrides a recipe, and a recipe overrides the suite's ``train:`` block."""
+
+    settings: Mapping[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
 class Preset:
     """One named configuration of an architecture: the architecture's parameters as plain data."""
 
@@ -48,6 +60,8 @@ class Preset:
     arch: Mapping[str, Any] = field(default_factory=dict)
     published: PublishedFigures | None = None
     description: str = ""
+    recipe: Recipe | None = None
+    """The preset's default training recipe (none: the suite's ``train:`` block alone)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
+SEED_GROUP: tuple[str, ...] = ("dataset", "model", "preset", "optimization", "batch_size")
+"""The columns of one cell apart from the training seed: its rows over seeds are replicates."""
+
 
 def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval (95 % for ``z`` = 1.96) of a proportion measured as ``rate`` on ``n`` trials.
@@ -15,3 +20,17 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def with_seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with ``seeds_n``, ``top1_seed_mean`` and ``top1_seed_std`` (sample standard deviation; empty for
+    one seed): top-1 over the ``ok`` rows of the same cell trained with different seeds."""
+    frame = frame.copy()
+    if frame.empty or "seed" not in frame:
+        return frame.assign(seeds_n=None, top1_seed_mean=None, top1_seed_std=None)
+    ok = frame[(frame["status"] == "ok") & frame["top1"].notna()]
+    stats = ok.groupby(list(SEED_GROUP), dropna=False)["top1"].agg(
+        seeds_n="count", top1_seed_mean="mean", top1_seed_std="std"
+    )
+    frame = frame.drop(columns=[c for c in stats.columns if c in frame], errors="ignore")
+    return frame.merge(stats.reset_index(), on=list(SEED_GROUP), how="left")

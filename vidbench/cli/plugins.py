@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -50,7 +50,7 @@ def models_info(
     num_classes: Annotated[int, typer.Option(help="Head size for the counts (published figures use 400).")] = 400,
 ) -> None:
     """Per model and preset: params, fvcore GFLOPs at the preset's input, published figures and the
-    difference, input spec, ONNX exportability."""
+    difference, input spec, ONNX exportability; then each preset's training recipe and its source."""
     import torch
 
     from vidbench.measure.complexity import count_params, gflops_per_clip
@@ -109,3 +109,18 @@ def models_info(
             )
             del model
     console.print(table)
+    console.print(_recipes_table(registry, names))
+
+
+def _recipes_table(registry: Any, names: list[str]) -> Table:
+    """Each preset's default training recipe (a suite's per-model ``train:`` overrides it; it overrides the
+    suite's ``train:`` block)."""
+    table = Table(title="training recipes (precedence: suite per-model train > recipe > suite train)")
+    for column in ("model", "preset", "recipe", "source"):
+        table.add_column(column, overflow="fold")
+    for model_name in names:
+        for preset in registry.model(model_name).presets.values():
+            recipe = preset.recipe
+            settings = ", ".join(f"{k}={v}" for k, v in recipe.settings.items()) if recipe else "(suite's train: block)"
+            table.add_row(model_name, preset.name, settings, recipe.source if recipe else "-")
+    return table

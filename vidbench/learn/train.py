@@ -58,6 +58,8 @@ class TrainConfig:
     min_delta: float = 0.0
     multilabel: bool = False
     channels_last: bool = False
+    schedule: Literal["cosine", "constant"] = "cosine"
+    drop_path: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,31 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool = True) -> Callable[[int], float]:
+    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps`` (or 1 on,
+    when not ``cosine``)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if not cosine:
+            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def set_drop_path(model: nn.Module, rate: float) -> None:
+    """Stochastic depth at ``rate`` for the deepest of the model's DropPath layers (timm's), rising linearly from
+    0 at the first, as in DeiT and TimeSformer."""
+    from timm.layers import DropPath
+
+    layers = [m for m in model.modules() if isinstance(m, DropPath)]
+    if not layers:
+        raise ValueError(f"train.drop_path: {type(model).__name__} has no DropPath layers to set")
+    for i, layer in enumerate(layers):
+        layer.drop_prob = rate * i / max(1, len(layers) - 1)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -157,6 +174,8 @@ class Trainer:
         self.files.root.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
         self.model.to(self.device)
+        if config.drop_path is not None:
+            set_drop_path(self.model, config.drop_path)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = _optimizer(model, config)
@@ -164,7 +183,9 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
         total = config.epochs * steps_per_epoch
         warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total, warmup, cosine=config.schedule == "cosine")
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.ema = None
         if config.ema_decay:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from vidbench.report.rundata import JobFiles, RunData
-from vidbench.report.summary import artifact_rows, per_clip_ms
+from vidbench.report.summary import artifact_rows, per_clip_ms, top1_interval
 
 PROBE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("top1", "intact"),
@@ -93,25 +93,30 @@ def safe(builder: Callable[[RunData], Figure], run: RunData, key: str, title: st
         return Figure(key, title, missing=f"error while drawing: {type(exc).__name__}: {exc}")
 
 
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """The points no other point beats on both: lower ``x`` and higher ``y``; sorted by ``x``."""
+def pareto_front(points: pd.DataFrame, x: str, y: str, upper: str | None = None) -> pd.DataFrame:
+    """The points no other point beats on both: lower ``x`` and higher ``y``; sorted by ``x``. With ``upper``
+    (the top of each point's 95 % interval of ``y``) a faster point beats it only when it is more accurate than
+    that: a difference inside the interval is a tie, and both stay on the front."""
     ordered = points.sort_values([x, y], ascending=[True, False])
     front, best = [], -np.inf
     for index, row in ordered.iterrows():
-        if row[y] > best:
+        tied = upper is not None and pd.notna(row[upper]) and best <= row[upper]
+        if row[y] > best or tied:
             front.append(index)
-            best = row[y]
+        best = max(best, row[y])
     return ordered.loc[front]
 
 
 def _scatter_panel(ax: Axes, points: pd.DataFrame, colors: dict[str, tuple], title: str, frame: pd.DataFrame) -> None:
     for optimization, group in points.groupby("optimization"):
         ax.scatter(group["ms"], group["acc"], color=colors[optimization], label=optimization, s=36, zorder=3)
+        if group["acc_sd"].notna().any():  # the spread over training seeds
+            ax.errorbar(group["ms"], group["acc"], yerr=group["acc_sd"], fmt="none", ecolor=colors[optimization])
     for _, row in points.iterrows():
         ax.annotate(
             _job_label(row, frame), (row["ms"], row["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
         )
-    front = pareto_front(points, "ms", "acc")
+    front = pareto_front(points, "ms", "acc", upper="acc_high")
     ax.step(front["ms"], front["acc"], where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)
     ax.scatter(front["ms"], front["acc"], facecolors="none", edgecolors="black", s=110, zorder=4)
     _log_if_wide(ax, points["ms"])
@@ -128,7 +133,14 @@ def accuracy_latency(run: RunData) -> Figure:
     rows = rows[rows["latency_ms_p50"].notna()]
     if rows.empty:
         return Figure(fig_key, title, missing="no cell has both a top-1 and a latency (no ok row)")
-    points = rows.assign(ms=rows.apply(per_clip_ms, axis=1), acc=rows["top1"] * 100)
+    intervals = [top1_interval(row) for _, row in rows.iterrows()]
+    spread = rows["top1_seed_std"] if "top1_seed_std" in rows else pd.Series(np.nan, index=rows.index)
+    points = rows.assign(
+        ms=rows.apply(per_clip_ms, axis=1),
+        acc=rows["top1"] * 100,
+        acc_high=[i[1] * 100 if i else np.nan for i in intervals],
+        acc_sd=pd.to_numeric(spread, errors="coerce") * 100,
+    )
     optimizations = sorted(points["optimization"].unique())
     colors = _colors(optimizations)
     fig, axes = _canvas(len(optimizations) + 1 if len(optimizations) > 1 else 1)
@@ -141,8 +153,12 @@ def accuracy_latency(run: RunData) -> Figure:
     batches = ", ".join(str(b) for b in sorted(points["batch_size"].astype(int).unique()))
     caption = (
         f"Model-only p50 latency divided by the batch (batch {batches}: each artifact's smallest measured batch) "
-        "against top-1. The dashed step joins the Pareto front: no other point is both faster and more accurate."
+        "against top-1. The dashed step joins the Pareto front: no other point is both faster and more accurate "
+        "by more than the 95% interval of its top-1 (differences inside it are ties, kept on the front)."
     )
+    if points["acc_sd"].notna().any():
+        seeds = int(pd.to_numeric(points["seeds_n"], errors="coerce").max())
+        caption += f" Top-1 is the mean over {seeds} training seeds; error bars: their standard deviation."
     if absent:
         caption += f" No ok cell to plot for: {', '.join(absent)} (see the table for the reasons)."
     return Figure(fig_key, title, caption, png=_png(fig))

@@ -44,11 +44,13 @@ class JobFiles:
     train: dict[str, Any] | None = None
     analysis: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    seed: int | None = None
+    """The training seed, when the suite trained this model under several (``train.seeds``)."""
 
     @property
     def label(self) -> str:
-        """``model/preset``, the name the figures use."""
-        return f"{self.model}/{self.preset}"
+        """``model/preset`` (and ``seed n`` for one of several seeds), the name the figures use."""
+        return f"{self.model}/{self.preset}" + (f" seed {self.seed}" if self.seed is not None else "")
 
     @property
     def converged(self) -> bool | None:
@@ -114,6 +116,16 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def _job_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dataset, model, preset and job folder of every row (rows written before ``job`` was recorded name the
+    folder of their one seed)."""
+    columns = frame[["dataset", "model", "preset"]].copy()
+    slugs = [job_slug(d, m, p) for d, m, p in columns.itertuples(index=False)]
+    if "job" in frame:
+        slugs = [j if isinstance(j, str) and j else s for j, s in zip(frame["job"], slugs, strict=True)]
+    return columns.assign(job=slugs)
+
+
 def load_run(run_dir: Path) -> RunData:
     """Load a run directory; raises ``FileNotFoundError`` when it has no ``results.jsonl``."""
     run = RunDir(run_dir)
@@ -121,8 +133,9 @@ def load_run(run_dir: Path) -> RunData:
         raise FileNotFoundError(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
     frame = load_frame(run.root)
     jobs = []
-    for dataset, model, preset in frame[["dataset", "model", "preset"]].drop_duplicates().itertuples(index=False):
-        files = run.job(job_slug(dataset, model, preset))
+    for dataset, model, preset, slug in _job_columns(frame).drop_duplicates().itertuples(index=False):
+        files = run.job(slug)
+        seed = int(slug.rsplit("__seed", 1)[1]) if slug != job_slug(dataset, model, preset) else None
         jobs.append(
             JobFiles(
                 dataset,
@@ -132,6 +145,7 @@ def load_run(run_dir: Path) -> RunData:
                 train=read_json(files.summary),
                 analysis=read_json(files.analysis),
                 history=_read_jsonl(files.metrics),
+                seed=seed,
             )
         )
     return RunData(run_dir=run.root, frame=frame, env=run.read_env(), suite=run.read_suite(), jobs=jobs)

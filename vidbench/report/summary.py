@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vidbench.stats import wilson_interval
+from vidbench.stats import SEED_GROUP, wilson_interval
 
 ARTIFACT_COLUMNS: tuple[str, ...] = ("dataset", "model", "preset", "optimization")
 """The columns that identify one artifact (a model job under one optimization)."""
@@ -15,12 +15,31 @@ their test-split size (the 95 % interval of the best's top-1 is used where they 
 MAX_TIES_NAMED = 6
 
 
+def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell over its training seeds: top-1 their mean (``top1_seed_std`` the spread), the test clips
+    their sum (the interval then covers the pooled clips), latency their median, converged only if all were."""
+    if "seeds_n" not in rows or not (pd.to_numeric(rows["seeds_n"], errors="coerce") > 1).any():
+        return rows
+    group = list(SEED_GROUP)
+    pooled = rows.groupby(group, sort=False, dropna=False).agg(
+        {
+            **{c: "first" for c in rows.columns if c not in group},
+            "top1": "mean",
+            "test_clips": "sum",
+            "latency_ms_p50": "median",
+            "converged": lambda v: not v.map(stopped_by_budget).any(),
+        }
+    )
+    return pooled.reset_index()
+
+
 def artifact_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The ``ok`` rows, one per artifact: the row at its smallest measured batch size (accuracy and size
-    do not depend on the batch; latency is then compared at the same, smallest batch)."""
+    do not depend on the batch; latency is then compared at the same, smallest batch), pooled over seeds."""
     ok = frame[(frame["status"] == "ok") & frame["top1"].notna()]
     if ok.empty:
         return ok
+    ok = pool_seeds(ok)
     ok = ok.sort_values("batch_size", kind="stable")
     return ok.drop_duplicates(subset=list(ARTIFACT_COLUMNS), keep="first").reset_index(drop=True)
 
@@ -113,6 +132,20 @@ def _dataset_summary(rows: pd.DataFrame) -> list[str]:
     return parts
 
 
+def _seed_note(frame: pd.DataFrame) -> str:
+    """How many training seeds stand behind each top-1, and so what its interval covers."""
+    seeds = pd.to_numeric(frame.get("seeds_n", pd.Series(dtype=float)), errors="coerce")
+    if (seeds > 1).any():
+        return (
+            f"Top-1 is the mean over {int(seeds.max())} training seeds (spread in the table and as error bars); "
+            "its interval pools their test clips."
+        )
+    return (
+        "Each model was trained with one seed: the intervals cover the sampling of test clips, not the spread "
+        "between training runs (train.seeds measures it)."
+    )
+
+
 def summary_paragraph(frame: pd.DataFrame) -> str:
     """One paragraph: best accuracy, fastest within one point of best, smallest, and the cells that were
     not measured; one clause group per dataset when the run has several."""
@@ -123,6 +156,8 @@ def summary_paragraph(frame: pd.DataFrame) -> str:
     for dataset, group in rows.groupby("dataset", sort=True):
         prefix = f"On {dataset}: " if rows["dataset"].nunique() > 1 else ""
         sentences.append(prefix + "; ".join(_dataset_summary(group)) + ".")
+    if not rows.empty:
+        sentences.append(_seed_note(frame))
     counts = frame["status"].value_counts()
     missing = [f"{int(counts[s])} {s}" for s in ("failed", "unsupported") if counts.get(s, 0)]
     total = f"{len(frame)} cells, {int(counts.get('ok', 0))} ok"

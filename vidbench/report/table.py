@@ -58,16 +58,28 @@ def _interval(low: Any, high: Any) -> str:
     return f"{float(low) * 100:.1f}-{float(high) * 100:.1f}"
 
 
+def _over_seeds(mean: Any, sd: Any, n: Any) -> str:
+    if n is None or pd.isna(n) or int(n) < 2:
+        return "-"
+    return f"{float(mean) * 100:.1f} ± {float(sd) * 100:.1f} ({int(n)} seeds)"
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The summary columns, formatted as strings, one row per cell (with the 95 % interval of top-1 where the
-    rows record it)."""
+    rows record it, and top-1's mean ± standard deviation over training seeds where the suite had several)."""
     shown = [(c, h, f) for c, h, f in DISPLAY if c in ("status", "reason") or frame[c].notna().any()]
     columns: dict[str, list[str]] = {}
+    several_seeds = "seeds_n" in frame and bool((pd.to_numeric(frame["seeds_n"], errors="coerce") > 1).any())
     for col, header, spec in shown:
         columns[header] = [_fmt(v, spec) for v in frame[col]]
         if col == "top1" and "top1_ci95_low" in frame and frame["top1_ci95_low"].notna().any():
             pairs = zip(frame["top1_ci95_low"], frame["top1_ci95_high"], strict=True)
             columns["top-1 95% CI"] = [_interval(low, high) for low, high in pairs]
+        if col == "top1" and several_seeds:
+            triples = zip(frame["top1_seed_mean"], frame["top1_seed_std"], frame["seeds_n"], strict=True)
+            columns["top-1 over seeds"] = [_over_seeds(*t) for t in triples]
+        if col == "preset" and several_seeds:
+            columns["seed"] = [_fmt(v, "d") for v in frame["seed"]]
     if "dataset" in frame and frame["dataset"].nunique() > 1:
         columns = {"dataset": list(frame["dataset"]), **columns}
     return pd.DataFrame(columns)

@@ -9,10 +9,13 @@ from typing import Any
 from vidbench.hashing import file_sha256, json_digest
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, cell_key
-from vidbench.run.config import ExcludeRule, ModelEntry, Suite, TrainSettings
+from vidbench.run.config import DatasetEntry, ExcludeRule, ModelEntry, Suite, TrainSettings
 from vidbench.rundir import job_slug
 
-NEW_DEFAULTS: dict[str, Any] = {"nproc": 1, "until": "epochs", "min_delta": 0.0}
+NEW_DEFAULTS: dict[str, Any] = {
+    "nproc": 1, "until": "epochs", "min_delta": 0.0, "lr_batch": None, "schedule": "cosine", "drop_path": None,
+    "seeds": None
+}  # fmt: skip
 """Train settings added after runs existed: at these values they are left out of a job's identity, so the keys
 of earlier runs hold."""
 
@@ -33,11 +36,21 @@ class ModelJob:
     pretrained: str | None
     data: tuple[tuple[str, Any], ...]
     train: tuple[tuple[str, Any], ...]
+    per_seed: bool = False
+    """One of several seeds of the same model (``train.seeds``): its folder name carries its seed."""
+    recipe: str | None = None
+    """Where the preset's training recipe comes from, when it was applied (provenance: ``train`` holds the resolved
+    settings, which alone decide the weights)."""
 
     @property
     def slug(self) -> str:
         """The job's folder name in a run directory."""
-        return job_slug(self.dataset, self.model, self.preset)
+        return job_slug(self.dataset, self.model, self.preset, self.seed if self.per_seed else None)
+
+    @property
+    def seed(self) -> int:
+        """The training seed."""
+        return int(dict(self.train)["seed"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (a task file, ``job.json``)."""
@@ -47,6 +60,8 @@ class ModelJob:
     def from_dict(cls, data: dict[str, Any]) -> ModelJob:
         """The job :meth:`to_dict` described (JSON turned the tuples of pairs into lists)."""
         data = dict(data)
+        data.setdefault("recipe", None)
+        data.setdefault("per_seed", False)
         for name in ("dataset_options", "train", "data"):
             data[name] = tuple((k, v) for k, v in data[name])
         return cls(**data)
@@ -57,6 +72,7 @@ class ModelJob:
     def identity(self) -> dict[str, Any]:
         """Everything that decides the trained weights."""
         data = asdict(self)
+        del data["recipe"], data["per_seed"]
         data["dataset_options"] = dict(self.dataset_options)
         data["data"] = dict(self.data)
         if self.pretrained:
@@ -110,6 +126,10 @@ class Cell:
             "frames": job.frames,
             "crop": job.crop,
             "batch_size": self.batch_size,
+            "job": job.slug,
+            "seed": job.seed,
+            "recipe": job.recipe,
+            "lr": job.train_settings().effective_lr(),
             "train_s": training.get("train_s"),
             "epochs_run": training.get("epochs_done"),
             "best_epoch": training.get("best_epoch"),
@@ -149,6 +169,30 @@ def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_n
     return resolved
 
 
+def _jobs(
+    suite: Suite, registry: Registry, ds: DatasetEntry, entry: ModelEntry, preset: str, base_dir: Path | None
+) -> list[ModelJob]:
+    """The jobs of one dataset x model x preset: one, or one per seed of ``train.seeds``."""
+    recipe = registry.model(entry.name).presets[preset].recipe if suite.recipes else None
+    settings = suite.train_for(entry, recipe and recipe.settings)
+    seeds = settings.seeds or [settings.seed]
+    return [
+        ModelJob(
+            dataset=ds.name,
+            dataset_options=tuple(sorted(ds.options.items())),
+            model=entry.name,
+            preset=preset,
+            **_resolve_input(suite, entry, registry, preset),
+            pretrained=str((Path(base_dir or ".") / entry.pretrained).resolve()) if entry.pretrained else None,
+            data=tuple(sorted(suite.data.model_dump(exclude={"cache", "cache_dir"}).items())),
+            train=tuple(sorted(settings.model_copy(update={"seed": seed, "seeds": None}).model_dump().items())),
+            per_seed=settings.seeds is not None,
+            recipe=recipe.source if recipe else None,
+        )
+        for seed in seeds
+    ]
+
+
 def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tuple[list[ModelJob], list[Cell]]:
     """The suite's matrix minus ``exclude``: the jobs to train and the cells to measure, in order."""
     jobs: list[ModelJob] = []
@@ -157,32 +201,23 @@ def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tu
         for entry in suite.models:
             presets = entry.presets or [next(iter(registry.model(entry.name).presets))]
             for preset in presets:
-                job = ModelJob(
-                    dataset=ds.name,
-                    dataset_options=tuple(sorted(ds.options.items())),
-                    model=entry.name,
-                    preset=preset,
-                    **_resolve_input(suite, entry, registry, preset),
-                    pretrained=str((Path(base_dir or ".") / entry.pretrained).resolve()) if entry.pretrained else None,
-                    data=tuple(sorted(suite.data.model_dump(exclude={"cache", "cache_dir"}).items())),
-                    train=tuple(sorted(suite.train_for(entry).model_dump().items())),
-                )
-                job_cells = [
-                    Cell(job, opt, bs)
-                    for opt in suite.optimizations
-                    for bs in suite.batch_sizes
-                    if not _excluded(
-                        suite.exclude,
-                        {
-                            "dataset": ds.name,
-                            "model": entry.name,
-                            "preset": preset,
-                            "optimization": opt,
-                            "batch_size": bs,
-                        },
-                    )
-                ]
-                if job_cells:
-                    jobs.append(job)
-                    cells.extend(job_cells)
+                for job in _jobs(suite, registry, ds, entry, preset, base_dir):
+                    job_cells = [
+                        Cell(job, opt, bs)
+                        for opt in suite.optimizations
+                        for bs in suite.batch_sizes
+                        if not _excluded(
+                            suite.exclude,
+                            {
+                                "dataset": ds.name,
+                                "model": entry.name,
+                                "preset": preset,
+                                "optimization": opt,
+                                "batch_size": bs,
+                            },
+                        )
+                    ]
+                    if job_cells:
+                        jobs.append(job)
+                        cells.extend(job_cells)
     return jobs, cells

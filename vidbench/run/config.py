@@ -6,6 +6,7 @@ in one line, before any work starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,11 +65,22 @@ class TrainSettings(_Strict):
     epochs: int = Field(5, ge=0)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
+    lr_batch: int | None = Field(None, ge=1)
+    """The global batch ``lr`` was set for: the lr used scales linearly with the global batch (``batch_size`` x
+    ``nproc`` x ``accumulate``) / ``lr_batch`` (Goyal et al. 2017); unset, ``lr`` is used as given."""
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """After the linear warm-up: cosine decay to 0 at ``epochs``, or a constant lr."""
+    drop_path: float | None = Field(None, ge=0, lt=1)
+    """Stochastic depth: the largest drop rate of the model's DropPath layers (timm's), rising linearly with
+    depth; unset, the preset's own rates stay."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     workers: int = Field(2, ge=0)
     seed: int = 0
+    seeds: list[int] | None = Field(None, min_length=1)
+    """Train every model once per seed (e.g. ``[0, 1, 2]``; each its own job, its own rows); the table and the
+    report give the mean and spread of top-1 over them. Unset: one run with ``seed``."""
     timeout_s: float = Field(3600, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -99,6 +111,15 @@ class TrainSettings(_Strict):
     """Data-parallel training processes (``torchrun``, gloo on the CPU, NCCL on CUDA); ``batch_size`` is per
     process. 1 trains in one process, as before."""
 
+    @property
+    def global_batch(self) -> int:
+        """Clips per optimizer step over all processes."""
+        return self.batch_size * self.nproc * self.accumulate
+
+    def effective_lr(self) -> float:
+        """The lr training uses: ``lr``, scaled linearly from ``lr_batch`` to the global batch when it is set."""
+        return self.lr if self.lr_batch is None else self.lr * self.global_batch / self.lr_batch
+
 
 class MeasureSettings(_Strict):
     """How every cell is timed."""
@@ -121,6 +142,17 @@ class MeasureSettings(_Strict):
     probes: Literal["baseline", "all"] = "baseline"
     """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the baseline's
     cell only (the training evaluation runs them too), or every optimized artifact as well."""
+
+
+RECIPE_FIELDS = frozenset(
+    {
+        "optimizer", "lr", "lr_batch", "momentum", "weight_decay", "warmup_epochs", "schedule", "epochs", "until",
+        "min_delta", "early_stop_patience", "label_smoothing", "augment", "drop_path", "ema_decay", "grad_clip",
+        "batch_size", "channels_last",
+    }
+)  # fmt: skip
+"""What a preset's recipe may set: how the model learns, not where or how long the run may take (workers, seed,
+timeouts, time budget, processes stay the suite's)."""
 
 
 class ResourceSettings(_Strict):
@@ -180,6 +212,9 @@ class Suite(_Strict):
     input: InputSettings = Field(default_factory=InputSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    recipes: bool = True
+    """Train each preset with its recipe (see ``vidbench models info``) where the model's own ``train:`` does not
+    say otherwise; ``false``: every model trains under the suite's ``train:`` block and its own overrides only."""
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     exclude: list[ExcludeRule] = Field(default_factory=list)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
@@ -195,9 +230,29 @@ class Suite(_Strict):
         """A short hash of the suite's content, for env.json and cache keys."""
         return json_digest(self.model_dump(mode="json"), 16)
 
-    def train_for(self, entry: ModelEntry) -> TrainSettings:
-        """The suite's train settings with the model's overrides applied."""
-        return TrainSettings.model_validate({**self.train.model_dump(exclude_unset=True), **entry.train})
+    def train_layers(self, entry: ModelEntry, recipe: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """The settings each layer sets, lowest precedence first: the suite's ``train:`` block, the preset's
+        recipe (when ``recipes`` is on), the model's own ``train:``."""
+        return {
+            "suite": self.train.model_dump(exclude_unset=True),
+            "recipe": dict(recipe or {}) if self.recipes else {},
+            "model": dict(entry.train),
+        }
+
+    def train_for(self, entry: ModelEntry, recipe: Mapping[str, Any] | None = None) -> TrainSettings:
+        """The train settings of one model preset: the suite's block, then the recipe, then the model's overrides."""
+        merged: dict[str, Any] = {}
+        for layer in self.train_layers(entry, recipe).values():
+            merged.update(layer)
+        return TrainSettings.model_validate(merged)
+
+
+def train_sources(suite: Suite, entry: ModelEntry, recipe: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Where each train setting of a model preset comes from: ``suite``, ``recipe``, ``model`` or ``default``."""
+    sources = dict.fromkeys(TrainSettings.model_fields, "default")
+    for layer, settings in suite.train_layers(entry, recipe).items():
+        sources.update(dict.fromkeys(settings, layer))
+    return sources
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -291,15 +346,34 @@ def check_against_registry(
             if preset not in presets:
                 raise _unknown(where, f"models[{i}].presets[{j}]", f"preset of {entry.name}", preset, list(presets))
         try:
-            suite.train_for(entry)
+            TrainSettings.model_validate({**suite.train.model_dump(exclude_unset=True), **entry.train})
         except ValidationError as exc:
             inner = format_validation_error(exc, TrainSettings, where).split(": ", 1)[1]
             raise SuiteError(f"{where}: models[{i}].train.{inner}") from None
+        for preset in entry.presets or list(presets)[:1]:
+            _check_recipe(suite, entry, presets[preset], where)
     for i, name in enumerate(suite.optimizations):
         if name not in registry.optimizations:
             raise _unknown(where, f"optimizations[{i}]", "optimization", name, list(registry.optimizations))
     if suite.baseline is not None and suite.baseline not in suite.optimizations:
         raise _unknown(where, "baseline", "baseline (not among optimizations)", suite.baseline, suite.optimizations)
+
+
+def _check_recipe(suite: Suite, entry: ModelEntry, preset: Any, where: str) -> None:
+    """A plugin's recipe sets recipe fields only, with valid values."""
+    if preset.recipe is None:
+        return
+    at = f"model {entry.name!r} preset {preset.name!r} recipe"
+    extra = sorted(set(preset.recipe.settings) - RECIPE_FIELDS)
+    if extra:
+        raise SuiteError(
+            f"{where}: {at}: {', '.join(extra)}: not a recipe field; allowed: {', '.join(sorted(RECIPE_FIELDS))}"
+        )
+    try:
+        suite.train_for(entry, preset.recipe.settings)
+    except ValidationError as exc:
+        inner = format_validation_error(exc, TrainSettings, where).split(": ", 1)[1]
+        raise SuiteError(f"{where}: {at}: {inner}") from None
 
 
 def with_baseline(suite: Suite, registry: Registry, where: str = "<suite>") -> Suite:

@@ -125,7 +125,7 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
 def train_config(settings: Any, multilabel: bool) -> TrainConfig:
     """The trainer's config from a suite's train settings."""
     fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
-    return TrainConfig(**fields, multilabel=multilabel)
+    return TrainConfig(**{**fields, "lr": settings.effective_lr()}, multilabel=multilabel)
 
 
 def run_measure(ctx: Context) -> None:
