@@ -234,3 +234,22 @@ def test_constant_schedule_holds_the_lr_after_warmup() -> None:
     constant, cosine = warmup_cosine(100, 10, cosine=False), warmup_cosine(100, 10)
     assert constant(0) == pytest.approx(0.1) and constant(50) == constant(99) == 1.0
     assert cosine(99) < 0.01
+
+
+def test_plateau_schedule_drops_the_lr_twice_then_stops(tmp_path: Path) -> None:
+    """``schedule: plateau`` with patience 1 and a min_delta no epoch can beat: epoch 1 is the best; the stalls
+    after epochs 2 and 3 divide the lr by 10; the stall after epoch 4 ends training at a plateau."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from vidbench.learn.train import TrainConfig, Trainer
+
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(32, 3, 2, 4, 4, generator=generator), torch.randint(0, 3, (32,)))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 3))
+    config = TrainConfig(
+        epochs=20, lr=0.01, warmup_epochs=0, until="plateau", early_stop_patience=1, min_delta=1.0, schedule="plateau"
+    )
+    trainer = Trainer(model, DataLoader(data, batch_size=8), config, tmp_path, val_loader=DataLoader(data))
+    result = trainer.run(resume=False)
+    assert (result.epochs_done, result.stopped, result.best_epoch) == (4, "plateau", 1)
+    assert [h["lr"] for h in trainer.history] == pytest.approx([0.01, 0.01, 0.001, 0.0001])

@@ -31,6 +31,11 @@ from vidbench.rundir import JobDir
 ProgressFn = Callable[[str], None]
 
 
+PLATEAU_LR_DROPS = 2
+"""``schedule: plateau`` divides the lr by 10 at each of this many validation plateaus before the next one ends
+training (as ReduceLROnPlateau recipes do: a plateau counts once the lr can no longer help)."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
@@ -58,7 +63,7 @@ class TrainConfig:
     min_delta: float = 0.0
     multilabel: bool = False
     channels_last: bool = False
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"
     drop_path: float | None = None
 
 
@@ -183,9 +188,9 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
         total = config.epochs * steps_per_epoch
         warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(total, warmup, cosine=config.schedule == "cosine")
-        )
+        self.lr_scale, self.lr_drops = 1.0, 0  # schedule: plateau's drops so far
+        shape = warmup_cosine(total, warmup, cosine=config.schedule == "cosine")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: shape(step) * self.lr_scale)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.ema = None
         if config.ema_decay:
@@ -212,6 +217,8 @@ class Trainer:
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
             "stale": self.stale,
+            "lr_scale": self.lr_scale,
+            "lr_drops": self.lr_drops,
             "history": self.history,
             "config": asdict(self.config),
             "rng": {
@@ -233,6 +240,7 @@ class Trainer:
         self.epoch, self.steps = state["epoch"], state["steps"]
         self.best_val, self.stale, self.history = state["best_val"], state["stale"], state["history"]
         self.best_epoch = state.get("best_epoch")
+        self.lr_scale, self.lr_drops = state.get("lr_scale", 1.0), state.get("lr_drops", 0)
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -273,6 +281,16 @@ class Trainer:
         if self.config.max_minutes is not None and spent_s / 60 >= self.config.max_minutes:
             return "max_minutes"
         return None
+
+    def _drop_lr_on_plateau(self) -> None:
+        """``schedule: plateau``: a stall of ``patience`` epochs divides the lr by 10 (up to PLATEAU_LR_DROPS
+        times) and starts the count again; the stall after the last drop is the plateau that ends training."""
+        patience = self.patience
+        if self.config.schedule != "plateau" or patience is None or self.stale < patience:
+            return
+        if self.lr_drops < PLATEAU_LR_DROPS:
+            self.lr_scale, self.lr_drops, self.stale = self.lr_scale * 0.1, self.lr_drops + 1, 0
+            self._say(f"validation top-1 flat for {patience} epochs: lr x0.1 ({self.lr_drops}/{PLATEAU_LR_DROPS})")
 
     # --- loop --------------------------------------------------------------------------------
     def _epoch(self) -> tuple[float, float, int]:
@@ -370,6 +388,7 @@ class Trainer:
                         atomic_save(self.final_model().state_dict(), self.files.best_weights)
                 elif val is not None:
                     self.stale += 1
+                self._drop_lr_on_plateau()
                 if main:
                     atomic_save(self.state(), self.state_path)
                 shown = f" val {val:.1%}" if val is not None else ""

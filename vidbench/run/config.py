@@ -70,8 +70,10 @@ class TrainSettings(_Strict):
     ``nproc`` x ``accumulate``) / ``lr_batch`` (Goyal et al. 2017); unset, ``lr`` is used as given."""
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    """After the linear warm-up: cosine decay to 0 at ``epochs``, or a constant lr."""
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"
+    """After the linear warm-up: cosine decay to 0 at ``epochs``; a constant lr; or ``plateau``: constant until the
+    validation top-1 stalls for ``early_stop_patience`` epochs, then divided by 10, twice, before the next stall
+    (with ``until: plateau``) ends training."""
     drop_path: float | None = Field(None, ge=0, lt=1)
     """Stochastic depth: the largest drop rate of the model's DropPath layers (timm's), rising linearly with
     depth; unset, the preset's own rates stay."""
