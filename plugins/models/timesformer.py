@@ -82,18 +82,14 @@ class TimeSformer(nn.Module):
         heads: int = 12,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.1,
-        tubelet: int = 1,
     ) -> None:
         super().__init__()
-        self.patch, self.tubelet = patch, tubelet
-        if tubelet == 1:  # the paper's per-frame patches (and the key names of its checkpoints)
-            self.patch_embed: nn.Module = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
-        else:  # ViViT's tubelets: each token spans ``tubelet`` frames, so it sees local motion itself
-            self.patch_embed = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+        self.patch = patch
+        self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
         grid = img_size // patch
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
-        self.time_embed = nn.Parameter(torch.zeros(1, frames // tubelet, dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, frames, dim))
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(DividedBlock(dim, heads, mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -133,14 +129,9 @@ class TimeSformer(nn.Module):
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
         """The final class token, ``B x dim``."""
         b, c, t, h, w = clip.shape
-        if self.tubelet == 1:
-            x = self.patch_embed(clip.transpose(1, 2).reshape(b * t, c, h, w))  # (b t) d gh gw
-            grid_h, grid_w = x.shape[-2:]
-            x = x.flatten(2).transpose(1, 2)  # (b t) p d
-        else:
-            x = self.patch_embed(clip)  # b d t' gh gw
-            t, grid_h, grid_w = x.shape[-3:]
-            x = x.permute(0, 2, 3, 4, 1).reshape(b * t, grid_h * grid_w, -1)  # (b t') p d
+        x = self.patch_embed(clip.transpose(1, 2).reshape(b * t, c, h, w))  # (b t) d gh gw
+        grid_h, grid_w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (b t) p d
         x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], dim=1) + self._space_embed(grid_h, grid_w)
         cls = x[:b, :1]  # the class token is the same for every frame; keep one per clip
         p = grid_h * grid_w
