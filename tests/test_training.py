@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,8 @@ def test_plateau_schedule_drops_the_lr_twice_then_stops(tmp_path: Path) -> None:
     result = trainer.run(resume=False)
     assert (result.epochs_done, result.stopped, result.best_epoch) == (4, "plateau", 1)
     assert [h["lr"] for h in trainer.history] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+    # min_epochs: 2: epoch 2's stall is a slow start, not a plateau; everything happens one epoch later.
+    late = Trainer(model, DataLoader(data, batch_size=8), replace(config, min_epochs=2), tmp_path / "late",
+                   val_loader=DataLoader(data))  # fmt: skip
+    assert late.run(resume=False).epochs_done == 5
+    assert [h["lr"] for h in late.history] == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.0001])

@@ -61,6 +61,7 @@ class TrainConfig:
     max_minutes: float | None = None
     until: Literal["epochs", "plateau"] = "epochs"
     min_delta: float = 0.0
+    min_epochs: int = 0
     multilabel: bool = False
     channels_last: bool = False
     schedule: Literal["cosine", "constant", "plateau"] = "cosine"
@@ -386,7 +387,7 @@ class Trainer:
                     self.best_val, self.stale, self.best_epoch = val, 0, self.epoch
                     if main and self.config.until == "plateau":  # saved before the state that names it best
                         atomic_save(self.final_model().state_dict(), self.files.best_weights)
-                elif val is not None:
+                elif val is not None and self.epoch > self.config.min_epochs:
                     self.stale += 1
                 self._drop_lr_on_plateau()
                 if main:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from vidbench.report import figures as F
 from vidbench.report.rundata import RunData
-from vidbench.report.summary import summary_paragraph
+from vidbench.report.summary import stopped_by_budget, summary_paragraph
 from vidbench.report.table import display_frame
 
 METHODOLOGY: tuple[str, ...] = (
@@ -88,6 +88,30 @@ def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+def training_protocols(frame: pd.DataFrame) -> str:
+    """How each model job trained, from its rows: the lr used, the epochs run, why it stopped, and whose recipe
+    (the preset's, with its source, or the suite's train block alone)."""
+    if "recipe" not in frame or frame["epochs_run"].isna().all():
+        return ""
+    keys = [c for c in ("dataset", "model", "preset", "seed") if c in frame]
+    jobs = frame[frame["epochs_run"].notna()].drop_duplicates(subset=keys)
+    parts = []
+    for _, row in jobs.iterrows():
+        seeds = pd.to_numeric(row.get("seeds_n"), errors="coerce")
+        seed = f" seed {int(row['seed'])}" if pd.notna(seeds) and seeds > 1 else ""
+        converged = row.get("converged")
+        state = "not converged" if stopped_by_budget(converged) else "converged" if converged == 1 else "not recorded"
+        lr = f"lr {float(row['lr']):g}, " if pd.notna(row.get("lr")) else ""
+        epochs = int(row["epochs_run"])
+        recipe = row.get("recipe")
+        source = f"the preset's recipe ({recipe})" if isinstance(recipe, str) and recipe else "the suite's train block"
+        parts.append(
+            f"{row['model']}/{row['preset']}{seed}: {lr}{epochs} epoch{'' if epochs == 1 else 's'}, "
+            f"stopped by {row.get('stopped_by') or '?'} ({state}); settings from {source}."
+        )
+    return "How each model trained. " + " ".join(parts)
+
+
 def _sections(run: RunData) -> list[Section]:
     def fig(builder: Any, key: str, title: str) -> F.Figure:
         return F.safe(builder, run, key, title)
@@ -118,7 +142,12 @@ def _sections(run: RunData) -> list[Section]:
         ),
         Section("probes", "Temporal probes", [fig(F.temporal_probes, "probes", "Temporal probes")]),
         Section("embeddings", "Embeddings (t-SNE)", tsne),
-        Section("training", "Training curves", [fig(F.training_curves, "training", "Training curves")]),
+        Section(
+            "training",
+            "Training curves",
+            [fig(F.training_curves, "training", "Training curves")],
+            intro=training_protocols(run.frame),
+        ),
         Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),
     ]
 

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from vidbench.report.rundata import JobFiles, RunData
-from vidbench.report.summary import artifact_rows, per_clip_ms, top1_interval
+from vidbench.report.summary import artifact_rows, per_clip_ms, stopped_by_budget, top1_interval
 
 PROBE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("top1", "intact"),
@@ -81,7 +81,8 @@ def _log_if_wide(ax: Axes, values: pd.Series) -> None:
 
 
 def _job_label(row: pd.Series, frame: pd.DataFrame) -> str:
-    label = f"{row['model']}/{row['preset']}"
+    """``model/preset`` (with the dataset when the run has several), marked when a budget stopped its training."""
+    label = f"{row['model']}/{row['preset']}" + (" (not converged)" if stopped_by_budget(row.get("converged")) else "")
     return f"{row['dataset']}: {label}" if frame["dataset"].nunique() > 1 else label
 
 

@@ -100,6 +100,9 @@ class TrainSettings(_Strict):
     """``epochs``: train ``epochs`` epochs (a budget: the rows say "not converged"). ``plateau``: stop once the
     validation top-1 has not improved by ``min_delta`` for ``early_stop_patience`` epochs (3 when unset), with
     ``epochs`` and ``max_minutes`` as caps; the best validation epoch's weights are the ones evaluated."""
+    min_epochs: int = Field(0, ge=0)
+    """No plateau before this epoch: epochs without a better validation top-1 count toward ``early_stop_patience``
+    (and the plateau schedule's lr drops) only after it, so a slow start is not taken for a plateau."""
     min_delta: float = Field(0.0, ge=0, le=1)
     """The smallest rise of validation top-1 (a fraction) that counts as an improvement."""
     early_stop_patience: int | None = Field(None, ge=1)
@@ -149,8 +152,8 @@ class MeasureSettings(_Strict):
 RECIPE_FIELDS = frozenset(
     {
         "optimizer", "lr", "lr_batch", "momentum", "weight_decay", "warmup_epochs", "schedule", "epochs", "until",
-        "min_delta", "early_stop_patience", "label_smoothing", "augment", "drop_path", "ema_decay", "grad_clip",
-        "batch_size", "channels_last",
+        "min_delta", "min_epochs", "early_stop_patience", "label_smoothing", "augment", "drop_path", "ema_decay",
+        "grad_clip", "batch_size", "channels_last",
     }
 )  # fmt: skip
 """What a preset's recipe may set: how the model learns, not where or how long the run may take (workers, seed,
