@@ -117,13 +117,15 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
 
 
 def _job_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Dataset, model, preset and job folder of every row (rows written before ``job`` was recorded name the
-    folder of their one seed)."""
+    """Dataset, model, preset, job folder and, for one of several seeds (a folder named with it), the seed of
+    every row (rows written before ``job`` was recorded name the folder of their one seed)."""
     columns = frame[["dataset", "model", "preset"]].copy()
-    slugs = [job_slug(d, m, p) for d, m, p in columns.itertuples(index=False)]
-    if "job" in frame:
-        slugs = [j if isinstance(j, str) and j else s for j, s in zip(frame["job"], slugs, strict=True)]
-    return columns.assign(job=slugs)
+    plain = [job_slug(d, m, p) for d, m, p in columns.itertuples(index=False)]
+    slugs = list(frame["job"]) if "job" in frame else plain
+    slugs = [j if isinstance(j, str) and j else s for j, s in zip(slugs, plain, strict=True)]
+    seeds = list(frame["seed"]) if "seed" in frame else [None] * len(frame)
+    per_seed = [int(seed) if slug != p else None for slug, p, seed in zip(slugs, plain, seeds, strict=True)]
+    return columns.assign(job=slugs, seed=per_seed)
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -133,9 +135,8 @@ def load_run(run_dir: Path) -> RunData:
         raise FileNotFoundError(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
     frame = load_frame(run.root)
     jobs = []
-    for dataset, model, preset, slug in _job_columns(frame).drop_duplicates().itertuples(index=False):
+    for dataset, model, preset, slug, seed in _job_columns(frame).drop_duplicates().itertuples(index=False):
         files = run.job(slug)
-        seed = int(slug.rsplit("__seed", 1)[1]) if slug != job_slug(dataset, model, preset) else None
         jobs.append(
             JobFiles(
                 dataset,
@@ -145,7 +146,7 @@ def load_run(run_dir: Path) -> RunData:
                 train=read_json(files.summary),
                 analysis=read_json(files.analysis),
                 history=_read_jsonl(files.metrics),
-                seed=seed,
+                seed=None if seed is None or pd.isna(seed) else int(seed),
             )
         )
     return RunData(run_dir=run.root, frame=frame, env=run.read_env(), suite=run.read_suite(), jobs=jobs)

@@ -351,7 +351,7 @@ def check_against_registry(
             if preset not in presets:
                 raise _unknown(where, f"models[{i}].presets[{j}]", f"preset of {entry.name}", preset, list(presets))
         try:
-            TrainSettings.model_validate({**suite.train.model_dump(exclude_unset=True), **entry.train})
+            suite.train_for(entry)  # the suite's and the model's own settings, before any recipe
         except ValidationError as exc:
             inner = format_validation_error(exc, TrainSettings, where).split(": ", 1)[1]
             raise SuiteError(f"{where}: models[{i}].train.{inner}") from None
