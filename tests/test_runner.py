@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from tests.conftest import only_run_dir, vidbench, write_suite
@@ -95,6 +97,37 @@ def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
     raise AssertionError(f"{path} never reached {count} rows")
 
 
+def _wait_for_a_running_cell(runner: int, timeout: float = 120) -> None:
+    """Until the runner has the fork server and a cell's child under it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(psutil.Process(runner).children(recursive=True)) >= 2:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no cell started")
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE  # a zombie is dead, only not yet reaped
+    except psutil.Error:
+        return False
+
+
+def _kill_only_the_runner(proc: subprocess.Popen) -> list[str]:
+    """SIGKILL the runner alone (not its group: the children must die by themselves); the processes of the
+    run, seen just before the kill, that are still alive 5 s after it."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=5)
+    left = [f"{p.pid} {p.cmdline()[:4]}" for p in alive if _alive(p)]
+    for p in alive:  # leave nothing behind for the next test, whatever the assertion says
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return left
+
+
 def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_root: Path) -> None:
     suite = write_suite(
         tmp_path,
@@ -115,9 +148,9 @@ def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_ro
         time.sleep(0.2)
     jsonl = next(results_dir.glob("*/results.jsonl"))
     _wait_for_rows(jsonl, 2, 300)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(1)  # the measuring child dies with its parent (PDEATHSIG)
+    _wait_for_a_running_cell(proc.pid)
+    left = _kill_only_the_runner(proc)
+    assert not left, f"processes of the killed run still alive 5 s later: {left}"
     before = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     assert 2 <= len(before) < 8
     resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)

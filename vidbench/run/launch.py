@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidbench.run.lifeline import lifeline_env
 from vidbench.rundir import TaskDir
 
 StatusFn = Callable[[str], None]
@@ -88,13 +89,17 @@ def launch(
         else _ForkedChild(task_file, log_file, cwd)
     )
     deadline = time.monotonic() + timeout_s
-    while (code := child.poll()) is None:
-        if time.monotonic() > deadline:
-            child.kill()
-            return Outcome(False, f"timeout after {timeout_s:g} s")
-        if status is not None:
-            status(_last_line(log_file))
-        time.sleep(0.2)
+    try:
+        while (code := child.poll()) is None:
+            if time.monotonic() > deadline:
+                child.kill()
+                return Outcome(False, f"timeout after {timeout_s:g} s")
+            if status is not None:
+                status(_last_line(log_file))
+            time.sleep(0.2)
+    except BaseException:  # Ctrl-C, SIGTERM turned into an exception: the child must not outlive the wait
+        child.kill()
+        raise
     if code == 0:
         return Outcome(True)
     if code < 0:
@@ -113,7 +118,7 @@ class _Subprocess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=lifeline_env(),
             )
 
     def poll(self) -> int | None:
@@ -131,7 +136,7 @@ class _ForkedChild:
     def __init__(self, task_file: Path, log_file: Path, cwd: Path | None) -> None:
         where = str(cwd or Path.cwd())
         self.proc = _fork_server().Process(
-            target=_forked_worker, args=(str(task_file), str(log_file), where, dict(os.environ)), daemon=False
+            target=_forked_worker, args=(str(task_file), str(log_file), where, lifeline_env()), daemon=False
         )
         with _main_module_hidden():
             self.proc.start()

@@ -33,6 +33,7 @@ from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
 from vidbench.results import ResultStore
 from vidbench.run.context import Context
+from vidbench.run.lifeline import follow_launcher
 from vidbench.rundir import TaskDir, write_json_atomic
 from vidbench.specs import Unsupported
 from vidbench.stats import wilson_interval
@@ -239,6 +240,7 @@ def parity_problem(agreement: float, max_diff: float, measure: Any, lossy: bool 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    follow_launcher()  # a child of a run dies with the run, whatever killed it
     task_path = Path(args[0])
     task = json.loads(task_path.read_text())
     error_file = TaskDir(task_path.parent).error
