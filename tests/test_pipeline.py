@@ -101,6 +101,24 @@ def test_clip_cache_returns_the_decoded_frames(data_root: Path, tmp_path: Path) 
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
+def test_an_empty_or_cut_cache_entry_is_a_miss_and_is_written_anew(data_root: Path, tmp_path: Path) -> None:
+    from vidbench_plugins.datasets import synthetic
+
+    from tests.conftest import TINY_DATA
+
+    samples = synthetic.prepare(data_root / "synthetic-motion", TINY_DATA).splits["test"][:2]
+    cache = ClipCache(tmp_path / "cache")
+    dataset = ClipDataset(samples, ClipSpec(4), 16, train=False, cache=cache)
+    expected = [dataset[i][0] for i in range(2)]
+    empty, cut = sorted((tmp_path / "cache").rglob("*.npy"))
+    empty.write_bytes(b"")  # renamed before its data reached the disk, then a crash
+    cut.write_bytes(cut.read_bytes()[:200])
+    again = [dataset[i][0] for i in range(2)]
+    assert cache.misses == 4 and cache.hits == 0
+    assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
+    assert [dataset[i][0].shape for i in range(2)] and cache.hits == 2, "the entries were not written anew"
+
+
 def test_training_draws_index_a_whole_cached_video(data_root: Path, tmp_path: Path) -> None:
     """Random training draws read the same frames from a video cached whole as from the file, with one cache
     entry per video; a video over ``whole_video_mb`` is decoded from the file every time."""

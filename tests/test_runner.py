@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import only_run_dir, vidbench, write_suite
-from vidbench.results import SCHEMA
+from vidbench.results import SCHEMA, ResultStore
 
 FAULTY_PLUGIN = """
 import os, signal, time
@@ -166,3 +166,20 @@ def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_ro
     again = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
     assert again.returncode == 0
     assert len(jsonl.read_text().splitlines()) == 8, "a complete run resumed must measure nothing"
+
+
+def test_a_torn_tail_neither_swallows_the_next_row_nor_fails_its_cell(tmp_path: Path, data_root: Path) -> None:
+    suite = write_suite(tmp_path, data_root, models=[{"name": "frame_avg", "presets": ["tiny"]}])
+    assert vidbench("run", str(suite), "--quiet", cwd=tmp_path).returncode == 0
+    jsonl = only_run_dir(tmp_path) / "results.jsonl"
+    first, second = jsonl.read_text().splitlines()
+    jsonl.write_text(first + "\n" + second[: len(second) // 2])  # the second append torn (disk full, a kill)
+    resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "lines [2] are not rows" in resumed.stderr
+    store = ResultStore(jsonl)
+    assert store.unreadable_lines() == [2]
+    rows = store.rows()
+    assert [row["status"] for row in rows] == ["ok", "ok"], [row["reason"] for row in rows]
+    assert rows[0] == json.loads(first)
+    assert rows[1]["cell_key"] == json.loads(second)["cell_key"]

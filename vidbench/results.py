@@ -85,16 +85,36 @@ class ResultStore:
         self.csv = Path(csv) if csv is not None else None
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every stored row; a torn last line (a kill mid-write) is ignored."""
+        """Every readable row; a line that is not one (torn by a kill or a full disk) is skipped, never merged
+        with the next (:meth:`unreadable_lines` names them)."""
+        return [row for _, row in self._lines() if row is not None]
+
+    def unreadable_lines(self) -> list[int]:
+        """Line numbers (from 1) of the lines that are not a JSON row."""
+        return [number for number, row in self._lines() if row is None]
+
+    def _lines(self) -> list[tuple[int, dict[str, Any] | None]]:
         if not self.jsonl.exists():
             return []
-        rows = []
-        for line in self.jsonl.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+        out: list[tuple[int, dict[str, Any] | None]] = []
+        for number, line in enumerate(self.jsonl.read_bytes().decode(errors="replace").splitlines(), start=1):
+            if not line.strip():
                 continue
-        return rows
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            out.append((number, row if isinstance(row, dict) else None))
+        return out
+
+    def _starts_on_a_fresh_line(self) -> bool:
+        """Whether the file is empty or ends with a newline (a torn append leaves it without one)."""
+        try:
+            with open(self.jsonl, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                return fh.read(1) == b"\n"
+        except OSError:  # missing, or empty (seek before the start)
+            return True
 
     def keys(self, statuses: Iterable[str] = STATUSES) -> set[str]:
         """Cell keys already stored with one of ``statuses``."""
@@ -105,8 +125,9 @@ class ResultStore:
         """Write one row durably, then refresh the CSV."""
         clean = normalise_row(row)
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(clean, default=str) + "\n"
         with open(self.jsonl, "a") as fh:
-            fh.write(json.dumps(clean, default=str) + "\n")
+            fh.write(line if self._starts_on_a_fresh_line() else "\n" + line)
             fh.flush()
             os.fsync(fh.fileno())
         self.write_csv()

@@ -2,7 +2,8 @@
 
 A key is the file's fingerprint plus everything that decides the decoded pixels: the frame indices,
 upright and square-pixel flags. Entries are written to a temp name and renamed, so a reader never
-sees half a file, and two workers writing the same entry both succeed.
+sees half a file, and two workers writing the same entry both succeed. An entry that does not load (empty
+or cut short by a crash before its data reached the disk) is a miss, and is removed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ class ClipCache:
         path = self._path(key)
         try:
             frames = np.load(path)
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError, EOFError):  # a corrupt entry: decode again, and write it anew
+            path.unlink(missing_ok=True)
             self.misses += 1
             return None
         self.hits += 1
@@ -53,5 +58,8 @@ class ClipCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, np.ascontiguousarray(frames, dtype=np.uint8))
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(frames, dtype=np.uint8))
+            fh.flush()
+            os.fsync(fh.fileno())  # renamed only once on disk: a crash leaves no empty entry behind
         os.replace(tmp, path)

@@ -9,6 +9,8 @@ already in the store. Where the tasks run is the executor's business (:mod:`vidb
 from __future__ import annotations
 
 import os
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +34,12 @@ from vidbench.rundir import RunDir, write_json_atomic
 @dataclass(frozen=True)
 class MeasureStep:
     """One job x optimization to measure: the row of each batch size still to do, the child's task (None
-    when nothing has to run: the rows are already written as unsupported) and the store's length before."""
+    when nothing has to run: the rows are already written as unsupported) and how many rows the store held
+    for each of its cell keys before (a row counts as written by the step when its key's count grew)."""
 
     rows: dict[str, dict[str, Any]]
     task: TaskStep | None
-    rows_before: int
+    counts_before: Counter[str]
 
 
 def new_run_id() -> str:
@@ -137,20 +140,25 @@ class SuiteRun:
         if not supported:
             for row in rows.values():
                 self.store.append({**row, "status": "unsupported", "reason": why})
-            return MeasureStep(rows, None, 0)
+            return MeasureStep(rows, None, Counter())
         task = self.task(
             "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs
         )
         label = f"measuring {job.model}/{job.preset} {optimization}"
         folder = self.rundir.task(job.slug, optimization)
         step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
-        return MeasureStep(rows, step, len(self.store.rows()))
+        return MeasureStep(rows, step, self._key_counts())
+
+    def _key_counts(self) -> Counter[str]:
+        return Counter(row.get(KEY_COLUMN) for row in self.store.rows())
 
     def measure_result(self, step: MeasureStep, outcome: Outcome) -> None:
-        """A ``failed`` row for every cell of ``step`` that was not written since it started."""
-        written = {row.get(KEY_COLUMN) for row in self.store.rows()[step.rows_before :]}
+        """A ``failed`` row for every cell of ``step`` that was not written since it started (matched by cell
+        key, not by position: a torn line in the store must not shift which rows count)."""
+        counts = self._key_counts()
         for row in step.rows.values():
-            if row[KEY_COLUMN] not in written:
+            key = row[KEY_COLUMN]
+            if counts[key] <= step.counts_before[key]:
                 reason = outcome.reason if not outcome.ok else "child exited without writing this row"
                 self.store.append({**row, "status": "failed", "reason": reason})
 
@@ -158,6 +166,9 @@ class SuiteRun:
         """Train and measure every cell not in the store (with ``resume``), each task on ``executor`` (default:
         child processes here, one after another)."""
         self.write_env()
+        torn = self.store.unreadable_lines()
+        if torn:
+            print(f"warning: {self.store.jsonl}: lines {torn} are not rows (a torn write); skipped", file=sys.stderr)
         skip = self.store.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
         if not resume:
             skip = set()
