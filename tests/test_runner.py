@@ -183,3 +183,36 @@ def test_a_torn_tail_neither_swallows_the_next_row_nor_fails_its_cell(tmp_path: 
     assert [row["status"] for row in rows] == ["ok", "ok"], [row["reason"] for row in rows]
     assert rows[0] == json.loads(first)
     assert rows[1]["cell_key"] == json.loads(second)["cell_key"]
+
+
+def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder(
+    tmp_path: Path, data_root: Path
+) -> None:
+    suite = write_suite(tmp_path, data_root, models=[{"name": "frame_avg", "presets": ["tiny"]}])
+    first = subprocess.Popen(
+        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((tmp_path / "results" / "t").glob("*/env.json")):
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
+        took = time.monotonic() - started
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    assert f"another vidbench process (pid {first.pid})" in second.stderr
+    assert took < 2 + _cli_start_s(tmp_path), f"the second run took {took:.1f} s to refuse"
+
+
+def _cli_start_s(cwd: Path) -> float:
+    """How long the CLI takes to start and load the installed plugins here, the floor of any refusal."""
+    started = time.monotonic()
+    vidbench("plugins", "list", cwd=cwd)
+    return time.monotonic() - started

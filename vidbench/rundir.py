@@ -3,6 +3,7 @@
 ::
 
     results.jsonl  results.csv  env.json  suite.json  skipped.csv  summary.md  report.md  report.html
+    run.lock                            held (flock) by the one process writing the run; holds its pid
     report_files/                       the report's figures as PNG files
     datasets/<name>-<hash>.json         a prepared dataset's index (files, labels, mirror map)
     models/<dataset>__<model>__<preset>/   JobDir: job.json, checkpoint.pt, eval.npz, train.json, ...
@@ -16,9 +17,11 @@ Other code asks these classes for a path and never spells a file name of the run
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is writing the run directory."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,21 @@ class RunDir:
         return RunDir(Path(output_dir) / suite / run_id)
 
     @staticmethod
+    def new(output_dir: str | Path, suite: str, run_id: str) -> RunDir:
+        """A run directory that did not exist, created now: ``run_id``, or ``run_id-1``, ``-2``... when another
+        run started in the same second (the suffixed names still sort after it)."""
+        parent = Path(output_dir) / suite
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            root = parent / (run_id if attempt == 0 else f"{run_id}-{attempt}")
+            try:
+                root.mkdir()
+            except FileExistsError:
+                continue
+            return RunDir(root)
+        raise RunDirBusy(f"{parent}: no free run id after {run_id}")
+
+    @staticmethod
     def latest(output_dir: str | Path, suite: str) -> RunDir | None:
         """The newest run directory of a suite, by name (run ids sort by time)."""
         runs = sorted(p for p in (Path(output_dir) / suite).glob("*") if RunDir(p).env.exists())
@@ -224,6 +246,33 @@ class RunDir:
     @property
     def report_files(self) -> Path:
         return self.root / "report_files"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "run.lock"
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the run directory as its one writer until the block ends; raises :class:`RunDirBusy`, naming the
+        holder's pid, when another process holds it. The lock is an ``flock``: it goes with its process, so a
+        killed run leaves nothing stale behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirBusy(
+                f"run directory {self.root} is being written by another vidbench process (pid {holder}): "
+                "wait for it to end, or stop it, before running or resuming into it"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def exists(self) -> bool:
         """True when the folder holds a run's results."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vidbench.cli.common import Executor, console, err_console, fail, require_executor
-from vidbench.rundir import RunDir
+from vidbench.rundir import RunDir, RunDirBusy
 
 
 def run(
@@ -46,7 +46,7 @@ def run(
             run_id=run_id,
             executor=executor.value,
         )
-    except DatasetError as exc:
+    except (DatasetError, RunDirBusy) as exc:
         raise fail(str(exc)) from None
     files = RunDir(run_dir)
     summary = write_summary(run_dir)

@@ -266,13 +266,15 @@ def run_suite(
     elif resume:
         run = RunDir.latest(suite.output_dir, suite.name)
     if run is None:
-        run = RunDir.for_suite(suite.output_dir, suite.name, new_run_id())
-    progress = progress or Silent()
-    suite_run = SuiteRun(suite, registry, suite_path, RunDir(run.root.resolve()))
-    chosen: Executor | None = None
-    if executor == "ray":
-        from vidbench.run.ray_executor import RayExecutor
+        run = RunDir.new(suite.output_dir, suite.name, new_run_id())
+    run = RunDir(run.root.resolve())
+    with run.writer():  # one writer per run directory: a second run or resume into it stops here
+        progress = progress or Silent()
+        suite_run = SuiteRun(suite, registry, suite_path, run)
+        chosen: Executor | None = None
+        if executor == "ray":
+            from vidbench.run.ray_executor import RayExecutor
 
-        chosen = RayExecutor(suite, suite_run.threads, progress)
-    suite_run.execute(resume, retry_failed, progress, chosen)
+            chosen = RayExecutor(suite, suite_run.threads, progress)
+        suite_run.execute(resume, retry_failed, progress, chosen)
     return suite_run.run_dir
