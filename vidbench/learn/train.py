@@ -159,6 +159,18 @@ def _hits(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> int:
     return int((top == labels).sum())
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as tensors and plain data, so the train state loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+
+
 class Trainer:
     """One training run writing into a job folder (:class:`~vidbench.rundir.JobDir`, or a plain folder): the
     training state, the per-epoch metrics and the TensorBoard logs."""
@@ -224,14 +236,14 @@ class Trainer:
             "config": asdict(self.config),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
+                "numpy": _numpy_rng_state(),
+                "python": random.getstate(),  # a tuple of ints: plain data
                 "loader": generator.get_state() if generator is not None else None,
             },
         }
 
     def restore(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -243,7 +255,7 @@ class Trainer:
         self.best_epoch = state.get("best_epoch")
         self.lr_scale, self.lr_drops = state.get("lr_scale", 1.0), state.get("lr_drops", 0)
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         generator = getattr(self.loader, "generator", None)
         if generator is not None and state["rng"]["loader"] is not None:
