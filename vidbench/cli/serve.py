@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from vidbench.cli.common import Executor, console, fail, require_executor
+from vidbench.data.decode import DecodeLimits
 
 if TYPE_CHECKING:
     from vidbench.serve.artifact import ServedModel
@@ -183,6 +184,13 @@ def index_query(
     console.print(table)
 
 
+_LIMITS = DecodeLimits()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def serve(
     artifact: ArtifactOpt,
     model: ModelOpt = None,
@@ -195,7 +203,15 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted upload.")] = 50.0,
     max_duration_s: Annotated[float, typer.Option(min=0.1, help="Longest accepted video.")] = 120.0,
     containers: Annotated[str, typer.Option(help="Accepted demuxer names, comma separated.")] = "mov,matroska,avi,webm",
-    decode_workers: Annotated[int, typer.Option(min=1, help="Threads that decode uploads.")] = 2,
+    codecs: Annotated[str, typer.Option(help="Accepted FFmpeg decoders, comma separated.")] = ",".join(_LIMITS.codecs),
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest frame, width x height.")] = _LIMITS.max_pixels,
+    max_aspect: Annotated[float, typer.Option(min=1, help="Longest side over shortest.")] = _LIMITS.max_aspect,
+    max_frames: Annotated[int, typer.Option(min=1, help="Most frames, counted from packets.")] = _LIMITS.max_frames,
+    decode_workers: Annotated[int, typer.Option(min=1, help="Processes that decode uploads.")] = 2,
+    decode_timeout_s: Annotated[float, typer.Option(min=0.1, help="Longest decode of one upload.")] = 10.0,
+    decode_memory_mb: Annotated[int, typer.Option(min=64, help="Memory a decode process may add.")] = 1024,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="Uploads handled at once; more get 503.")] = 16,
+    show_paths: Annotated[bool, typer.Option(help="Show absolute paths in /healthz and /v1/similar.")] = False,
     threads: ThreadsOpt = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
@@ -204,6 +220,7 @@ def serve(
 
     from vidbench.serve.app import ServeSettings, create_app
     from vidbench.serve.batcher import BatchSettings
+    from vidbench.serve.decoding import DecodeSettings, UploadPolicy
     from vidbench.serve.index import VectorIndex, VectorIndexError
 
     served = load_artifact(artifact, model, threads)
@@ -213,12 +230,16 @@ def serve(
             loaded = VectorIndex.load(index)
         except VectorIndexError as exc:
             raise fail(str(exc)) from None
+    limits = DecodeLimits(max_pixels, max_aspect, max_frames, _names(codecs))
     settings = ServeSettings(
         max_upload_bytes=int(max_upload_mb * 2**20),
-        containers=tuple(c.strip() for c in containers.split(",") if c.strip()),
-        max_duration_s=max_duration_s,
-        batch=BatchSettings(max_batch if batching else 1, max_wait_ms if batching else 0.0),
-        decode_workers=decode_workers,
+        upload=UploadPolicy(limits, _names(containers), max_duration_s),
+        decode=DecodeSettings(decode_workers, decode_timeout_s, decode_memory_mb),
+        batch=BatchSettings(
+            max_batch if batching else 1, max_wait_ms if batching else 0.0, max_queue=4 * max_in_flight
+        ),
+        max_in_flight=max_in_flight,
+        show_paths=show_paths,
     )
     try:
         app = create_app(served, settings, loaded)

@@ -26,6 +26,49 @@ class DecodeError(Exception):
     """A file that cannot be decoded (or not completely); the message says why."""
 
 
+class LimitExceeded(DecodeError):
+    """A file refused from its metadata, before any frame is decoded: ``limit`` names the limit
+    (``pixels``, ``aspect``, ``frames`` or ``codec``)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(limit, message)
+        self.limit = limit
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a file may cost, checked from its headers and packets before decoding (the server's defaults;
+    ``None`` turns a limit off)."""
+
+    max_pixels: int | None = 3840 * 2160
+    """Coded width x height of one frame."""
+    max_aspect: float | None = 6.0
+    """Long side over short side: a 16384 x 2 frame is small, but resizing its short side is not."""
+    max_frames: int | None = 3600
+    """Frames to decode, counted from the packets (a timestamp-based duration can be faked)."""
+    codecs: tuple[str, ...] | None = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mjpeg")
+    """FFmpeg decoder names accepted."""
+
+    def check_stream(self, codec: str, width: int, height: int) -> None:
+        """Raise :class:`LimitExceeded` for a codec or frame size over the limits."""
+        if self.codecs is not None and codec not in self.codecs:
+            raise LimitExceeded("codec", f"codec {codec!r} is not accepted ({', '.join(self.codecs)})")
+        if width <= 0 or height <= 0:
+            return  # unknown until decoded: the decoder's own memory limit bounds it
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise LimitExceeded("pixels", f"{width}x{height} is over the limit of {self.max_pixels} pixels a frame")
+        if self.max_aspect is not None and max(width, height) / min(width, height) > self.max_aspect:
+            raise LimitExceeded("aspect", f"{width}x{height} is over the aspect ratio limit of {self.max_aspect:g}")
+
+    def check_frames(self, frames: int) -> None:
+        if self.max_frames is not None and frames > self.max_frames:
+            raise LimitExceeded("frames", f"over {self.max_frames} frames")
+
+
 @dataclass(frozen=True)
 class VideoMeta:
     """What a file holds, read from its container and packets (nothing here is guessed from the name)."""
@@ -99,8 +142,10 @@ def _is_vfr(sorted_pts: np.ndarray) -> bool:
     return float(deltas.max() - deltas.min()) > max(2.0, 0.25 * median)
 
 
-def probe(path: str | Path) -> VideoMeta:
-    """Read a file's metadata: demux every packet (no decoding) and decode the first frame."""
+def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
+    """Read a file's metadata: demux every packet (no decoding) and decode the first frame. With ``limits``,
+    the codec and frame size are checked from the headers and the frame count while demuxing, each before
+    any decoding (:class:`LimitExceeded`)."""
     import av
 
     path = str(path)
@@ -108,10 +153,14 @@ def probe(path: str | Path) -> VideoMeta:
         with av.open(path) as container:
             stream = container.streams.video[0]
             ctx = stream.codec_context
+            if limits is not None:
+                limits.check_stream(ctx.name, ctx.width or 0, ctx.height or 0)
             pts, keyframe_pts = [], []
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
+                if limits is not None:
+                    limits.check_frames(len(pts) + 1)
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if stamp is not None:
                     pts.append(int(stamp))
@@ -121,6 +170,8 @@ def probe(path: str | Path) -> VideoMeta:
             first = next(container.decode(stream), None)
             if first is None:
                 raise DecodeError(f"{path}: no decodable video frame")
+            if limits is not None:  # the header may have lied about the size
+                limits.check_stream(ctx.name, first.width, first.height)
             header_frames = int(stream.frames or 0)
             time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vidbench.data.cache import ClipCache, file_fingerprint
-from vidbench.data.decode import Backend, DecodeError, VideoMeta, open_video, probe
+from vidbench.data.decode import Backend, DecodeError, DecodeLimits, VideoMeta, open_video, probe
 from vidbench.data.sampling import PAD, ClipSpec, is_short, sample_indices
 from vidbench.data.transforms import Augment, LabelAwareFlip, clip_transform, frames_to_clip
 from vidbench.specs import VideoSample
@@ -76,6 +76,8 @@ class ClipDataset(Dataset):
         self.multilabel_classes = multilabel_classes
         self.whole_video_mb = whole_video_mb
         self.times = StageTimes()
+        self.limits: DecodeLimits | None = None
+        """Limits checked from each file's metadata before decoding it (the server sets them)."""
         self._meta: dict[str, VideoMeta] = {}
         self._fingerprints: dict[str, str] = {}
 
@@ -86,7 +88,7 @@ class ClipDataset(Dataset):
         """The file's metadata, probed once per process."""
         key = str(path)
         if key not in self._meta:
-            self._meta[key] = probe(path)
+            self._meta[key] = probe(path, self.limits)
         return self._meta[key]
 
     def decode(self, sample: VideoSample, rng: np.random.Generator | None) -> np.ndarray:

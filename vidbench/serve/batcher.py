@@ -28,12 +28,16 @@ class BatchSettings:
 
     max_batch: int = 8
     max_wait_ms: float = 5.0
+    max_queue: int = 64
+    """Clips waiting for the model at most; beyond it :meth:`DynamicBatcher.submit` raises ``asyncio.QueueFull``."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
 
 
 class DynamicBatcher:
@@ -49,7 +53,7 @@ class DynamicBatcher:
 
     def start(self) -> None:
         """Start the collector on the running event loop."""
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(self.settings.max_queue)
         self._task = asyncio.get_running_loop().create_task(self._collect())
 
     async def stop(self) -> None:
@@ -64,11 +68,11 @@ class DynamicBatcher:
                 future.set_exception(RuntimeError("server shutting down"))
 
     async def submit(self, clip: torch.Tensor) -> torch.Tensor:
-        """This clip's output row, computed in some batch."""
+        """This clip's output row, computed in some batch; ``asyncio.QueueFull`` when ``max_queue`` clips wait."""
         if self._queue is None:
             raise RuntimeError("batcher not started")
         future: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
-        await self._queue.put((clip, future))
+        self._queue.put_nowait((clip, future))
         return await future
 
     async def _gather(self) -> list[tuple[torch.Tensor, asyncio.Future[torch.Tensor]]]:
