@@ -245,3 +245,26 @@ def test_a_hundred_concurrent_uploads_get_an_answer_or_a_503(hostile: Hostile) -
     assert rss[1] - rss[0] < RSS_BUDGET_MB, f"100 uploads: server RSS {rss[0]:.0f} -> {rss[1]:.0f} MB"
     print(f"100 concurrent uploads: {statuses.count(200)} x 200, {statuses.count(503)} x 503 in {took:.1f} s")
     hostile.assert_still_serving()
+
+
+def test_a_thousand_mutated_files_through_the_decode_path(tmp_path: Path) -> None:
+    """The fuzz benchmark at 1,000 files (``benchmarks/fuzz_decode.py --count 10000`` is the long run): every
+    file gets an outcome, and the process hosting the decode pool survives whatever the decoders do."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fuzz_decode.py"), "--count", "1000", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sum(result["outcomes"].values()) == 1000, result
+    assert result["outcomes"].get("decoded", 0) > 0, "no mutation decoded: the seeds themselves are broken"
+    print(f"fuzz: {result}")
