@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from vidbench import hookimpl
-from vidbench.data.scan import VIDEO_EXTENSIONS, DatasetError, list_videos, probe_files
+from vidbench.data.scan import DatasetError, list_videos, probe_files
 from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSample
 
 SPLITS = ("train", "val", "test")
@@ -27,7 +27,9 @@ class FolderOptions(DatasetOptions):
     split: Literal["hash", "subfolders", "all"] = "hash"
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
-    extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    extensions: list[str] | None = None
+    """Only files with these suffixes; by default every file is probed and those that are not video are
+    listed as skipped (FFmpeg reads many containers whatever their names)."""
     workers: int = Field(2, ge=1)
 
 

@@ -14,15 +14,16 @@ data_app = typer.Typer(help="Look at video files: metadata, decode speed, sample
 
 
 def _video_files(path: Path) -> list[Path]:
-    from vidbench.data.scan import VIDEO_EXTENSIONS
+    """``path`` itself, or every file under it: which are videos is found by probing their content."""
+    from vidbench.data.scan import find_files
 
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise fail(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    files = find_files(path)
     if not files:
-        raise fail(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+        raise fail(f"{path}: no files")
     return files
 
 
@@ -32,17 +33,24 @@ def data_inspect(
     decode: Annotated[bool, typer.Option(help="Also decode every frame (finds damaged packet data).")] = False,
 ) -> None:
     """Metadata of each file (container, codec, range, size, rotation, SAR, fps, frames, VFR) and its problems."""
-    from vidbench.data.scan import decode_all, probe_files
+    from vidbench.data.scan import decode_all, is_not_video, probe_files, readable_by
 
     files = _video_files(path)
     good, bad = probe_files(files, workers=1)
+    notes: dict[Path, str] = {}
     if decode:
         for file in list(good):
-            problem = decode_all(file, good[file].frames)
-            if problem:
-                bad.append((str(file), problem))
+            error, note = decode_all(file, good[file].frames)
+            if error:
+                bad.append((str(file), error))
                 del good[file]
-    table = Table(title=f"{path}: {len(files)} file(s), {len(bad)} unreadable")
+            else:
+                readers = readable_by(file, good[file])
+                read = f"read by {' and '.join(readers)}" if readers else "no backend reads it"
+                notes[file] = "; ".join(filter(None, [note, read]))
+    others = sum(is_not_video(reason) for _, reason in bad)
+    title = f"{path}: {len(files)} file(s): {len(good)} video(s), {len(bad) - others} unreadable, {others} not video"
+    table = Table(title=title)
     for column in (
         "file",
         "container",
@@ -65,8 +73,9 @@ def data_inspect(
     for file in files:
         name = str(file.relative_to(base))
         if file not in good:
-            reason = next(r for p, r in bad if p == str(file))
-            table.add_row(name, *["-"] * 13, f"[red]unreadable: {reason}[/]")
+            reason = next(r for p, r in bad if p == str(file)).replace(str(file), name)
+            label = "[dim]not a video" if is_not_video(reason) else "[red]unreadable"
+            table.add_row(name, *["-"] * 13, f"{label}: {reason}[/]")
             continue
         m = good[file]
         w, h = m.display_size
@@ -85,7 +94,7 @@ def data_inspect(
             f"{m.duration_s:.2f}",
             "yes" if m.vfr else "no",
             str(m.keyframes),
-            "; ".join(m.problems()),
+            "; ".join([*m.problems(), *filter(None, [notes.get(file)])]),
         )
     console.print(table)
 

@@ -93,6 +93,8 @@ class VideoMeta:
     """Presentation timestamps of every frame, sorted, in stream time base units."""
     keyframe_pts: tuple[int, ...] = field(repr=False, default=())
     time_base: Fraction = Fraction(1, 1)
+    seekable: bool = True
+    """False when seeking fails in the file (frames are then read forward from the start)."""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -122,6 +124,8 @@ class VideoMeta:
             found.append(f"non-square pixels (SAR {self.sar})")
         if self.frames < 2:
             found.append(f"only {self.frames} frame(s)")
+        if not self.seekable:
+            found.append("seeking fails: frames are read forward from the start")
         return found
 
 
@@ -150,7 +154,13 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
 
     path = str(path)
     try:
-        with av.open(path) as container:
+        container_cm = av.open(path)
+    except Exception as exc:
+        raise DecodeError(f"{path}: not a file FFmpeg can read ({_first_line(exc)})") from exc
+    try:
+        with container_cm as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path}: not a video: a {container.format.name} file with no video stream")
             stream = container.streams.video[0]
             ctx = stream.codec_context
             if limits is not None:
@@ -166,8 +176,13 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
                     pts.append(int(stamp))
                     if packet.is_keyframe:
                         keyframe_pts.append(int(stamp))
-            container.seek(0, stream=stream)
-            first = next(container.decode(stream), None)
+            seekable = True
+            try:
+                container.seek(0, stream=stream)
+                first = next(container.decode(stream), None)
+            except av.FFmpegError:  # seeking fails in some files that read fine forward
+                seekable = False
+                first = _first_frame_forward(path)
             if first is None:
                 raise DecodeError(f"{path}: no decodable video frame")
             if limits is not None:  # the header may have lied about the size
@@ -216,7 +231,39 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
         pts=tuple(int(p) for p in sorted_pts),
         keyframe_pts=tuple(sorted(keyframe_pts)),
         time_base=time_base,
+        seekable=seekable,
     )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _first_frame_forward(path: str) -> object | None:
+    """The first frame, read from a freshly opened container without seeking."""
+    import av
+
+    with av.open(path) as container:
+        return next(container.decode(video=0), None)
+
+
+SHORTFALL_TOLERANCE = 0.05
+"""Frames a container may promise beyond what decodes (a share of them, at least 2) before a read fails."""
+
+
+def _with_tail_filled(found: dict[int, np.ndarray], indices: Sequence[int], frames: int, path: str) -> np.ndarray:
+    """The frames at ``indices``; wanted frames past the last one that decoded (a container that promises
+    more frames than it holds) repeat that last frame, within :data:`SHORTFALL_TOLERANCE`."""
+    missing = sorted({i for i in indices if i not in found})
+    if missing:
+        last = max(found, default=-1)
+        allowed = max(2, int(frames * SHORTFALL_TOLERANCE))
+        if last < 0 or missing[0] <= last or frames - 1 - last > allowed:
+            raise DecodeError(f"{path}: {len(missing)} wanted frame(s) could not be decoded")
+        for i in missing:
+            found[i] = found[last]
+    return np.stack([found[i] for i in indices])
 
 
 def to_display(
@@ -344,7 +391,7 @@ class PyAVReader(VideoReader):
         import av
 
         meta = self.meta
-        if not meta.pts:
+        if not meta.pts or not meta.seekable:
             return self._read_sequential(indices)
         wanted = sorted(set(indices))
         found: dict[int, np.ndarray] = {}
@@ -374,10 +421,7 @@ class PyAVReader(VideoReader):
                             break
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise DecodeError(f"{self.path}: {len(missing)} wanted frame(s) could not be decoded")
-        return np.stack([found[i] for i in indices])
+        return _with_tail_filled(found, indices, meta.frames, self.path)
 
     def _read_sequential(self, indices: list[int]) -> np.ndarray:
         import av
@@ -392,9 +436,7 @@ class PyAVReader(VideoReader):
                         break
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
-        if len(found) < len(wanted):
-            raise DecodeError(f"{self.path}: {len(wanted) - len(found)} wanted frame(s) could not be decoded")
-        return np.stack([found[i] for i in indices])
+        return _with_tail_filled(found, indices, self.meta.frames, self.path)
 
 
 def _keyframe_before(keyframes: Sequence[int], target: int) -> int:

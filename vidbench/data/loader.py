@@ -131,7 +131,15 @@ class ClipDataset(Dataset):
     def _read(self, sample: VideoSample, meta: VideoMeta, indices: Sequence[int]) -> np.ndarray:
         """Decode the frames at ``indices`` from the file; PAD positions come back black."""
         real = [i for i in indices if i != PAD]
-        reader = open_video(sample.path, self.backend, square_pixels=self.square_pixels, meta=meta)
+        try:
+            reader = open_video(sample.path, self.backend, square_pixels=self.square_pixels, meta=meta)
+            return _padded(reader.read(real), indices)
+        except DecodeError:
+            if self.backend == "pyav":
+                raise
+        # decord cannot open or seek some files FFmpeg reads (or over-trusts a container's frame count):
+        # PyAV reads them, forward when seeking fails
+        reader = open_video(sample.path, "pyav", square_pixels=self.square_pixels, meta=meta)
         return _padded(reader.read(real), indices)
 
     def __getitem__(self, index: int) -> Item | None:

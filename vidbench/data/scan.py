@@ -14,6 +14,7 @@ from vidbench.data.decode import DecodeError, VideoMeta, probe
 from vidbench.specs import PreparedDataset, VideoSample
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv")
+"""Common video suffixes: only a filter a user may ask for; folders are scanned by content (:func:`find_files`)."""
 
 
 class DatasetError(Exception):
@@ -49,8 +50,10 @@ def probe_files(paths: Sequence[Path], workers: int = 2) -> tuple[dict[Path, Vid
     return good, bad
 
 
-def decode_all(path: Path, expected_frames: int) -> str:
-    """Decode every frame with PyAV; ``""`` when all decode, else what went wrong."""
+def decode_all(path: Path, expected_frames: int) -> tuple[str, str]:
+    """Decode every frame with PyAV, forward: ``(error, note)``. ``error`` when decoding fails (the file is
+    unusable); ``note`` when it ends cleanly with fewer frames than the container promised (the frames that
+    decode are used)."""
     import av
 
     decoded = 0
@@ -59,16 +62,52 @@ def decode_all(path: Path, expected_frames: int) -> str:
             for _ in container.decode(video=0):
                 decoded += 1
     except Exception as exc:
-        return f"decoding failed after {decoded} of {expected_frames} frames: {exc}"
+        return f"decoding failed after {decoded} of {expected_frames} frames: {exc}", ""
+    if decoded == 0:
+        return "no frame decodes", ""
     if decoded < expected_frames:
-        return f"only {decoded} of {expected_frames} frames decode"
-    return ""
+        return "", f"{decoded} of the {expected_frames} frames the container lists decode (the {decoded} are used)"
+    return "", ""
 
 
-def list_videos(folder: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Video files directly in ``folder`` (by extension, case-insensitive), sorted."""
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
+def readable_by(path: Path, meta: VideoMeta) -> list[str]:
+    """The backends that read the first, middle and last frames of ``path`` (a data loader falls back from
+    decord to PyAV, so a file either reads is usable)."""
+    from vidbench.data.decode import BACKENDS, open_video
+
+    indices = sorted({0, meta.frames // 2, meta.frames - 1})
+    ok = []
+    for backend in BACKENDS:
+        try:
+            open_video(path, backend, meta=meta).read(indices)
+        except Exception:
+            continue
+        ok.append(backend)
+    return ok
+
+
+def is_not_video(reason: str) -> bool:
+    """Whether a probe's failure says the file is no video at all (rather than a damaged one)."""
+    return "not a file FFmpeg can read" in reason or ": not a video:" in reason
+
+
+def find_files(folder: Path, recursive: bool = True, extensions: Iterable[str] | None = None) -> list[Path]:
+    """Files in ``folder`` (not hidden), sorted. Without ``extensions`` every file is a candidate: whether it is
+    a video is for :func:`probe_files` to find out from its content, as FFmpeg would, whatever its name."""
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions} if extensions else None
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and (wanted is None or p.suffix.lower() in wanted)
+    )
+
+
+def list_videos(folder: Path, extensions: Iterable[str] | None = None) -> list[Path]:
+    """Candidate video files directly in ``folder`` (see :func:`find_files`)."""
+    return find_files(folder, recursive=False, extensions=extensions)
 
 
 def write_skipped(path: Path, rows: Iterable[tuple[str, str]]) -> None:

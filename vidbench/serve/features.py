@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidbench.data.loader import make_loader, read_skip_log
-from vidbench.data.scan import VIDEO_EXTENSIONS
+from vidbench.data.scan import find_files
 from vidbench.hashing import file_sha256
 from vidbench.specs import VideoSample
 
@@ -163,8 +163,9 @@ def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]])
 
 
 def list_inputs(folder: Path) -> list[tuple[Path, str]]:
-    """Video files under ``folder`` (recursive, by extension), sorted, with an empty label."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    """Files under ``folder`` (recursive, not hidden), sorted, with an empty label: which are videos is found
+    from their content when they are read (a file that is not one is recorded as unreadable)."""
+    files = find_files(folder)
     return [(p.resolve(), "") for p in files]
 
 
