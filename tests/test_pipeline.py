@@ -327,3 +327,52 @@ def test_variable_frame_rate_is_detected_and_sampling_follows_time(tmp_path: Pat
     idx = sample_indices(meta.frames, ClipSpec(5), timestamps_s=times)
     assert sum(i < 10 for i in idx) == 1, idx
     assert "variable frame rate" in " ".join(meta.problems())
+
+
+def _write(path: Path, codec: str, fmt: str, frames: int = 20, size: tuple[int, int] = (64, 48)) -> Path:
+    """A short clip of moving bars in container ``fmt`` (PyAV's muxer name), whatever ``path``'s suffix."""
+    width, height = size
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[:, (3 * i) % width :: 8] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_files_ffmpeg_reads_are_read_whatever_their_names(tmp_path: Path) -> None:
+    """Found by content, not by suffix: an elementary H.264 stream (no timestamps, seeking fails: read
+    forward), MPEG-2 in a program stream (seeks land late: read forward), FLV, H.263 in 3GP and an MP4
+    without a suffix are listed and read; an audio-only file and a text file are reported as not video."""
+    folder_ = tmp_path / "mixed"
+    folder_.mkdir()
+    videos = {
+        "raw.h264": _write(folder_ / "raw.h264", "libx264", "h264"),
+        "ps.mpg": _write(folder_ / "ps.mpg", "mpeg2video", "vob"),
+        "old.flv": _write(folder_ / "old.flv", "flv", "flv"),
+        "phone.3gp": _write(folder_ / "phone.3gp", "h263", "3gp", size=(176, 144)),
+        "no_suffix": _write(folder_ / "no_suffix", "libx264", "mp4"),
+    }
+    with av.open(str(folder_ / "tone.wav"), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    (folder_ / "notes.txt").write_text("not a video\n")
+    raw = probe(videos["raw.h264"])
+    assert not raw.seekable and raw.frames == 20 and "seeking fails" in "; ".join(raw.problems())
+    for name, path in videos.items():
+        for backend in ("decord", "pyav"):
+            clip = ClipDataset([VideoSample(path, 0)], ClipSpec(8), 32, train=False, backend=backend)[0]
+            assert clip is not None and clip[0].shape == (3, 8, 32, 32), (name, backend)
+    inspect = vidbench("data", "inspect", str(folder_), "--decode", cwd=tmp_path, timeout=300)
+    assert inspect.returncode == 0, inspect.stderr[-2000:]
+    text = " ".join(inspect.stdout.split())
+    assert "7 file(s): 5 video(s), 0 unreadable, 2 not video" in text, inspect.stdout
+    assert text.count("read by") == 5 and "no backend reads it" not in text

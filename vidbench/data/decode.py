@@ -165,17 +165,20 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
             ctx = stream.codec_context
             if limits is not None:
                 limits.check_stream(ctx.name, ctx.width or 0, ctx.height or 0)
-            pts, keyframe_pts = [], []
+            pts, keyframe_pts, packets = [], [], 0
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
+                packets += 1
                 if limits is not None:
-                    limits.check_frames(len(pts) + 1)
+                    limits.check_frames(packets)
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if stamp is not None:
                     pts.append(int(stamp))
                     if packet.is_keyframe:
                         keyframe_pts.append(int(stamp))
+            if len(pts) < packets:  # an elementary stream (raw .h264): no timestamps to index frames by
+                pts, keyframe_pts = [], []
             seekable = True
             try:
                 container.seek(0, stream=stream)
@@ -210,7 +213,7 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> VideoMeta:
     except Exception as exc:
         raise DecodeError(f"{path}: cannot read container: {exc}") from exc
     sorted_pts = np.sort(np.asarray(pts, dtype=np.int64))
-    frames = len(sorted_pts) or header_frames
+    frames = len(sorted_pts) or packets or header_frames
     if frames == 0:
         raise DecodeError(f"{path}: zero video frames")
     vfr = _is_vfr(sorted_pts)
@@ -372,6 +375,10 @@ def _with_frames(meta: VideoMeta, frames: int) -> VideoMeta:
     return replace(meta, frames=frames, pts=meta.pts[:frames])
 
 
+class _SeekOvershot(Exception):
+    """A seek landed after the frame it was for: the file is read forward instead."""
+
+
 class PyAVReader(VideoReader):
     """PyAV backend: for each wanted frame, seek to the keyframe before it unless it is close ahead."""
 
@@ -413,12 +420,16 @@ class PyAVReader(VideoReader):
                         if position is None:
                             stamp = frame.pts if frame.pts is not None else keyframe
                             position = min(bisect.bisect_left(meta.pts, stamp), meta.frames - 1)
+                            if position > target:  # the seek overshot (MPEG-PS/TS land on a later keyframe)
+                                raise _SeekOvershot
                         else:
                             position += 1
                         if position in wanted and position not in found:
                             found[position] = frame.to_ndarray(format="rgb24")
                         if position >= target:
                             break
+        except _SeekOvershot:
+            return self._read_sequential(indices)
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
         return _with_tail_filled(found, indices, meta.frames, self.path)
