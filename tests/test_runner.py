@@ -98,10 +98,10 @@ def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
 
 
 def _wait_for_a_running_cell(runner: int, timeout: float = 120) -> None:
-    """Until the runner has the fork server and a cell's child under it."""
+    """Until the runner has the resource tracker, the fork server and a cell's child under it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(psutil.Process(runner).children(recursive=True)) >= 2:
+        if len(psutil.Process(runner).children(recursive=True)) >= 3:
             return
         time.sleep(0.1)
     raise AssertionError("no cell started")
@@ -216,3 +216,32 @@ def _cli_start_s(cwd: Path) -> float:
     started = time.monotonic()
     vidbench("plugins", "list", cwd=cwd)
     return time.monotonic() - started
+
+
+def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, data_root: Path) -> None:
+    suite = write_suite(
+        tmp_path, data_root, optimizations=["eager", "onnx"], models=[{"name": "frame_avg", "presets": ["tiny"]}]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    _wait_for_a_running_cell(proc.pid)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends (to the runner alone here)
+    proc.wait(30)
+    took = time.monotonic() - started
+    _, alive = psutil.wait_procs(family, timeout=5)
+    left = [(p.pid, p.cmdline()[-3:], p.ppid()) for p in alive if _alive(p)]
+    err = proc.stderr.read()[-1500:] if proc.stderr else b""
+    assert not left, f"a child outlived the interrupted run: {left} {err}"
+    assert took < 10, f"the run took {took:.1f} s to stop"
+    resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = ResultStore(only_run_dir(tmp_path) / "results.jsonl").rows()
+    keys = [row["cell_key"] for row in rows]
+    assert len(set(keys)) == 4 and all(row["status"] == "ok" for row in rows if keys.count(row["cell_key"]) == 1)
