@@ -80,7 +80,7 @@ def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) 
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     assert all(set(SCHEMA) <= set(json.loads(line)) for line in lines)
     env = json.loads((run_dir / "env.json").read_text())
-    for key in ("python", "cpu", "cores", "threads", "git_commit", "suite_hash", "packages"):
+    for key in ("python", "cpu", "isa", "cores", "threads", "git_commit", "suite_hash", "packages"):
         assert key in env, key
     assert env["packages"]["torch"].startswith("2.14.1")
     assert (run_dir / "summary.md").read_text().count("\n| frame_avg") == 2
@@ -98,11 +98,13 @@ def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
 
 
 def _wait_for_a_running_cell(runner: int, timeout: float = 120) -> None:
-    """Until the runner has the resource tracker, the fork server and a cell's child under it."""
+    """Until a cell's child runs: a process forked by the run's fork server."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(psutil.Process(runner).children(recursive=True)) >= 3:
-            return
+        for process in psutil.Process(runner).children():
+            with contextlib.suppress(psutil.Error):
+                if "forkserver" in " ".join(process.cmdline()) and process.children():
+                    return
         time.sleep(0.1)
     raise AssertionError("no cell started")
 
@@ -208,14 +210,7 @@ def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder
         first.wait()
     assert second.returncode == 2
     assert f"another vidbench process (pid {first.pid})" in second.stderr
-    assert took < 2 + _cli_start_s(tmp_path), f"the second run took {took:.1f} s to refuse"
-
-
-def _cli_start_s(cwd: Path) -> float:
-    """How long the CLI takes to start and load the installed plugins here, the floor of any refusal."""
-    started = time.monotonic()
-    vidbench("plugins", "list", cwd=cwd)
-    return time.monotonic() - started
+    assert took < 2, f"the second run took {took:.1f} s to refuse"  # before torch or any plugin is imported
 
 
 def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, data_root: Path) -> None:
@@ -239,7 +234,8 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
     left = [(p.pid, p.cmdline()[-3:], p.ppid()) for p in alive if _alive(p)]
     err = proc.stderr.read()[-1500:] if proc.stderr else b""
     assert not left, f"a child outlived the interrupted run: {left} {err}"
-    assert took < 10, f"the run took {took:.1f} s to stop"
+    print(f"stopped {took:.1f} s after SIGINT")
+    assert took < 10, f"the run took {took:.1f} s to stop: {err}"
     resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     rows = ResultStore(only_run_dir(tmp_path) / "results.jsonl").rows()

@@ -17,9 +17,12 @@ Example, a model plugin in one module::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
-from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec
+if TYPE_CHECKING:  # annotations only: ``import vidbench`` stays light (no torch) for a fast CLI start
+    from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec
 
 PROJECT = "vidbench"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -251,6 +251,28 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.root / "run.lock"
 
+    def busy(self, holder: str) -> RunDirBusy:
+        """The error of a second writer."""
+        return RunDirBusy(
+            f"run directory {self.root} is being written by another vidbench process (pid {holder}): "
+            "wait for it to end, or stop it, before running or resuming into it"
+        )
+
+    def writer_pid(self) -> str | None:
+        """The pid of the process writing this run directory now, or ``None`` (a cheap check before loading
+        anything; :meth:`writer` is what holds it)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        return None
+
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
         """Hold the run directory as its one writer until the block ends; raises :class:`RunDirBusy`, naming the
@@ -263,10 +285,7 @@ class RunDir:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunDirBusy(
-                f"run directory {self.root} is being written by another vidbench process (pid {holder}): "
-                "wait for it to end, or stop it, before running or resuming into it"
-            ) from None
+            raise self.busy(holder) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -22,6 +22,7 @@ def run(
     ] = Executor.local,
 ) -> None:
     """Run a suite: train each model once, measure every optimization, write the result table."""
+    _refuse_a_busy_run_dir(suite_file, resume, run_id)  # first: a refusal should not wait for torch to import
     from vidbench.cli.progress import RichProgress
     from vidbench.data.loader import read_skip_log
     from vidbench.data.scan import DatasetError
@@ -59,6 +60,26 @@ def run(
         console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {files.skipped}")
     console.print(f"results: {files.results_csv}\nsummary: {summary}")
     write_report_files(run_dir)
+
+
+def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None) -> None:
+    """Fail at once, before the plugins load, when the run directory to resume is being written."""
+    from vidbench.run.config import SuiteError, parse_suite, read_yaml
+
+    if not (resume or run_id):
+        return
+    try:
+        suite = parse_suite(read_yaml(suite_file), str(suite_file))
+    except SuiteError:
+        return  # load_suite reports it in full
+    run = (
+        RunDir.for_suite(suite.output_dir, suite.name, run_id)
+        if run_id
+        else RunDir.latest(suite.output_dir, suite.name)
+    )
+    holder = run.writer_pid() if run is not None else None
+    if run is not None and holder is not None:
+        raise fail(str(run.busy(holder)))
 
 
 def write_report_files(run_dir: Path) -> bool:

@@ -25,6 +25,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+"""CPU features that decide INT8 and bf16 speed (``/proc/cpuinfo`` flag names)."""
+
+
+def cpu_isa() -> dict[str, Any]:
+    """The ISA features of :data:`ISA_FEATURES` this CPU has, and what torch dispatches its kernels to."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        capability = "unknown"
+    return {"features": [f for f in ISA_FEATURES if f in flags], "torch_cpu_capability": capability}
+
+
 def git_commit(cwd: Path | None = None) -> str:
     """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
     try:
@@ -63,6 +86,7 @@ def collect_env(threads: int, device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "threads": threads,
         "device": device,
@@ -73,6 +97,6 @@ def collect_env(threads: int, device: str = "cpu") -> dict[str, Any]:
 
 def env_hash(env: dict[str, Any]) -> str:
     """A short hash of the parts of the environment that change results (not the commit or time)."""
-    keys = ("python", "cpu", "cores", "threads", "device", "gpu", "packages")
+    keys = ("python", "cpu", "isa", "cores", "threads", "device", "gpu", "packages")
     payload = json.dumps({k: env.get(k) for k in keys}, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:16]

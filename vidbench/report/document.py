@@ -67,6 +67,14 @@ def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
     return rows[columns].rename(columns={"batch_size": "batch"}).reset_index(drop=True)
 
 
+def _isa_text(isa: Any) -> str:
+    """The CPU features that decide INT8 / bf16 speed, and what torch dispatches to."""
+    if not isinstance(isa, dict):
+        return "not recorded (a run before ISA detection)"
+    features = ", ".join(isa.get("features") or []) or "none of AVX2 / AVX-512 / VNNI / BF16 / AMX"
+    return f"{features}; torch kernels: {isa.get('torch_cpu_capability', '?')}"
+
+
 def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
     """``(name, value)`` pairs of the run's environment: machine, threads, versions, commit, suite."""
     if not env:
@@ -74,6 +82,7 @@ def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
     peak = env.get("fp32_matmul_gmacs_per_s")
     items = [
         ("CPU", f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)"),
+        ("ISA", _isa_text(env.get("isa"))),
         ("threads", str(env.get("threads", "?"))),
         ("device", f"{env.get('device', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "")),
         ("fp32 matmul peak", f"{peak:.1f} GMAC/s" if isinstance(peak, int | float) else "?"),

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vidbench.hashing import json_digest
-from vidbench.plugins import Registry
+
+if TYPE_CHECKING:  # annotations only: parsing a suite needs no plugin (and no torch)
+    from vidbench.plugins import Registry
 
 
 class SuiteError(Exception):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidbench.run.lifeline import lifeline_env
+from vidbench.run.lifeline import lifeline_env, mark_launcher
 from vidbench.rundir import TaskDir
 
 StatusFn = Callable[[str], None]
@@ -172,6 +172,7 @@ def _main_module_hidden() -> Iterator[None]:
 def _fork_server() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["vidbench.run.preload"])
+    mark_launcher()  # the fork server, spawned with this environment, follows this process too
     return context
 
 

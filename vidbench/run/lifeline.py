@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import threading
+from collections.abc import Callable
 
 import psutil
 
@@ -37,7 +38,11 @@ def _kill_own_group() -> None:
     os._exit(137)
 
 
-def _watch_launcher(pid: int, started: float) -> None:
+def _exit_alone() -> None:
+    os._exit(137)
+
+
+def _watch_launcher(pid: int, started: float, die: Callable[[], None]) -> None:
     try:
         handle = os.pidfd_open(pid)
         alive = _process_start(pid) == started  # not a later process that got the same pid
@@ -45,14 +50,23 @@ def _watch_launcher(pid: int, started: float) -> None:
         alive = False
     if alive:
         select.select([handle], [], [])  # a pidfd turns readable when its process exits
-    _kill_own_group()
+    die()
 
 
-def follow_launcher() -> None:
-    """In a child: kill this process's group as soon as the process that launched it exits. Nothing happens
-    when :data:`LIFELINE_ENV` is absent (a worker run by hand) or names this very process."""
+def follow_launcher(group: bool = True) -> None:
+    """In a child: exit as soon as the process that launched it exits, killing this process's whole group
+    with it when ``group`` (a cell: itself and its DataLoader workers; not the fork server, which shares the
+    launcher's group). Nothing happens when :data:`LIFELINE_ENV` is absent (a worker run by hand) or names
+    this very process."""
     token = os.environ.get(LIFELINE_ENV)
     if not token or os.getpid() == int(token.split(":")[0]):
         return
     pid, started = token.split(":")
-    threading.Thread(target=_watch_launcher, args=(int(pid), float(started)), daemon=True, name="lifeline").start()
+    die = _kill_own_group if group else _exit_alone
+    threading.Thread(target=_watch_launcher, args=(int(pid), float(started), die), daemon=True, name="lifeline").start()
+
+
+def mark_launcher() -> None:
+    """Put this process's lifeline in its own environment, for processes it starts by other means than
+    :func:`lifeline_env` (the fork server, which multiprocessing spawns with this environment)."""
+    os.environ[LIFELINE_ENV] = lifeline_env()[LIFELINE_ENV]

@@ -2,11 +2,17 @@
 
 Each cell still runs in a fresh process of its own, forked from this idle, pre-imported one, so none
 pays the several seconds of importing torch, torchvision and the installed plugins. Nothing here may
-start a thread or touch a GPU: a fork copies only the calling thread, and CUDA does not survive it.
+touch a GPU (CUDA does not survive a fork) or start a thread that holds locks: a fork copies only the
+calling thread. The one thread here, the lifeline, only waits on a pidfd: the fork server exits when the
+runner does, even while it is still importing.
 """
 
-from vidbench.plugins import load_plugins
-from vidbench.run import worker  # noqa: F401  (torch, torchvision, the data pipeline, evaluation)
+from vidbench.run.lifeline import follow_launcher
+
+follow_launcher(group=False)  # the fork server shares the runner's process group: exit alone
+
+from vidbench.plugins import load_plugins  # noqa: E402  (after the lifeline: imports take seconds)
+from vidbench.run import worker  # noqa: E402, F401  (torch, torchvision, the data pipeline, evaluation)
 
 load_plugins()  # imports every installed plugin module (timm, pytorchvideo, onnx, onnxruntime, ...)
 

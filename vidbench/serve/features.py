@@ -27,6 +27,7 @@ import torch
 from vidbench.data.loader import make_loader, read_skip_log
 from vidbench.data.scan import find_files
 from vidbench.hashing import file_sha256
+from vidbench.rundir import write_json_atomic
 from vidbench.specs import VideoSample
 
 INDEX_FIELDS = ("path", "sha256", "size", "mtime_ns", "label")
@@ -134,9 +135,7 @@ class FeatureStore:
         os.replace(self.root / "index.tmp.csv", self.root / "index.csv")
         os.replace(self.root / "skipped.tmp.csv", self.root / "skipped.csv")
         self.meta = {"identity": identity, "dim": self.dim, "rows": len(self.rows), "metric": "cosine"}
-        tmp = self.root / "store.tmp.json"
-        tmp.write_text(json.dumps(self.meta, indent=2) + "\n")
-        os.replace(tmp, self.root / "store.json")
+        write_json_atomic(self.root / "store.json", self.meta)
 
     def put(self, entry: Entry, vector: np.ndarray) -> None:
         """Add or replace the row of ``entry.path``."""
