@@ -28,6 +28,19 @@ def test_latency_meets_both_minimums_and_skips_warmup() -> None:
     assert stats.cv_pct >= 0
 
 
+def test_samples_are_kept_and_p99_is_trusted_from_a_hundred_calls() -> None:
+    few = measure_latency(lambda: time.sleep(0.001), LatencyPlan(warmup=0, min_iters=20, min_seconds=0))
+    many = measure_latency(lambda: time.sleep(0.001), LatencyPlan(warmup=0, min_iters=100, min_seconds=0))
+    assert (few.iterations, len(few.samples_ms), few.p99_trusted) == (20, 20, False)
+    assert (len(many.samples_ms), many.p99_trusted) == (100, True)
+    assert many.p50_ms == pytest.approx(float(np.median(many.samples_ms)))
+    # throughput from the loop's wall time: no faster than the calls themselves allow
+    assert many.calls_per_s == pytest.approx(100 / many.measured_s) and many.calls_per_s <= 1000 / min(many.samples_ms)
+    jittery = iter([0.001, 0.02] * 10)
+    flagged = measure_latency(lambda: time.sleep(next(jittery)), LatencyPlan(warmup=0, min_iters=19, min_seconds=0))
+    assert flagged.unstable and flagged.cv_pct > 10
+
+
 def test_latency_never_cuts_below_min_iters() -> None:
     stats = measure_latency(
         lambda: time.sleep(0.02), LatencyPlan(warmup=0, min_iters=6, min_seconds=0, max_seconds=0.01)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
@@ -84,8 +85,19 @@ def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) 
         assert key in env, key
     assert env["packages"]["torch"].startswith("2.14.1")
     assert (run_dir / "summary.md").read_text().count("\n| frame_avg") == 2
+    for row in frame.itertuples():  # raw per-call samples kept; a p99 of so few calls is marked, not trusted
+        samples = np.load(run_dir / "logs" / row.job / row.optimization / f"latency_ms_bs{row.batch_size}.npy")
+        assert len(samples) == row.latency_iterations and np.median(samples) == pytest.approx(row.latency_ms_p50)
+        assert row.latency_iterations < 100 and not row.latency_p99_trusted
+    assert "(too few calls)" in (run_dir / "summary.md").read_text()
     again = vidbench("report", str(run_dir), cwd=tmp_path)
     assert again.returncode == 0 and "frame_avg" in again.stdout
+
+
+def _start_run(suite: Path, cwd: Path, stderr: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """``vidbench run SUITE`` in the background, in a session of its own (a test can kill all of it)."""
+    command = [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
 
 
 def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
@@ -137,13 +149,7 @@ def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_ro
         optimizations=["eager", "onnx"],
         models=[{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}],
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = _start_run(suite, tmp_path)
     results_dir = tmp_path / "results" / "t"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(results_dir.glob("*/results.jsonl")):
@@ -191,13 +197,7 @@ def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder
     tmp_path: Path, data_root: Path
 ) -> None:
     suite = write_suite(tmp_path, data_root, models=[{"name": "frame_avg", "presets": ["tiny"]}])
-    first = subprocess.Popen(
-        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    first = _start_run(suite, tmp_path)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list((tmp_path / "results" / "t").glob("*/env.json")):
@@ -217,13 +217,7 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
     suite = write_suite(
         tmp_path, data_root, optimizations=["eager", "onnx"], models=[{"name": "frame_avg", "presets": ["tiny"]}]
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = _start_run(suite, tmp_path, stderr=subprocess.PIPE)
     _wait_for_a_running_cell(proc.pid)
     family = psutil.Process(proc.pid).children(recursive=True)
     started = time.monotonic()

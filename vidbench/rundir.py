@@ -170,6 +170,10 @@ class TaskDir:
     def store(self) -> ResultStore:
         return ResultStore(self.rows)
 
+    def latency_samples(self, batch_size: int) -> Path:
+        """Every timed call's milliseconds of one measured batch size (``.npy``, in call order)."""
+        return self.root / f"latency_ms_bs{batch_size}.npy"
+
 
 @dataclass(frozen=True)
 class RunDir:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+P99_MIN_SAMPLES = 100
+"""Fewer timed calls than this and a p99 is only the largest sample or near it (MLPerf LoadGen asks far more)."""
+UNSTABLE_CV_PCT = 10.0
+"""A cell whose per-call times vary more than this (coefficient of variation) is flagged unstable."""
 
 
 @dataclass(frozen=True)
@@ -21,9 +26,25 @@ class LatencyStats:
     cv_pct: float
     iterations: int
     measured_s: float
+    """Wall time of the timed loop."""
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)
+    """Every timed call, in order (kept in the run directory)."""
+
+    @property
+    def calls_per_s(self) -> float:
+        """Throughput: calls timed over the wall time of the timed loop (not derived from a percentile)."""
+        return self.iterations / self.measured_s if self.measured_s > 0 else 0.0
+
+    @property
+    def p99_trusted(self) -> bool:
+        return self.iterations >= P99_MIN_SAMPLES
+
+    @property
+    def unstable(self) -> bool:
+        return self.cv_pct > UNSTABLE_CV_PCT
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "samples_ms"}
 
 
 @dataclass(frozen=True)
@@ -78,4 +99,5 @@ def measure_latency(call: Callable[[], object], plan: LatencyPlan) -> LatencySta
         cv_pct=float(ms.std(ddof=1) / mean * 100) if len(ms) > 1 and mean > 0 else 0.0,
         iterations=len(samples),
         measured_s=time.perf_counter() - began,
+        samples_ms=tuple(float(x) for x in ms),
     )

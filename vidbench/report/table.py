@@ -80,9 +80,23 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             columns["top-1 over seeds"] = [_over_seeds(*t) for t in triples]
         if col == "preset" and several_seeds:
             columns["seed"] = [_fmt(v, "d") for v in frame["seed"]]
+    _flag(columns, "p99 ms", frame, "latency_p99_trusted", False, " (too few calls)")
+    _flag(columns, "p50 ms", frame, "latency_unstable", True, " unstable")
     if "dataset" in frame and frame["dataset"].nunique() > 1:
         columns = {"dataset": list(frame["dataset"]), **columns}
     return pd.DataFrame(columns)
+
+
+def _flag(columns: dict[str, list[str]], header: str, frame: pd.DataFrame, column: str, when: bool, mark: str) -> None:
+    """Append ``mark`` to the shown ``header`` values of the rows whose ``column`` is ``when``."""
+    if header not in columns or column not in frame:
+        return
+    columns[header] = [
+        text + mark
+        if text != "-" and isinstance(flag, bool | int) and not pd.isna(flag) and bool(flag) == when
+        else text
+        for text, flag in zip(columns[header], frame[column], strict=True)
+    ]
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

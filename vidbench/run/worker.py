@@ -202,7 +202,10 @@ def run_measure(ctx: Context) -> None:
         clip = ctx.example(bs).to(ctx.device)
         with logged_phase(f"batch {bs} timed"):
             stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
-        clips_per_s = bs * 1000 / stats.p50_ms
+        samples_file = ctx.run.task(ctx.job.slug, spec.name).latency_samples(bs)
+        samples_file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(samples_file, np.asarray(stats.samples_ms, dtype=np.float64))
+        clips_per_s = bs * stats.calls_per_s
         write(
             bs,
             **common,
@@ -216,6 +219,8 @@ def run_measure(ctx: Context) -> None:
             frames_per_s=clips_per_s * ctx.job.frames,
             latency_ms_cold=stats.cold_ms,
             latency_iterations=stats.iterations,
+            latency_p99_trusted=stats.p99_trusted,
+            latency_unstable=stats.unstable,
             achieved_gmacs_per_s=gflops * clips_per_s,
             roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
             **e2e,
