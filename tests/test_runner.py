@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.conftest import only_run_dir, vidbench, write_suite
+from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 from vidbench.results import SCHEMA, ResultStore
 
 FAULTY_PLUGIN = """
@@ -64,6 +65,23 @@ def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_
         assert frame.loc[good, "latency_ms_p50"] > 0
     assert frame.loc["onnx", "agreement_top1"] == 1.0
     assert frame.loc["onnx", "max_abs_logit_diff"] <= 1e-3
+    # ONNX Runtime timed as deployed: alone in a fresh process without torch; the in-process median kept
+    assert frame.loc["onnx", "timed_alone"] and frame.loc["onnx", "engine"] == "onnxruntime"
+    assert frame.loc["onnx", "latency_ms_p50_in_process"] > 0 and not frame.loc["eager", "timed_alone"]
+    retime = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "retime_artifacts.py"),
+            str(only_run_dir(tmp_path)),
+            "--min-iters",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert retime.returncode == 0, retime.stderr[-2000:]
+    assert re.search(r"onnx\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+", retime.stdout), retime.stdout
 
 
 def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) -> None:

@@ -127,6 +127,10 @@ class Artifact:
     run: Callable[[torch.Tensor], torch.Tensor]
     files: list[Path]
     notes: str = ""
+    engine: str = "torch"
+    """What runs the artifact. Another engine (``onnxruntime``) is timed the way it is deployed: in a fresh
+    process that loads only that engine and :attr:`engine_file` (``vidbench.measure.alone``)."""
+    engine_file: Path | None = None
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         return self.run(clip)

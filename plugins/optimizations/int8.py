@@ -67,7 +67,8 @@ def prepare(
         raise Unsupported(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0]}") from exc
     files = sorted(p for p in workdir.iterdir() if p.is_file() and p.name.startswith(out.name))
     notes = f"ORT static INT8, QDQ, per-channel weights, U8 activations, MinMax on {reader.count} training clips"
-    return Artifact(run=ort_callable(out, torch.get_num_threads()), files=files, notes=notes)
+    run = ort_callable(out, torch.get_num_threads())
+    return Artifact(run=run, files=files, notes=notes, engine="onnxruntime", engine_file=out)
 
 
 @hookimpl

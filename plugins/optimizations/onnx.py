@@ -20,7 +20,11 @@ def prepare(
     path = workdir / "model.onnx"
     files = export_onnx(model, example, path, cache_dir=workdir.parent / ".onnx-export")
     return Artifact(
-        run=ort_callable(path, torch.get_num_threads()), files=files, notes="ONNX Runtime CPU, ORT_ENABLE_ALL"
+        run=ort_callable(path, torch.get_num_threads()),
+        files=files,
+        notes="ONNX Runtime CPU, ORT_ENABLE_ALL",
+        engine="onnxruntime",
+        engine_file=path,
     )
 
 

@@ -26,6 +26,7 @@ from vidbench.learn.analysis import TEMPORAL_PROBES, expected_calibration_error
 from vidbench.learn.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
 from vidbench.learn.train import TrainConfig, Trainer, atomic_save, seed_everything
 from vidbench.learn.weights import load_pretrained, read_state_dict
+from vidbench.measure.alone import AloneError, time_alone
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.end_to_end import end_to_end
 from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
@@ -202,6 +203,13 @@ def run_measure(ctx: Context) -> None:
         clip = ctx.example(bs).to(ctx.device)
         with logged_phase(f"batch {bs} timed"):
             stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
+        in_process_ms, alone_error = stats.p50_ms, ""
+        if artifact.engine != "torch" and artifact.engine_file is not None:
+            try:
+                with logged_phase(f"batch {bs} timed alone ({artifact.engine}, fresh process)"):
+                    stats = time_alone(artifact.engine, artifact.engine_file, tuple(clip.shape), task["threads"], plan)
+            except AloneError as exc:
+                alone_error = str(exc)
         samples_file = ctx.run.task(ctx.job.slug, spec.name).latency_samples(bs)
         samples_file.parent.mkdir(parents=True, exist_ok=True)
         np.save(samples_file, np.asarray(stats.samples_ms, dtype=np.float64))
@@ -221,10 +229,24 @@ def run_measure(ctx: Context) -> None:
             latency_iterations=stats.iterations,
             latency_p99_trusted=stats.p99_trusted,
             latency_unstable=stats.unstable,
+            timed_alone=artifact.engine != "torch" and not alone_error,
+            latency_ms_p50_in_process=in_process_ms,
+            timed_alone_error=alone_error or None,
+            engine=artifact.engine,
+            engine_file=_relative(artifact.engine_file, ctx.run.root),
             achieved_gmacs_per_s=gflops * clips_per_s,
             roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
             **e2e,
         )
+
+
+def _relative(path: Path | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def timed_end_to_end(ctx: Context, artifact: Any, batch_size: int) -> dict[str, float | None]:

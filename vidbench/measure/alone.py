@@ -1,0 +1,82 @@
+"""Timing an artifact the way it is deployed: in a fresh process that loads only its engine and its file.
+
+In the harness's own process torch has run, and its thread pool competes with another engine's for the
+same cores (ONNX Runtime measured 1.4x slower there than alone, issue 18). :func:`time_alone` runs
+``python -m vidbench.measure.alone ENGINE FILE ...`` instead: that process imports numpy, the engine and
+the timer (``import vidbench`` does not import torch), feeds random input of the clip's shape, times it
+with the suite's plan and prints the samples as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vidbench.measure.latency import LatencyPlan, LatencyStats, measure_latency
+
+ENGINES = ("onnxruntime",)
+
+
+class AloneError(RuntimeError):
+    """The standalone timing process failed; the message carries its last output line."""
+
+
+def time_alone(engine: str, file: Path, shape: Sequence[int], threads: int, plan: LatencyPlan) -> LatencyStats:
+    """Time ``file`` under ``engine`` in a fresh process on input of ``shape`` with ``threads`` threads."""
+    if engine not in ENGINES:
+        raise ValueError(f"no standalone timer for engine {engine!r}; known: {', '.join(ENGINES)}")
+    command = [sys.executable, "-m", "vidbench.measure.alone", engine, str(file), "--threads", str(threads)]
+    command += ["--shape", ",".join(map(str, shape)), "--warmup", str(plan.warmup), "--min-iters", str(plan.min_iters)]
+    command += ["--min-seconds", str(plan.min_seconds), "--max-seconds", str(plan.max_seconds)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=plan.max_seconds * 4 + 120)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise AloneError(f"standalone {engine} timing failed: {lines[-1] if lines else proc.returncode}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    if data.get("torch_imported"):
+        raise AloneError("the standalone timing process imported torch")
+    return LatencyStats(**{**data["stats"], "samples_ms": tuple(data["samples_ms"])})
+
+
+def _onnxruntime_call(file: Path, shape: Sequence[int], threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()  # as vidbench.kit.ort_session builds it for the harness
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    return lambda: session.run(None, feed)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Time one artifact file alone under its engine.")
+    parser.add_argument("engine", choices=ENGINES)
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--shape", required=True, help="input shape, comma separated (B,C,T,H,W)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--min-iters", type=int, default=10)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--max-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    shape = [int(x) for x in args.shape.split(",")]
+    call = _onnxruntime_call(args.file, shape, args.threads)
+    stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))
+    print(
+        json.dumps(
+            {"stats": stats.as_dict(), "samples_ms": list(stats.samples_ms), "torch_imported": "torch" in sys.modules}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
