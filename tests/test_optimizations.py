@@ -25,7 +25,7 @@ def _calibration() -> list[torch.Tensor]:
     return [torch.randn(1, 3, 8, 32, 32) for _ in range(4)]
 
 
-@pytest.mark.parametrize("name", ["eager", "onnx", "compile"])
+@pytest.mark.parametrize("name", ["eager", "onnx", "compile", "openvino"])
 def test_artifact_matches_eager_and_has_a_size(name: str, tmp_path: Path) -> None:
     model = _tiny_model()
     example = torch.randn(2, 3, 8, 32, 32)
@@ -38,7 +38,7 @@ def test_artifact_matches_eager_and_has_a_size(name: str, tmp_path: Path) -> Non
     assert match.agreement_top1 == 1.0
     assert match.max_abs_logit_diff <= 1e-3
     assert np.asarray(artifact(clips[:1])).shape == (1, 20)
-    assert artifact.size_bytes == sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert artifact.size_bytes == sum(f.stat().st_size for f in tmp_path.iterdir() if f.is_file())
     assert artifact.size_bytes > 4 * sum(p.numel() for p in model.parameters()) * 0.9
 
 
@@ -70,7 +70,8 @@ def test_onnx_and_int8_cells_share_one_export_per_weights(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("name", "model_name"), [("int8", "r2plus1d"), ("dynamic-int8", "cnn_lstm"), ("amp", "r2plus1d")]
+    ("name", "model_name"),
+    [("int8", "r2plus1d"), ("openvino-int8", "r2plus1d"), ("dynamic-int8", "cnn_lstm"), ("amp", "r2plus1d")],
 )
 def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
     name: str, model_name: str, tmp_path: Path
@@ -90,10 +91,12 @@ def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
     assert match.max_abs_logit_diff < 0.5 * np.abs(reference).max() + 1e-3
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     assert 0 < artifact.size_bytes <= fp32_bytes * 1.1
-    if name == "int8":
+    if name in ("int8", "openvino-int8"):
         assert artifact.size_bytes < fp32_bytes / 3
         assert "4 training clips" in artifact.notes
         assert not [f for f in artifact.files if f.parent != tmp_path], "only the int8 model counts"
+    if name == "openvino-int8":
+        assert {f.suffix for f in artifact.files} == {".xml", ".bin"} and artifact.engine == "openvino"
 
 
 def test_dynamic_int8_says_why_it_does_not_apply(tmp_path: Path) -> None:
@@ -102,6 +105,13 @@ def test_dynamic_int8_says_why_it_does_not_apply(tmp_path: Path) -> None:
     conv_only = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.Flatten())
     with pytest.raises(Unsupported, match=r"nn\.Linear / nn\.LSTM"):
         REGISTRY.optimization("dynamic-int8").prepare(conv_only, torch.randn(1, 3, 4, 8, 8), None, tmp_path)
+
+
+def test_openvino_says_why_it_does_not_apply_off_the_cpu() -> None:
+    for name in ("openvino", "openvino-int8"):
+        assert REGISTRY.optimization(name).supported("cpu") == (True, "")
+        ok, reason = REGISTRY.optimization(name).supported("cuda")
+        assert not ok and "CPU" in reason
 
 
 def test_tensorrt_is_unsupported_without_cuda() -> None:

@@ -7,10 +7,33 @@ datasets, :mod:`vidbench.data`; nothing else of vidbench (import-linter checks i
   export cache, and :class:`~vidbench.specs.Unsupported` naming the operator when a model does not export.
 - :func:`ort_session` / :func:`ort_callable`: an ONNX Runtime CPU session with a fixed thread count, and a
   clip -> logits callable over it (the artifact's ``run``).
+- :func:`convert_via_onnx` / :func:`save_ir` / :func:`ov_callable` / :func:`openvino_supported`: OpenVINO IR
+  converted from the shared ONNX export, saved with fp32 weights, compiled for the CPU with a fixed thread
+  count and fp32 arithmetic.
 - :func:`small_cnn` / :func:`conv_bn_relu_2d`: plain per-frame 2D layers several model plugins share.
 """
 
-from vidbench.kit.layers import conv_bn_relu_2d, small_cnn
-from vidbench.kit.onnx_tools import export_onnx, ort_callable, ort_session
+import importlib
+from typing import Any
 
-__all__ = ["conv_bn_relu_2d", "export_onnx", "ort_callable", "ort_session", "small_cnn"]
+_WHERE = {
+    "conv_bn_relu_2d": "vidbench.kit.layers",
+    "small_cnn": "vidbench.kit.layers",
+    "export_onnx": "vidbench.kit.onnx_tools",
+    "ort_callable": "vidbench.kit.onnx_tools",
+    "ort_session": "vidbench.kit.onnx_tools",
+    "convert_via_onnx": "vidbench.kit.openvino_tools",
+    "openvino_missing": "vidbench.kit.openvino_tools",
+    "openvino_supported": "vidbench.kit.openvino_tools",
+    "ov_callable": "vidbench.kit.openvino_tools",
+    "save_ir": "vidbench.kit.openvino_tools",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Each helper is imported from its module on first use: a process timing an engine alone
+    (:mod:`vidbench.measure.alone`) reaches ``openvino_tools`` without importing torch."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'vidbench.kit' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

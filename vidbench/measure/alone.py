@@ -20,7 +20,7 @@ import numpy as np
 
 from vidbench.measure.latency import LatencyPlan, LatencyStats, measure_latency
 
-ENGINES = ("onnxruntime",)
+ENGINES = ("onnxruntime", "openvino")
 
 
 class AloneError(RuntimeError):
@@ -57,6 +57,17 @@ def _onnxruntime_call(file: Path, shape: Sequence[int], threads: int) -> Callabl
     return lambda: session.run(None, feed)
 
 
+def _openvino_call(file: Path, shape: Sequence[int], threads: int) -> Callable[[], object]:
+    from vidbench.kit.openvino_tools import ov_compile
+
+    compiled = ov_compile(file, threads)  # the settings the harness compiled the artifact with
+    array = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    return lambda: compiled(array)
+
+
+CALLS = {"onnxruntime": _onnxruntime_call, "openvino": _openvino_call}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Time one artifact file alone under its engine.")
     parser.add_argument("engine", choices=ENGINES)
@@ -69,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     shape = [int(x) for x in args.shape.split(",")]
-    call = _onnxruntime_call(args.file, shape, args.threads)
+    call = CALLS[args.engine](args.file, shape, args.threads)
     stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))
     print(
         json.dumps(
