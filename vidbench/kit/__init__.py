@@ -21,7 +21,7 @@ _WHERE = {
     "small_cnn": "vidbench.kit.layers",
     "export_onnx": "vidbench.kit.onnx_tools",
     "ort_callable": "vidbench.kit.onnx_tools",
-    "ort_session": "vidbench.kit.onnx_tools",
+    "ort_session": "vidbench.kit.ort_session",
     "convert_via_onnx": "vidbench.kit.openvino_tools",
     "openvino_missing": "vidbench.kit.openvino_tools",
     "openvino_supported": "vidbench.kit.openvino_tools",

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidbench.kit.ort_session import ort_session
 from vidbench.specs import Unsupported
 
 
@@ -71,18 +72,6 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise Unsupported(f"ONNX export failed: {first}") from exc
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
-
-
-def ort_session(path: Path, threads: int):
-    """An ONNX Runtime CPU session with every graph optimization on and a fixed thread count."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def ort_callable(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -45,14 +45,9 @@ def time_alone(engine: str, file: Path, shape: Sequence[int], threads: int, plan
 
 
 def _onnxruntime_call(file: Path, shape: Sequence[int], threads: int) -> Callable[[], object]:
-    import onnxruntime as ort
+    from vidbench.kit.ort_session import ort_session
 
-    options = ort.SessionOptions()  # as vidbench.kit.ort_session builds it for the harness
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    session = ort_session(file, threads)  # the session the harness runs the artifact in
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
     return lambda: session.run(None, feed)
 

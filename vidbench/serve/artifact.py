@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidbench.data.decode import DecodeError, VideoMeta
+from vidbench.data.decode import DecodeError
 from vidbench.data.loader import ClipDataset
 from vidbench.data.transforms import frames_to_clip
 from vidbench.hashing import file_sha256
@@ -168,14 +168,9 @@ class ServedModel:
             "measured": self.measured,
         }
 
-    def probe(self, path: Path) -> tuple[ClipDataset, VideoMeta]:
-        """A reader for one file and the file's metadata (raises DecodeError for a bad file)."""
-        dataset = self.ctx.reader([])
-        return dataset, dataset.meta(path)
-
     def load_clip(self, path: Path, dataset: ClipDataset | None = None) -> torch.Tensor:
         """Decode and transform one file into a ``C x T x H x W`` clip, as the job's evaluation does."""
-        dataset = dataset or self.ctx.reader([])
+        dataset = dataset if dataset is not None else self.ctx.reader([])  # an empty reader is falsy
         try:
             frames = dataset.decode(VideoSample(Path(path), 0), None)
         except IndexError as exc:
