@@ -40,7 +40,7 @@ def vidbench_optimizations():
 SECTIONS = ("summary", "results", "not-measured", "pareto", "cost", "speedup", "classes", "probes", "embeddings",
             "training", "time", "environment", "methodology")  # fmt: skip
 FIGURES = ("accuracy_latency", "cost_accuracy", "size_on_disk", "speedup", "per_class", "confusion", "probes",
-           "tsne_r2plus1d_tiny", "tsne_frame_avg_tiny", "training", "time_split")  # fmt: skip
+           "tsne_r2plus1d_tiny", "tsne_frame_avg_tiny", "training", "time_split", "latency_histograms")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,8 @@ def test_missing_inputs_become_visible_notes(run, copy_of) -> None:
     proc = vidbench("report", str(bare), cwd=bare)
     assert proc.returncode == 0, proc.stderr
     html = (bare / "report.html").read_text()
-    for key in ("accuracy_latency", "speedup", "per_class", "confusion", "probes", "tsne_r2plus1d_tiny", "training"):
+    for key in ("accuracy_latency", "speedup", "per_class", "confusion", "probes", "tsne_r2plus1d_tiny", "training",
+                "latency_histograms"):  # fmt: skip
         assert "not available:" in _figure_block(html, key), key
     assert "no per-class accuracy (analysis.json)" in _figure_block(html, "per_class")
     assert "not available: env.json is missing" in html

@@ -139,7 +139,10 @@ def _sections(run: RunData) -> list[Section]:
         Section(
             "speedup",
             f"Optimizations vs {run.baseline or 'the baseline'}",
-            [fig(F.speedup_vs_baseline, "speedup", "Speedup vs the baseline")],
+            [
+                fig(F.speedup_vs_baseline, "speedup", "Speedup vs the baseline"),
+                fig(F.latency_histograms, "latency_histograms", "Latency distribution per artifact"),
+            ],
         ),
         Section(
             "classes",

@@ -280,6 +280,56 @@ def speedup_vs_baseline(run: RunData) -> Figure:
     return Figure(fig_key, title, caption, png=_png(fig), table=table.drop(columns="group"))
 
 
+def latency_histograms(run: RunData) -> Figure:
+    """The distribution of every timed call of each artifact at the smallest batch measured, one panel per
+    model job, one outline per optimization (log-spaced bins: the tail shows)."""
+    fig_key, title = "latency_histograms", "Latency distribution per artifact"
+    ok = run.ok
+    if ok.empty or "job" not in ok:
+        return Figure(fig_key, title, missing="no cell was measured ok")
+    batch = int(ok["batch_size"].min())
+    rows = ok[ok["batch_size"] == batch].drop_duplicates(subset=["job", "optimization"])
+    panels: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for _, row in rows.iterrows():
+        samples = run.latency_samples(row["job"], row["optimization"], batch)
+        if samples is not None and samples.size:
+            panels.setdefault(_job_label(row, run.frame), []).append((row["optimization"], samples))
+    if not panels:
+        kept = f"no cell kept its timed calls (logs/<job>/<optimization>/) at batch {batch}"
+        return Figure(fig_key, title, missing=kept)
+    columns = min(3, len(panels))
+    lines = -(-len(panels) // columns)
+    fig = MplFigure(figsize=(4.4 * columns, 3.2 * lines), dpi=100, layout="constrained")
+    axes = fig.subplots(lines, columns, squeeze=False).ravel()
+    colors = _colors(sorted(rows["optimization"].unique()))
+    for ax, (label, series) in zip(axes, panels.items(), strict=False):
+        low = min(float(s.min()) for _, s in series)
+        high = max(float(s.max()) for _, s in series)
+        bins = np.geomspace(max(low, 1e-3), max(high, low * 1.01, 1e-3 * 1.01), 40)
+        for optimization, samples in series:
+            cv = 100 * samples.std() / samples.mean() if samples.mean() > 0 else float("nan")
+            ax.hist(
+                samples, bins=bins, histtype="step", lw=1.4, color=colors[optimization],
+                label=f"{optimization} (n={samples.size}, CV {cv:.0f}%)",
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(f"ms per call, batch {batch}")
+        ax.set_ylabel("calls")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    caption = (
+        f"Every timed call at batch {batch} (warm-up calls excluded), as kept in logs/<job>/<optimization>/"
+        f"latency_ms_bs{batch}.npy; engine artifacts are the calls timed alone in a fresh process. A p99 from fewer "
+        "than 100 calls is marked in the table, and a CV above 10 % marks the row unstable."
+    )
+    return Figure(fig_key, title, caption, png=_png(fig))
+
+
 def _per_class(job: JobFiles) -> dict[str, float | None] | None:
     return (job.analysis or {}).get("per_class_accuracy") or None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vidbench.rundir import JobDir, RunDir, job_slug, read_json
@@ -100,6 +101,14 @@ class RunData:
     def job(self, dataset: str, model: str, preset: str) -> JobFiles | None:
         """The job files of one model job, if the run has it."""
         return next((j for j in self.jobs if (j.dataset, j.model, j.preset) == (dataset, model, preset)), None)
+
+    def latency_samples(self, job: str, optimization: str, batch_size: int) -> np.ndarray | None:
+        """Every timed call's milliseconds of one cell at one batch size, or ``None`` when not kept."""
+        path = RunDir(self.run_dir).task(job, optimization).latency_samples(batch_size)
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            return None
 
 
 def load_frame(run_dir: Path) -> pd.DataFrame:
