@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,11 @@ def test_onnx_and_int8_cells_share_one_export_per_weights(tmp_path: Path) -> Non
     [("int8", "r2plus1d"), ("openvino-int8", "r2plus1d"), ("dynamic-int8", "cnn_lstm"), ("amp", "r2plus1d")],
 )
 def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
-    name: str, model_name: str, tmp_path: Path
+    name: str, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The plain quantized artifact (no node kept in fp32: the agreement target is set to 0 here)."""
+    for module in ("int8", "openvino_int8"):
+        monkeypatch.setattr(f"vidbench_plugins.optimizations.{module}.TARGET_AGREEMENT", 0.0)
     spec = REGISTRY.model(model_name)
     torch.manual_seed(0)
     model = spec.build(spec.presets["tiny"], num_classes=20).eval()
@@ -97,6 +101,72 @@ def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
         assert not [f for f in artifact.files if f.parent != tmp_path], "only the int8 model counts"
     if name == "openvino-int8":
         assert {f.suffix for f in artifact.files} == {".xml", ".bin"} and artifact.engine == "openvino"
+
+
+def _untrained_timesformer() -> torch.nn.Module:
+    torch.manual_seed(0)
+    spec = REGISTRY.model("timesformer")
+    return spec.build(spec.presets["tiny"], num_classes=20).eval()
+
+
+def test_int8_sensitivity_ranks_real_nodes_of_the_graph(tmp_path: Path) -> None:
+    import onnx
+    from vidbench_plugins.optimizations.int8 import sensitive_nodes
+
+    REGISTRY.optimization("int8").prepare(
+        _untrained_timesformer(), torch.randn(2, 3, 8, 32, 32), iter(_calibration()), tmp_path
+    )
+    pre, qdq = tmp_path / "build" / "pre.onnx", tmp_path / "model.int8.onnx"
+    order = sensitive_nodes(pre, qdq, _calibration()[:2], tmp_path / "build")
+    names = {node.name for node in onnx.load(str(pre), load_external_data=False).graph.node}
+    assert len(order) > 10 and len(set(order)) == len(order) and set(order) <= names
+
+
+class OutlierModel(torch.nn.Module):
+    """Logits from 63 small hidden features beside one huge unused one: per-tensor INT8 of the hidden layer rounds
+    the small ones away, so every clip's top-1 changes unless that layer stays in floating point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.pool = torch.nn.AvgPool3d((4, 8, 8))
+        self.fc1 = torch.nn.Linear(96, 64)
+        self.fc2 = torch.nn.Linear(64, 20)
+        with torch.no_grad():
+            self.fc1.weight[0].mul_(2000.0)
+            self.fc1.bias[0] = 1000.0
+            self.fc2.weight[:, 0] = 0.0
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.pool(clip).flatten(1))))
+
+
+def _outlier_case(name: str, tmp_path: Path) -> tuple[object, float]:
+    """The ``name`` artifact of :class:`OutlierModel` and its top-1 agreement with it on its calibration clips."""
+    model = OutlierModel().eval()
+    torch.manual_seed(1)
+    calibration = [torch.randn(1, 3, 8, 32, 32) for _ in range(16)]
+    artifact = REGISTRY.optimization(name).prepare(model, torch.randn(2, 3, 8, 32, 32), iter(calibration), tmp_path)
+    clips = torch.cat(calibration)
+    with torch.inference_mode():
+        reference = model(clips).numpy()
+    return artifact, parity(reference, np.asarray(artifact(clips))).agreement_top1
+
+
+def test_int8_keeps_the_sensitive_nodes_in_fp32_until_the_calibration_clips_agree(tmp_path: Path) -> None:
+    artifact, agreement = _outlier_case("int8", tmp_path)
+    notes = artifact.notes
+    assert "all-INT8 agreed with fp32 on 0.0% of them" in notes and "most sensitive nodes stay fp32" in notes
+    assert "node_linear" in notes and "MB all-INT8" in notes, notes
+    kept_mb, all_int8_mb = (float(x) for x in re.findall(r"([\d.]+) MB", notes))
+    assert kept_mb > all_int8_mb and agreement >= 0.98
+
+
+def test_openvino_int8_runs_accuracy_control_when_the_clips_disagree(tmp_path: Path) -> None:
+    artifact, agreement = _outlier_case("openvino-int8", tmp_path)
+    assert "agreed with fp32 on 0.0% of them, so NNCF accuracy control" in artifact.notes
+    assert re.search(r"kept [1-9]\d* operations fp32 \(node_linear", artifact.notes), artifact.notes
+    assert agreement >= 0.98
 
 
 def test_dynamic_int8_says_why_it_does_not_apply(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.conftest import REPO, only_run_dir, vidbench, write_suite
+from tests.conftest import REPO, only_run_dir, suite_dict, vidbench, write_suite
 from vidbench.results import SCHEMA, ResultStore
 
 FAULTY_PLUGIN = """
@@ -102,6 +102,10 @@ def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) 
     for key in ("python", "cpu", "isa", "cores", "threads", "git_commit", "suite_hash", "packages"):
         assert key in env, key
     assert env["packages"]["torch"].startswith("2.14.1")
+    isa = env["isa"]  # what the CPU has, and what each engine says it dispatches to
+    assert set(isa["torch_isa"]) <= {"avx2", "avx512", "vnni", "avx512_bf16", "amx_tile", "amx_fp16"}
+    assert ("avx2" in isa["features"]) == ("avx2" in isa["torch_isa"])
+    assert "FP32" in isa["openvino_cpu_capabilities"]
     assert (run_dir / "summary.md").read_text().count("\n| frame_avg") == 2
     for row in frame.itertuples():  # raw per-call samples kept; a p99 of so few calls is marked, not trusted
         samples = np.load(run_dir / "logs" / row.job / row.optimization / f"latency_ms_bs{row.batch_size}.npy")
@@ -253,3 +257,26 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
     rows = ResultStore(only_run_dir(tmp_path) / "results.jsonl").rows()
     keys = [row["cell_key"] for row in rows]
     assert len(set(keys)) == 4 and all(row["status"] == "ok" for row in rows if keys.count(row["cell_key"]) == 1)
+
+
+def test_a_thread_sweep_gives_one_row_per_thread_count(tmp_path: Path, data_root: Path) -> None:
+    """``measure.threads: [1, 2]``: every cell is measured in its own child at each count, with its own samples,
+    and the table shows the count."""
+    measure = {**suite_dict(data_root)["measure"], "threads": [1, 2]}
+    suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"], batch_sizes=[1], measure=measure)
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert sorted(zip(frame["optimization"], frame["threads"], strict=True)) == [
+        ("eager", 1), ("eager", 2), ("onnx", 1), ("onnx", 2)
+    ]  # fmt: skip
+    assert set(frame["status"]) == {"ok"} and frame["cell_key"].nunique() == 4
+    for row in frame.itertuples():
+        assert row.measure_task == f"{row.optimization}-{row.threads}t"
+        samples = np.load(run_dir / "logs" / row.job / row.measure_task / "latency_ms_bs1.npy")
+        assert len(samples) == row.latency_iterations
+    for count in (1, 2):
+        log = (run_dir / "logs" / frame["job"][0] / f"onnx-{count}t" / "log.txt").read_text()
+        assert f", {count} threads" in log, log[-1500:]
+    assert "| threads |" in (run_dir / "summary.md").read_text()

@@ -39,13 +39,31 @@ def cpu_isa() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    return {"features": [f for f in ISA_FEATURES if f in flags], **engine_isa()}
+
+
+TORCH_ISA_CHECKS = ("avx2", "avx512", "vnni", "avx512_bf16", "amx_tile", "amx_fp16")
+"""``torch.cpu._is_<name>_supported``: the ISA torch's own CPU detection (the one its oneDNN kernels follow) finds."""
+
+
+def engine_isa() -> dict[str, Any]:
+    """What each engine says it will use here: torch's kernel dispatch level and ISA checks, and the OpenVINO
+    CPU plugin's optimization capabilities (``BF16`` appears only where the CPU has AVX512-BF16 or AMX);
+    ``unknown`` / ``None`` where an engine is missing. ONNX Runtime exposes no such query."""
     try:
         import torch
 
         capability = torch.backends.cpu.get_cpu_capability()
+        torch_isa = [n for n in TORCH_ISA_CHECKS if getattr(torch.cpu, f"_is_{n}_supported", lambda: False)()]
     except (ImportError, AttributeError):
-        capability = "unknown"
-    return {"features": [f for f in ISA_FEATURES if f in flags], "torch_cpu_capability": capability}
+        capability, torch_isa = "unknown", []
+    try:
+        import openvino as ov
+
+        openvino_caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # not installed, or no CPU plugin: recorded as unknown
+        openvino_caps = None
+    return {"torch_cpu_capability": capability, "torch_isa": torch_isa, "openvino_cpu_capabilities": openvino_caps}
 
 
 def git_commit(cwd: Path | None = None) -> str:

@@ -72,7 +72,12 @@ def _isa_text(isa: Any) -> str:
     if not isinstance(isa, dict):
         return "not recorded (a run before ISA detection)"
     features = ", ".join(isa.get("features") or []) or "none of AVX2 / AVX-512 / VNNI / BF16 / AMX"
-    return f"{features}; torch kernels: {isa.get('torch_cpu_capability', '?')}"
+    text = f"{features}; torch kernels: {isa.get('torch_cpu_capability', '?')}"
+    if isa.get("torch_isa"):
+        text += f" (torch sees {', '.join(isa['torch_isa'])})"
+    if isa.get("openvino_cpu_capabilities"):
+        text += f"; OpenVINO CPU: {', '.join(isa['openvino_cpu_capabilities'])}"
+    return text
 
 
 def environment(env: dict[str, Any]) -> list[tuple[str, str]]:

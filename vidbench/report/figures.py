@@ -227,19 +227,26 @@ def size_on_disk(run: RunData) -> Figure:
     return Figure(fig_key, title, caption, png=_png(fig))
 
 
+def _swept(frame: pd.DataFrame) -> bool:
+    """Whether the run measured its cells at several thread counts (``measure.threads: [1, 2]``)."""
+    return "threads" in frame and frame["threads"].nunique() > 1
+
+
 def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Each ok row of another optimization against the baseline's row of the same model and batch: speedup and
     top-1 delta."""
     ok = frame[frame["status"] == "ok"]
-    keys = ["dataset", "model", "preset", "batch_size"]
+    keys = ["dataset", "model", "preset", "batch_size"] + (["threads"] if _swept(frame) else [])
     reference = ok[ok["optimization"] == baseline][[*keys, "latency_ms_p50", "top1"]]
     others = ok[ok["optimization"] != baseline]
     merged = others.merge(reference, on=keys, suffixes=("", "_ref"))
+    threads = {"threads": merged["threads"].astype(int)} if _swept(frame) else {}
     return pd.DataFrame(
         {
             "model": merged["model"] + "/" + merged["preset"],
             "optimization": merged["optimization"],
             "batch": merged["batch_size"].astype(int),
+            **threads,
             "speedup x": (merged["latency_ms_p50_ref"] / merged["latency_ms_p50"]).round(2),
             "top-1 delta (points)": ((merged["top1"] - merged["top1_ref"]) * 100).round(2),
         }
@@ -259,6 +266,8 @@ def speedup_vs_baseline(run: RunData) -> Figure:
     if table.empty:
         return Figure(fig_key, title, missing=f"no optimization other than {baseline} was measured ok")
     groups = [f"{m} b{b}" for m, b in zip(table["model"], table["batch"], strict=True)]
+    if "threads" in table:
+        groups = [f"{g} {t}t" for g, t in zip(groups, table["threads"], strict=True)]
     table = table.assign(group=groups)
     names, optimizations = list(dict.fromkeys(groups)), sorted(table["optimization"].unique())
     colors, width = _colors(optimizations), 0.8 / len(optimizations)
@@ -288,12 +297,15 @@ def latency_histograms(run: RunData) -> Figure:
     if ok.empty or "job" not in ok:
         return Figure(fig_key, title, missing="no cell was measured ok")
     batch = int(ok["batch_size"].min())
-    rows = ok[ok["batch_size"] == batch].drop_duplicates(subset=["job", "optimization"])
+    swept = _swept(run.frame)
+    rows = ok[ok["batch_size"] == batch].drop_duplicates(subset=["job", "optimization", "threads"])
     panels: dict[str, list[tuple[str, np.ndarray]]] = {}
     for _, row in rows.iterrows():
-        samples = run.latency_samples(row["job"], row["optimization"], batch)
+        task = row.get("measure_task")
+        samples = run.latency_samples(row["job"], task if isinstance(task, str) else row["optimization"], batch)
         if samples is not None and samples.size:
-            panels.setdefault(_job_label(row, run.frame), []).append((row["optimization"], samples))
+            name = row["optimization"] + (f", {int(row['threads'])} threads" if swept else "")
+            panels.setdefault(_job_label(row, run.frame), []).append((name, samples))
     if not panels:
         kept = f"no cell kept its timed calls (logs/<job>/<optimization>/) at batch {batch}"
         return Figure(fig_key, title, missing=kept)
@@ -301,7 +313,7 @@ def latency_histograms(run: RunData) -> Figure:
     lines = -(-len(panels) // columns)
     fig = MplFigure(figsize=(4.4 * columns, 3.2 * lines), dpi=100, layout="constrained")
     axes = fig.subplots(lines, columns, squeeze=False).ravel()
-    colors = _colors(sorted(rows["optimization"].unique()))
+    colors = _colors(sorted({name for series in panels.values() for name, _ in series}))
     for ax, (label, series) in zip(axes, panels.items(), strict=False):
         low = min(float(s.min()) for _, s in series)
         high = max(float(s.max()) for _, s in series)

@@ -102,9 +102,10 @@ class RunData:
         """The job files of one model job, if the run has it."""
         return next((j for j in self.jobs if (j.dataset, j.model, j.preset) == (dataset, model, preset)), None)
 
-    def latency_samples(self, job: str, optimization: str, batch_size: int) -> np.ndarray | None:
-        """Every timed call's milliseconds of one cell at one batch size, or ``None`` when not kept."""
-        path = RunDir(self.run_dir).task(job, optimization).latency_samples(batch_size)
+    def latency_samples(self, job: str, task: str, batch_size: int) -> np.ndarray | None:
+        """Every timed call's milliseconds of one cell at one batch size (``task``: the row's ``measure_task``, its
+        optimization in runs before thread sweeps), or ``None`` when not kept."""
+        path = RunDir(self.run_dir).task(job, task).latency_samples(batch_size)
         try:
             return np.load(path)
         except (OSError, ValueError):

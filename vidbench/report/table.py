@@ -80,6 +80,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             columns["top-1 over seeds"] = [_over_seeds(*t) for t in triples]
         if col == "preset" and several_seeds:
             columns["seed"] = [_fmt(v, "d") for v in frame["seed"]]
+        if col == "batch_size" and "threads" in frame and frame["threads"].nunique() > 1:  # a thread sweep
+            columns["threads"] = [_fmt(v, "d") for v in frame["threads"]]
     _flag(columns, "p99 ms", frame, "latency_p99_trusted", False, " (too few calls)")
     _flag(columns, "p50 ms", frame, "latency_unstable", True, " unstable")
     if "dataset" in frame and frame["dataset"].nunique() > 1:
@@ -112,6 +114,7 @@ TERMINAL_COLUMNS = (
     "preset",
     "optim.",
     "batch",
+    "threads",
     "top-1 %",
     "rev %",
     "agree %",

@@ -96,14 +96,24 @@ class Cell:
     job: ModelJob
     optimization: str
     batch_size: int
+    threads: int | None = None
+    """The thread count of one step of a thread sweep (``measure.threads: [1, 2]``); ``None``: the suite's one."""
+
+    @property
+    def task_name(self) -> str:
+        """The folder of the child process measuring this cell (``logs/<job>/<task_name>``), and its artifact's."""
+        return self.optimization if self.threads is None else f"{self.optimization}-{self.threads}t"
 
     def identity(self, measure: dict[str, Any]) -> dict[str, Any]:
-        """What decides this cell's row: the job, the optimization, the batch size and the measure settings."""
+        """What decides this cell's row: the job, the optimization, the batch size, the measure settings and,
+        in a thread sweep, the thread count."""
+        extra = {} if self.threads is None else {"threads": self.threads}
         return {
             **self.job.identity(),
             "optimization": self.optimization,
             "batch_size": self.batch_size,
             "measure": measure,
+            **extra,
         }
 
     def key(self, measure: dict[str, Any], env_hash: str, checkpoint_sha: str) -> str:
@@ -122,7 +132,8 @@ class Cell:
             "preset": job.preset,
             "optimization": self.optimization,
             "device": suite.measure.device,
-            "threads": threads,
+            "threads": self.threads or threads,
+            "measure_task": self.task_name,
             "frames": job.frames,
             "crop": job.crop,
             "batch_size": self.batch_size,
@@ -202,9 +213,11 @@ def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tu
             presets = entry.presets or [next(iter(registry.model(entry.name).presets))]
             for preset in presets:
                 for job in _jobs(suite, registry, ds, entry, preset, base_dir):
+                    sweep = suite.measure.thread_counts(0) if suite.measure.sweep else [None]
                     job_cells = [
-                        Cell(job, opt, bs)
+                        Cell(job, opt, bs, threads)
                         for opt in suite.optimizations
+                        for threads in sweep
                         for bs in suite.batch_sizes
                         if not _excluded(
                             suite.exclude,

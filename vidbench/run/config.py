@@ -131,7 +131,10 @@ class TrainSettings(_Strict):
 class MeasureSettings(_Strict):
     """How every cell is timed."""
 
-    threads: int | None = Field(None, ge=1)
+    threads: int | list[int] | None = None
+    """Threads every cell runs with (torch, ONNX Runtime, OpenVINO); unset: this machine's cores. A list
+    (``[1, 2]``) is a thread sweep: every cell is measured once per count, one row each (training uses the
+    largest)."""
     warmup: int = Field(3, ge=0)
     min_iters: int = Field(10, ge=1)
     min_seconds: float = Field(1.0, ge=0)
@@ -149,6 +152,33 @@ class MeasureSettings(_Strict):
     probes: Literal["baseline", "all"] = "baseline"
     """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the baseline's
     cell only (the training evaluation runs them too), or every optimized artifact as well."""
+
+    @field_validator("threads")
+    @classmethod
+    def _valid_threads(cls, value: int | list[int] | None) -> int | list[int] | None:
+        return _check_threads(value)
+
+    def thread_counts(self, default: int) -> list[int]:
+        """The thread counts cells are measured at (``default``, this machine's cores, when unset)."""
+        if self.threads is None:
+            return [default]
+        return list(self.threads) if isinstance(self.threads, list) else [self.threads]
+
+    @property
+    def sweep(self) -> bool:
+        """Whether the cells are measured at several thread counts (one row per count)."""
+        return isinstance(self.threads, list) and len(self.threads) > 1
+
+
+def _check_threads(value: int | list[int] | None) -> int | list[int] | None:
+    counts = value if isinstance(value, list) else [] if value is None else [value]
+    if isinstance(value, list) and not value:
+        raise ValueError("measure.threads: an empty list; give one count (2) or several ([1, 2])")
+    if any(c < 1 for c in counts):
+        raise ValueError(f"measure.threads: thread counts are >= 1, not {value}")
+    if len(set(counts)) != len(counts):
+        raise ValueError(f"measure.threads: {value} repeats a count")
+    return value
 
 
 RECIPE_FIELDS = frozenset(

@@ -55,7 +55,7 @@ class SuiteRun:
         self.suite_path = suite_path
         self.rundir = run
         self.store = run.store()
-        self.threads = suite.measure.threads or os.cpu_count() or 1
+        self.threads = max(suite.measure.thread_counts(os.cpu_count() or 1))  # training, and every unswept cell
         self.env = collect_env(self.threads, suite.measure.device)
         self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
@@ -141,11 +141,13 @@ class SuiteRun:
             for row in rows.values():
                 self.store.append({**row, "status": "unsupported", "reason": why})
             return MeasureStep(rows, None, Counter())
+        threads, task_name = cells[0].threads, cells[0].task_name
         task = self.task(
-            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs
-        )
-        label = f"measuring {job.model}/{job.preset} {optimization}"
-        folder = self.rundir.task(job.slug, optimization)
+            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs,
+            task_name=task_name, **({} if threads is None else {"threads": threads}),
+        )  # fmt: skip
+        label = f"measuring {job.model}/{job.preset} {optimization}" + (f" ({threads} threads)" if threads else "")
+        folder = self.rundir.task(job.slug, task_name)
         step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
         return MeasureStep(rows, step, self._key_counts())
 
@@ -205,13 +207,13 @@ class SuiteRun:
     ) -> None:
         """Submit one measure task per optimization of a trained job (failed rows when it did not train)."""
         job_cells = [c for c in self.cells if c.job == job]
-        for optimization in dict.fromkeys(c.optimization for c in job_cells):
-            cells = [c for c in job_cells if c.optimization == optimization]
+        for task_name in dict.fromkeys(c.task_name for c in job_cells):
+            cells = [c for c in job_cells if c.task_name == task_name]
             if not outcome.ok:
                 self.fail_untrained(cells, outcome.reason, skip)
                 progress.advance(len(cells))
                 continue
-            step = self.measure_step(job, optimization, cells, summary, skip)
+            step = self.measure_step(job, cells[0].optimization, cells, summary, skip)
             if step is None or step.task is None:
                 progress.advance(len(cells))
                 continue

@@ -138,7 +138,7 @@ def run_measure(ctx: Context) -> None:
     measure = ctx.suite.measure
     model = ctx.trained_model()
     params_m = count_params(model) / 1e6
-    print(f"process up {process_age_s():.1f} s", flush=True)
+    print(f"process up {process_age_s():.1f} s, {torch.get_num_threads()} threads", flush=True)
     with logged_phase("FLOPs counted"):
         gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
     model.to(ctx.device)
@@ -152,7 +152,8 @@ def run_measure(ctx: Context) -> None:
         store.append({**row, **fields})
 
     spec = ctx.registry.optimization(task["optimization"])
-    workdir = ctx.run.artifacts(ctx.job.slug, spec.name)
+    task_name = task.get("task_name") or spec.name  # with the thread count in a thread sweep
+    workdir = ctx.run.artifacts(ctx.job.slug, task_name)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
@@ -210,7 +211,7 @@ def run_measure(ctx: Context) -> None:
                     stats = time_alone(artifact.engine, artifact.engine_file, tuple(clip.shape), task["threads"], plan)
             except AloneError as exc:
                 alone_error = str(exc)
-        samples_file = ctx.run.task(ctx.job.slug, spec.name).latency_samples(bs)
+        samples_file = ctx.run.task(ctx.job.slug, task_name).latency_samples(bs)
         samples_file.parent.mkdir(parents=True, exist_ok=True)
         np.save(samples_file, np.asarray(stats.samples_ms, dtype=np.float64))
         clips_per_s = bs * stats.calls_per_s
