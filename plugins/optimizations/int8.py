@@ -12,7 +12,7 @@ The test split is never used here: the harness's parity gate judges the result o
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.kit import export_onnx, ort_callable
+from vidbench.kit import agreement, export_onnx, named, ort_callable, top1
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported, cpu_only
 
 TARGET_AGREEMENT = 0.98
@@ -71,11 +71,10 @@ def _quantize(pre: Path, out: Path, clips: Sequence[torch.Tensor], exclude: Sequ
         raise Unsupported(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0]}") from exc
 
 
-def _agreement(path: Path, clips: Sequence[torch.Tensor], reference: Sequence[int]) -> float:
-    """Share of ``clips`` whose top-1 from the ONNX graph at ``path`` is the fp32 model's."""
+def _opened(path: Path, clips: Sequence[torch.Tensor], reference: Sequence[int]) -> tuple[Callable, float]:
+    """The ONNX graph at ``path`` opened as the artifact runs it, and its top-1 agreement with ``reference``."""
     run = ort_callable(path, torch.get_num_threads())
-    hits = [int(run(clip).argmax(dim=1)[0]) == label for clip, label in zip(clips, reference, strict=True)]
-    return sum(hits) / len(hits)
+    return run, agreement(top1(run, clips), reference)
 
 
 def sensitive_nodes(fp32: Path, qdq: Path, clips: Sequence[torch.Tensor], work: Path) -> list[str]:
@@ -145,28 +144,26 @@ def prepare(
     out = workdir / "model.int8.onnx"
     _quantize(pre, out, clips)
     with torch.inference_mode():
-        reference = [int(model(clip).argmax(dim=1)[0]) for clip in clips]
-    agreement = _agreement(out, clips, reference)
+        reference = top1(model, clips)
+    run, agreed = _opened(out, clips, reference)
     notes = f"ORT static INT8, QDQ, per-channel weights, U8 activations, MinMax on {len(clips)} training clips"
-    if agreement < TARGET_AGREEMENT:
-        all_int8_mb, all_int8_agreement = _size_mb(out), agreement
+    if agreed < TARGET_AGREEMENT:
+        all_int8_mb, all_int8_agreement = _size_mb(out), agreed
         order = sensitive_nodes(pre, out, clips[:SENSITIVITY_CLIPS], build)
         kept: list[str] = []
         for count in EXCLUSION_STEPS:
             kept = order[: min(count, len(order))]
             _quantize(pre, out, clips, kept)
-            agreement = _agreement(out, clips, reference)
-            if agreement >= TARGET_AGREEMENT or len(kept) == len(order):
+            run, agreed = _opened(out, clips, reference)
+            if agreed >= TARGET_AGREEMENT or len(kept) == len(order):
                 break
-        shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
         notes += (
             f"; all-INT8 agreed with fp32 on {all_int8_agreement:.1%} of them, so {len(kept)} most sensitive "
-            f"nodes stay fp32 ({shown}): {agreement:.1%}, {_size_mb(out):.2f} MB vs {all_int8_mb:.2f} MB all-INT8"
+            f"nodes stay fp32 ({named(kept)}): {agreed:.1%}, {_size_mb(out):.2f} MB vs {all_int8_mb:.2f} MB all-INT8"
         )
     else:
-        notes += f"; agrees with fp32 on {agreement:.1%} of them"
+        notes += f"; agrees with fp32 on {agreed:.1%} of them"
     files = sorted(p for p in workdir.iterdir() if p.is_file() and p.name.startswith(out.name))
-    run = ort_callable(out, torch.get_num_threads())
     return Artifact(run=run, files=files, notes=notes, engine="onnxruntime", engine_file=out)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vidbench import hookimpl
-from vidbench.kit import convert_via_onnx, openvino_supported, ov_callable, save_ir
+from vidbench.kit import agreement, convert_via_onnx, named, openvino_supported, ov_callable, save_ir, top1
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported
 
 TARGET_AGREEMENT = 0.98
@@ -35,10 +35,7 @@ def _agreement(compiled: object, items: Iterable[tuple[np.ndarray, int]]) -> tup
 def _compiled_agreement(xml: Path, clips: Sequence[np.ndarray], reference: Sequence[int]) -> tuple[Callable, float]:
     """The IR at ``xml`` compiled as the artifact runs it, and its agreement with the fp32 top-1 on ``clips``."""
     run = ov_callable(xml, torch.get_num_threads())
-    hits = [
-        int(run(torch.from_numpy(clip)).argmax(dim=1)[0]) == label for clip, label in zip(clips, reference, strict=True)
-    ]
-    return run, sum(hits) / len(hits)
+    return run, agreement(top1(run, map(torch.from_numpy, clips)), reference)
 
 
 class _Reverted(logging.Handler):
@@ -91,7 +88,7 @@ def prepare(
         raise Unsupported("NNCF post-training quantization needs calibration clips and none were given")
     clips = [np.ascontiguousarray(c.detach().cpu().numpy(), dtype=np.float32) for c in tensors]
     with torch.inference_mode():
-        reference = [int(model(clip).argmax(dim=1)[0]) for clip in tensors]
+        reference = top1(model, tensors)
     xml = workdir / "model.int8.xml"
     try:
         files = save_ir(
@@ -101,22 +98,22 @@ def prepare(
         raise
     except Exception as exc:
         raise Unsupported(f"NNCF quantization failed: {str(exc).strip().splitlines()[0]}") from exc
-    run, agreement = _compiled_agreement(xml, clips, reference)
+    run, agreed = _compiled_agreement(xml, clips, reference)
     notes = f"OpenVINO CPU, NNCF post-training INT8 (MinMax, performance preset) on {len(clips)} training clips"
-    if agreement < TARGET_AGREEMENT:
+    if agreed < TARGET_AGREEMENT:
         try:
             quantized, reverted = _accuracy_controlled(model, example, workdir, clips, reference)
         except Exception as exc:
             raise Unsupported(f"NNCF accuracy control failed: {str(exc).strip().splitlines()[0]}") from exc
         files = save_ir(quantized, xml)
         run, after = _compiled_agreement(xml, clips, reference)
-        shown = ", ".join(reverted[:8]) + (f" and {len(reverted) - 8} more" if len(reverted) > 8 else "")
         notes += (
-            f"; agreed with fp32 on {agreement:.1%} of them, so NNCF accuracy control (max drop "
-            f"{1 - TARGET_AGREEMENT:.0%}) kept {len(reverted)} operations fp32 ({shown or 'none named'}): {after:.1%}"
+            f"; agreed with fp32 on {agreed:.1%} of them, so NNCF accuracy control (max drop "
+            f"{1 - TARGET_AGREEMENT:.0%}) kept {len(reverted)} operations fp32 ({named(reverted) or 'none named'}): "
+            f"{after:.1%}"
         )
     else:
-        notes += f"; agrees with fp32 on {agreement:.1%} of them"
+        notes += f"; agrees with fp32 on {agreed:.1%} of them"
     return Artifact(run=run, files=files, notes=notes, engine="openvino", engine_file=xml)
 
 

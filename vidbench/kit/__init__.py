@@ -10,6 +10,8 @@ datasets, :mod:`vidbench.data`; nothing else of vidbench (import-linter checks i
 - :func:`convert_via_onnx` / :func:`save_ir` / :func:`ov_callable` / :func:`openvino_supported`: OpenVINO IR
   converted from the shared ONNX export, saved with fp32 weights, compiled for the CPU with a fixed thread
   count and fp32 arithmetic.
+- :func:`top1` / :func:`agreement` / :func:`named`: top-1 agreement of an artifact with its model on
+  calibration clips, and the list of names a row's notes give (the INT8 plugins' fp32 fallbacks).
 - :func:`small_cnn` / :func:`conv_bn_relu_2d`: plain per-frame 2D layers several model plugins share.
 """
 
@@ -17,6 +19,9 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "agreement": "vidbench.kit.top1_agreement",
+    "named": "vidbench.kit.top1_agreement",
+    "top1": "vidbench.kit.top1_agreement",
     "conv_bn_relu_2d": "vidbench.kit.layers",
     "small_cnn": "vidbench.kit.layers",
     "export_onnx": "vidbench.kit.onnx_tools",
