@@ -189,19 +189,23 @@ def test_a_win_by_less_than_the_interval_is_called_a_tie(run, copy_of) -> None:
     frame = pd.read_csv(run[0] / "results.csv")
     eager = frame[(frame["model"] == "r2plus1d") & (frame["optimization"] == "eager")].iloc[0]
     clips = int(eager["test_clips"])
-    better = float(eager["top1"]) + 1 / clips
+    # One epoch of training can leave r2plus1d anywhere, 0 % included, where one clip is no tie: fix a mid value.
+    middle = (clips // 2) / clips
+    better = middle + 1 / clips
 
     def one_clip_better(row: dict) -> dict:
         row = {**row, "converged": True}  # as if every model had reached its plateau: only the tie is at stake
+        if row["status"] != "ok":
+            return row
         if row["model"] == "frame_avg":
             return {**row, "top1": 0.0}  # out of the way: the comparison is r2plus1d's eager vs onnx
-        return {**row, "top1": better} if row["optimization"] == "onnx" and row["status"] == "ok" else row
+        return {**row, "top1": better if row["optimization"] == "onnx" else middle}
 
     edited = copy_of("one-clip")
     _rewrite_rows(edited, one_clip_better)
     summary = summary_paragraph(load_frame(edited))
     assert f"best accuracy: r2plus1d/tiny (onnx) at {better * 100:.1f}% top-1 (95% interval" in summary, summary
-    assert f"a tie with r2plus1d/tiny (eager) {float(eager['top1']) * 100:.1f}%" in summary, summary
+    assert f"a tie with r2plus1d/tiny (eager) {middle * 100:.1f}%" in summary, summary
     far = copy_of("far-better")
     _rewrite_rows(far, lambda r: {**r, "top1": 1.0} if (r["model"], r["optimization"]) == ("r2plus1d", "onnx") else r)
     assert "a tie with" not in summary_paragraph(load_frame(far))

@@ -216,7 +216,9 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "14", "preset": "fast"}
+        # One encoder thread: x264's output then depends on nothing but the frames (seen differing in a few
+        # pixels between two runs of a full test suite under load with its automatic thread count).
+        stream.options = {"crf": "14", "preset": "fast", "threads": "1"}
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
