@@ -139,3 +139,35 @@ def test_adding_a_dataset_example_works_as_written(tmp_path: Path, data_root: Pa
     skipped = dict(pd.read_csv(run_dir / "skipped.csv").itertuples(index=False))
     assert sorted(Path(p).name for p in skipped) == ["broken.mp4", "short.mp4"], skipped
     assert any("2 frames < min_frames 4" in reason for reason in skipped.values()), skipped
+
+
+def test_adding_a_trainer_example_works_as_written(tmp_path: Path, data_root: Path) -> None:
+    """A third party's trainer, installed from the page's two files, trains a job beside a supervised one with
+    no core edit; a bad option stops the suite naming the field."""
+    _, env = _install_doc_example("adding-a-trainer.md", "my_video_trainers", "mixup", tmp_path)
+    listing = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert "mixup" in listing.stdout and "my-video-trainers:my_video_trainers.mixup" in listing.stdout
+
+    mixup = {"name": "r2plus1d", "presets": ["tiny"], "train": {"trainer": "mixup", "trainer_options": {"alpha": 0}}}
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = write_suite(bad_dir, data_root, models=[{"name": "r2plus1d", "presets": ["tiny"]}, mixup])
+    proc = vidbench("run", str(bad), "--quiet", cwd=bad_dir, env=env, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "models[1].train.trainer_options.alpha" in proc.stderr and "(got 0)" in proc.stderr, proc.stderr
+
+    mixup["train"]["trainer_options"] = {"alpha": 0.4}
+    suite = write_suite(tmp_path, data_root, models=[{"name": "r2plus1d", "presets": ["tiny"]}, mixup])
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert set(frame["status"]) == {"ok"}, frame["reason"].tolist()
+    assert sorted(zip(frame["preset"], frame["trainer"], strict=True)) == [
+        ("tiny", "supervised"), ("tiny", "supervised"), ("tiny+mixup", "mixup"), ("tiny+mixup", "mixup")
+    ]  # fmt: skip
+    assert (run_dir / "models" / "synthetic-motion__r2plus1d__tiny+mixup" / "train_state.pt").is_file()
+    report = (run_dir / "report.md").read_text()
+    assert "r2plus1d/tiny+mixup: trainer mixup" in report
+    assert "Trainers against the default trainer on the same model: r2plus1d/tiny+mixup:" in report

@@ -216,7 +216,10 @@ def test_concurrent_chunked_uploads_spill_to_disk(hostile: Hostile) -> None:
         started = time.monotonic()
         responses = asyncio.run(_concurrent(hostile.server.url, uploads))
         took = time.monotonic() - started
-    assert {r.status_code for r in responses} <= {415, 503}, [r.text for r in responses]
+    # Refused as not a video, or as overload; on a loaded machine the probe of 45 MB of junk may also outlive the
+    # decode limit (422 "timeout"): a refusal too. Anything else (a 500, an accepted upload) fails.
+    refusals = {(r.status_code, r.json().get("error")) for r in responses}
+    assert refusals <= {(415, "not_a_video"), (503, "busy"), (422, "timeout")}, [r.text for r in responses]
     assert rss[1] - rss[0] < RSS_BUDGET_MB, f"10 x 45 MB chunked: server RSS {rss[0]:.0f} -> {rss[1]:.0f} MB"
     print(f"10 x 45 MB chunked: {[r.status_code for r in responses]} in {took:.1f} s, RSS +{rss[1] - rss[0]:.0f} MB")
     hostile.assert_still_serving()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # annotations only: ``import vidbench`` stays light (no torch) for a fast CLI start
-    from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec
+    from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec, TrainerSpec
 
 PROJECT = "vidbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -59,4 +59,16 @@ def vidbench_optimizations() -> list[OptimizationSpec]:
     :class:`~vidbench.specs.Artifact` with ``prepare(model, example_input, calibration, workdir)``.
     ``prepare`` raises :class:`~vidbench.specs.Unsupported` when the model cannot take it. One that sets
     ``baseline=True`` offers itself as the reference that speedups and deltas are measured against.
+    """
+
+
+@hookspec
+def vidbench_trainers() -> list[TrainerSpec]:
+    """Return the training methods this plugin adds.
+
+    Each :class:`~vidbench.specs.TrainerSpec` carries a pydantic options model (a suite's
+    ``train.trainer_options``, validated when the suite is read) and ``fit(session)``, which trains
+    ``session.model`` through ``session.run_phase`` (the shared loop: checkpoints and resume, logs, NaN stop,
+    EMA, early stop, time budget) and returns a :class:`~vidbench.specs.Fitted`. A trainer that learns from
+    another job of the suite names it with ``teacher(options)``; the runner trains that job first.
     """

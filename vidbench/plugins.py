@@ -14,13 +14,14 @@ from typing import Any, Literal
 import pluggy
 
 from vidbench import hookspecs
-from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec
+from vidbench.specs import DatasetSpec, ModelSpec, OptimizationSpec, TrainerSpec
 
-Kind = Literal["model", "dataset", "optimization"]
+Kind = Literal["model", "dataset", "optimization", "trainer"]
 _HOOKS: dict[Kind, str] = {
     "model": "vidbench_models",
     "dataset": "vidbench_datasets",
     "optimization": "vidbench_optimizations",
+    "trainer": "vidbench_trainers",
 }
 
 
@@ -39,14 +40,16 @@ class Registered:
 
 @dataclass
 class Registry:
-    """Every model, dataset and optimization the loaded plugins offer, by name."""
+    """Every model, dataset, optimization and trainer the loaded plugins offer, by name."""
 
     models: dict[str, Registered] = field(default_factory=dict)
     datasets: dict[str, Registered] = field(default_factory=dict)
     optimizations: dict[str, Registered] = field(default_factory=dict)
+    trainers: dict[str, Registered] = field(default_factory=dict)
 
     def table(self, kind: Kind) -> dict[str, Registered]:
-        return {"model": self.models, "dataset": self.datasets, "optimization": self.optimizations}[kind]
+        tables = {"model": self.models, "dataset": self.datasets, "optimization": self.optimizations}
+        return {**tables, "trainer": self.trainers}[kind]
 
     def model(self, name: str) -> ModelSpec:
         return self.models[name].spec
@@ -56,6 +59,13 @@ class Registry:
 
     def optimization(self, name: str) -> OptimizationSpec:
         return self.optimizations[name].spec
+
+    def trainer(self, name: str) -> TrainerSpec:
+        return self.trainers[name].spec
+
+    def default_trainers(self) -> list[str]:
+        """The trainers that declare themselves the default (``TrainerSpec.default``): one, unless a plugin errs."""
+        return sorted(name for name, r in self.trainers.items() if r.spec.default)
 
     def all(self) -> Iterable[Registered]:
         for kind in _HOOKS:

@@ -77,6 +77,21 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with ``preset`` naming the trainer where it is not the default one (``tiny+distill``): one preset
+    trained two ways is two models to every table, figure and seed group (the row's ``trainer`` column stays)."""
+    if "trainer_default" not in frame or frame.empty:
+        return frame
+    named = [
+        default is False and isinstance(trainer, str) and not str(preset).endswith(f"+{trainer}")
+        for preset, trainer, default in zip(frame["preset"], frame["trainer"], frame["trainer_default"], strict=True)
+    ]
+    other = pd.Series(named, index=frame.index, dtype=bool)
+    frame = frame.copy()
+    frame.loc[other, "preset"] = frame.loc[other, "preset"].astype(str) + "+" + frame.loc[other, "trainer"].astype(str)
+    return frame
+
+
 class ResultStore:
     """Rows in ``jsonl`` (the record), mirrored to the table ``csv`` after each append when one is given."""
 
@@ -143,7 +158,7 @@ class ResultStore:
         if KEY_COLUMN in frame.columns and len(frame):
             frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
         extras = [c for c in frame.columns if c not in SCHEMA]
-        return with_seed_spread(frame[list(SCHEMA) + extras].reset_index(drop=True))
+        return with_seed_spread(with_trainer_variants(frame[list(SCHEMA) + extras].reset_index(drop=True)))
 
     def write_csv(self) -> None:
         """Rewrite the CSV table from the rows (under a temporary name, then renamed)."""

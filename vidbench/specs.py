@@ -1,4 +1,4 @@
-"""Descriptors that plugins hand to the core: models, datasets, optimizations.
+"""Descriptors that plugins hand to the core: models, datasets, optimizations, trainers.
 
 The core builds nothing by name; it only calls what these descriptors carry.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -168,3 +168,92 @@ def cpu_only(engine: str) -> Callable[[Device], tuple[bool, str]]:
         return False, f"{engine} runs on the CPU only; this suite measures on {device!r}"
 
     return check
+
+
+class TrainerOptions(BaseModel):
+    """Base for a trainer plugin's options (a suite's ``train.trainer_options``); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+"""One training step: ``objective(module, clips, labels) -> (loss, logits, targets)``; the logits are scored
+against the targets (class indices, or multi-hot rows) for the epoch's training top-1: a pretext task returns its
+own, or ``None`` when there is nothing to score (a regression)."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a training phase (or a whole trainer) gives back: the weights to evaluate and how training went."""
+
+    model: nn.Module
+    """In eval mode: the best validation epoch's weights with ``until: plateau``, else the last (EMA when on)."""
+    epochs_done: int
+    stopped: str
+    """``plateau``, ``max_epochs`` or ``max_minutes``."""
+    best_val_top1: float | None = None
+    best_epoch: int | None = None
+    train_s: float = 0.0
+    train_clips: float = 0.0
+    notes: Mapping[str, Any] = field(default_factory=dict)
+    """What the trainer adds to the job's summary and rows (its teacher, its pre-training epochs...)."""
+
+
+class TrainingSession(Protocol):
+    """What the core hands a trainer's ``fit``: the job's model, data, settings, and the shared training loop.
+
+    ``run_phase`` is that loop: checkpoint after every epoch and resume after a kill, TensorBoard and
+    ``metrics.jsonl``, NaN stop, EMA, gradient clipping, the lr schedule, early stop on validation top-1 and the
+    time budget. A trainer decides what is trained on what (the objective, the module, the loader); the loop
+    stays the same for every trainer."""
+
+    model: nn.Module
+    """The job's model, built (and loaded from ``pretrained`` when the suite says so), on the CPU."""
+    settings: Any
+    """The job's resolved train settings (``vidbench.run.config.TrainSettings``: epochs, lr, until...)."""
+    options: TrainerOptions
+    """This trainer's options, validated."""
+    num_classes: int
+    clip_shape: tuple[int, int, int, int]
+    """``C x T x H x W`` of one clip as the model receives it."""
+    device: torch.device
+
+    def loader(self, split: str, train: bool = False, labelled: bool = True) -> Any:
+        """A DataLoader of ``(clips, labels)`` for ``split``; ``train`` shuffles and augments. The training split
+        honours ``train.label_fraction`` unless ``labelled`` is false (every clip, labels to be ignored)."""
+
+    def teacher(self) -> nn.Module:
+        """The trained model of the job this trainer named as its teacher (eval mode, on ``device``)."""
+
+    def run_phase(
+        self,
+        name: str,
+        module: nn.Module,
+        objective: Objective | None,
+        loader: Any,
+        val_loader: Any | None = None,
+        **overrides: Any,
+    ) -> Fitted:
+        """Train ``module`` with ``objective`` (``None``: the loop's own cross-entropy on the labels, with the
+        suite's label smoothing; BCE when multi-label) over ``loader`` under the job's settings (``overrides``
+        replace some: ``epochs``, ``until``, ``lr``...), resuming a killed phase; ``val_loader`` gives the
+        validation top-1 that early stopping watches. The phase named ``"main"`` writes the job's own training
+        files (its curves in the report); any other its own folder under the job."""
+
+    def say(self, text: str) -> None:
+        """One progress line (shown live and kept in the task's log)."""
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A training method: its option schema and ``fit(session) -> Fitted``."""
+
+    name: str
+    fit: Callable[[TrainingSession], Fitted]
+    options: type[TrainerOptions] = TrainerOptions
+    description: str = ""
+    teacher: Callable[[Any], str | None] = lambda options: None
+    """The ``model/preset`` of another job of the suite that must be trained first and is handed to ``fit``
+    (``session.teacher()``), read from the validated options; ``None``: no teacher."""
+    default: bool = False
+    """Declares this trainer the one a job uses when its suite names none (exactly one installed trainer may)."""

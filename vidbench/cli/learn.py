@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from vidbench.run.suite import SuiteRun
 
 
-def _select_job(suite_file: Path, model: str, preset: str | None, out: Path | None) -> tuple[SuiteRun, ModelJob]:
+def _select_job(
+    suite_file: Path, model: str, preset: str | None, out: Path | None, trainer: str | None = None
+) -> tuple[SuiteRun, ModelJob]:
     """The suite's run machinery for one model job, writing into ``out``."""
     from vidbench.data.scan import DatasetError
     from vidbench.run.cells import expand
@@ -29,14 +31,16 @@ def _select_job(suite_file: Path, model: str, preset: str | None, out: Path | No
     except SuiteError as exc:
         raise fail(str(exc)) from None
     jobs, _ = expand(suite, registry, suite_file.parent)
-    matches = [j for j in jobs if j.model == model and (preset is None or j.preset == preset)]
+    matches = [
+        j for j in jobs
+        if j.model == model and preset in (None, j.preset) and trainer in (None, j.trainer_name)
+    ]  # fmt: skip
     if not matches:
-        known = ", ".join(sorted({f"{j.model}/{j.preset}" for j in jobs}))
-        raise fail(
-            f"{suite_file}: no model {model!r}{f' preset {preset!r}' if preset else ''} in the suite; it has: {known}"
-        )
+        known = ", ".join(sorted({f"{j.model}/{j.variant}" for j in jobs}))
+        wanted = f"{model!r}{f' preset {preset!r}' if preset else ''}{f' trainer {trainer!r}' if trainer else ''}"
+        raise fail(f"{suite_file}: no model {wanted} in the suite; it has: {known}")
     job = matches[0]
-    run = RunDir(out) if out else RunDir.for_suite(suite.output_dir, suite.name, f"train-{job.model}-{job.preset}")
+    run = RunDir(out) if out else RunDir.for_suite(suite.output_dir, suite.name, f"train-{job.model}-{job.variant}")
     suite_run = SuiteRun(suite, registry, suite_file, RunDir(run.root.resolve()))
     try:
         suite_run.prepare_datasets(Silent())
@@ -59,14 +63,22 @@ def train(
     ] = None,
     nnodes: Annotated[int, typer.Option(min=1, help="Nodes, each running this command (needs --rdzv-endpoint).")] = 1,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port of the torchrun rendezvous.")] = None,
+    trainer: Annotated[
+        str | None, typer.Option(help="The trainer of the model's entry to train (default: its first entry's).")
+    ] = None,
 ) -> None:
     """Train one model of a suite outside the suite run: checkpoints every epoch, TensorBoard, analysis."""
     from vidbench.run.context import Context
     from vidbench.run.launch import torchrun_attached
     from vidbench.run.worker import run_train
 
-    run, job = _select_job(suite_file, model, preset, out)
+    run, job = _select_job(suite_file, model, preset, out, trainer)
     files = run.rundir.job(job.slug)
+    if job.teacher is not None and run.trained_by_slug(job.teacher) is None:
+        raise fail(
+            f"{job.model}/{job.variant} learns from {job.teacher}, not trained in {run.run_dir}: train its teacher "
+            "first with the same --out"
+        )
     if files.train_state.exists() and not resume:
         raise fail(f"{files.train_state} exists: pass --resume to continue it, or choose another --out")
     files.summary.unlink(missing_ok=True)
@@ -75,14 +87,14 @@ def train(
     if nproc > 1 or nnodes > 1:
         try:
             outcome = torchrun_attached(
-                run.task("train", job), run.rundir.task(job.slug, "train"), nproc, nnodes, rdzv_endpoint
+                run.train_step(job).task, run.rundir.task(job.slug, "train"), nproc, nnodes, rdzv_endpoint
             )
         except ValueError as exc:
             raise fail(str(exc)) from None
         if not outcome.ok:
             raise fail(f"distributed training failed: {outcome.reason}")
     else:
-        run_train(Context(run.task("train", job)))
+        run_train(Context(run.train_step(job).task))
     console.print(f"trained: {files.root}\ncheckpoint: {files.checkpoint}\nanalysis: {files.analysis}")
 
 

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from vidbench.data.decode import DecodeError, VideoMeta, probe
 from vidbench.specs import PreparedDataset, VideoSample
 
@@ -150,3 +152,20 @@ def load_prepared(path: Path) -> PreparedDataset:
         mirror=None if mirror is None else {int(k): v for k, v in mirror.items()},
         skipped=[tuple(row) for row in data["skipped"]],
     )
+
+
+def labelled_subset(samples: Sequence[VideoSample], fraction: float, seed: int = 0) -> list[VideoSample]:
+    """``fraction`` of the clips of each class (at least one), drawn with ``seed``, in their original order: the
+    labelled part of a split for label-efficiency runs (the same draw for every model and trainer of a suite).
+    A multi-label clip counts under its first label."""
+    by_class: dict[int, list[int]] = {}
+    for index, sample in enumerate(samples):
+        label = sample.label if isinstance(sample.label, int) else min(sample.label)
+        by_class.setdefault(label, []).append(index)
+    rng = np.random.default_rng(seed)
+    kept: set[int] = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        count = max(1, round(fraction * len(members)))
+        kept.update(int(i) for i in rng.choice(members, size=count, replace=False))
+    return [sample for index, sample in enumerate(samples) if index in kept]

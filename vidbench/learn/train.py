@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from vidbench.learn import distributed
 from vidbench.learn.weights import load_checkpoint
 from vidbench.rundir import JobDir
+from vidbench.specs import Objective
 
 ProgressFn = Callable[[str], None]
 
@@ -171,9 +172,18 @@ def _set_numpy_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
+def config_from_settings(settings: Any, multilabel: bool) -> TrainConfig:
+    """The loop's config from a suite's train settings (``vidbench.run.config.TrainSettings``), the lr scaled."""
+    fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
+    return TrainConfig(**{**fields, "lr": settings.effective_lr()}, multilabel=multilabel)
+
+
 class Trainer:
     """One training run writing into a job folder (:class:`~vidbench.rundir.JobDir`, or a plain folder): the
-    training state, the per-epoch metrics and the TensorBoard logs."""
+    training state, the per-epoch metrics and the TensorBoard logs.
+
+    What each step minimises is an ``objective(module, clips, labels) -> (loss, logits, targets)``
+    (:data:`vidbench.specs.Objective`); the default is cross-entropy (BCE when multi-label) on the labels."""
 
     def __init__(
         self,
@@ -184,8 +194,10 @@ class Trainer:
         val_loader: DataLoader | None = None,
         progress: ProgressFn | None = None,
         device: str = "cpu",
+        objective: Objective | None = None,
     ) -> None:
         self.model, self.loader, self.config = model, loader, config
+        self.objective: Objective = objective or self._supervised
         self.files = out_dir if isinstance(out_dir, JobDir) else JobDir(Path(out_dir))
         self.val_loader, self.progress = val_loader, progress
         self.device = torch.device(device)
@@ -215,6 +227,10 @@ class Trainer:
         )
         self.epoch, self.steps, self.best_val, self.stale, self.best_epoch = 0, 0, None, 0, None
         self.history: list[dict[str, float]] = []
+
+    def _supervised(self, net: nn.Module, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = net(clips)
+        return self.criterion(logits.float(), _targets(labels, self.config.multilabel)), logits, labels
 
     # --- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -308,7 +324,7 @@ class Trainer:
     # --- loop --------------------------------------------------------------------------------
     def _epoch(self) -> tuple[float, float, int]:
         self.net.train()
-        total_loss, hits, seen = 0.0, 0, 0
+        total_loss, hits, seen, scored = 0.0, 0, 0, 0
         distributed.start_epoch(self.loader, self.epoch, self.files.sample_log(distributed.rank()))
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(self.loader):
@@ -318,8 +334,7 @@ class Trainer:
             if self.config.channels_last and clips.dim() == 5:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)
             with _autocast(self.config, self.device):
-                logits = self.net(clips)
-                loss = self.criterion(logits.float(), _targets(labels, self.config.multilabel))
+                loss, logits, targets = self.objective(self.net, clips, labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
                     f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped, "
@@ -338,10 +353,12 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model, step=self.steps)
             total_loss += loss.item() * len(labels)
-            hits += _hits(logits.detach(), labels, self.config.multilabel)
+            if targets is not None:  # a regression pretext has no top-1
+                hits += _hits(logits.detach(), targets, targets.dim() > 1)
+                scored += len(labels)
             seen += len(labels)
-        total_loss, hits, seen = distributed.all_sum([total_loss, hits, seen])  # every rank's shard
-        return total_loss / max(seen, 1), hits / max(seen, 1), int(seen)
+        total_loss, hits, seen, scored = distributed.all_sum([total_loss, hits, seen, scored])  # every rank's shard
+        return total_loss / max(seen, 1), hits / scored if scored else math.nan, int(seen)
 
     @torch.inference_mode()
     def validate(self) -> float | None:
@@ -384,7 +401,7 @@ class Trainer:
                 line = {
                     "epoch": self.epoch,
                     "loss": loss,
-                    "train_top1": top1,
+                    "train_top1": top1 if math.isfinite(top1) else None,
                     "val_top1": val,
                     "lr": self.scheduler.get_last_lr()[0],
                     "clips_per_s": seen / epoch_s,
@@ -406,7 +423,8 @@ class Trainer:
                     atomic_save(self.state(), self.state_path)
                 shown = f" val {val:.1%}" if val is not None else ""
                 self._say(
-                    f"epoch {self.epoch}/{self.config.epochs} loss {loss:.3f} train {top1:.1%}{shown} "
+                    f"epoch {self.epoch}/{self.config.epochs} loss {loss:.3f}"
+                    f"{f' train {top1:.1%}' if math.isfinite(top1) else ''}{shown} "
                     f"{seen / epoch_s:.0f} clips/s"
                 )
         finally:

@@ -102,6 +102,10 @@ def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+def _trainer_text(row: pd.Series) -> str:
+    return "" if _by_default(row.get("trainer_default")) else f"trainer {row.get('trainer')}, "
+
+
 def training_protocols(frame: pd.DataFrame) -> str:
     """How each model job trained, from its rows: the lr used, the epochs run, why it stopped, and whose recipe
     (the preset's, with its source, or the suite's train block alone)."""
@@ -119,11 +123,61 @@ def training_protocols(frame: pd.DataFrame) -> str:
         epochs = int(row["epochs_run"])
         recipe = row.get("recipe")
         source = f"the preset's recipe ({recipe})" if isinstance(recipe, str) and recipe else "the suite's train block"
+        plural = "" if epochs == 1 else "s"
         parts.append(
-            f"{row['model']}/{row['preset']}{seed}: {lr}{epochs} epoch{'' if epochs == 1 else 's'}, "
+            f"{row['model']}/{row['preset']}{seed}: {_trainer_text(row)}{lr}{epochs} epoch{plural}, "
             f"stopped by {row.get('stopped_by') or '?'} ({state}); settings from {source}."
         )
     return "How each model trained. " + " ".join(parts)
+
+
+def _by_default(flag: Any) -> bool:
+    """Whether a row's job was trained by the default trainer (rows from before trainers were plugins were)."""
+    return bool(pd.isna(flag) or bool(flag))
+
+
+def trainer_gains(frame: pd.DataFrame, baseline: str | None) -> str:
+    """For each job trained by another trainer than the default one (distillation, self-supervised pre-training),
+    its top-1 against the same model, preset, seed and labels trained by the default trainer in this run, with
+    both epoch counts and whether the difference is inside the 95 % interval (a tie)."""
+    if "trainer_default" not in frame or frame["trainer_default"].map(_by_default).all():
+        return ""
+    ok = frame[(frame["status"] == "ok") & frame["top1"].notna()]
+    if baseline is not None:
+        ok = ok[ok["optimization"] == baseline]
+    ok = ok.drop_duplicates(subset=[c for c in ("dataset", "model", "preset", "seed") if c in ok])
+    plain_rows = ok[ok["trainer_default"].map(_by_default)]
+    parts = []
+    for _, row in ok[~ok["trainer_default"].map(_by_default)].iterrows():
+        plain = str(row["preset"]).split("+", 1)[0]
+        teacher = row.get("teacher")
+        taught = f" (teacher {'/'.join(teacher.split('__')[1:3])})" if isinstance(teacher, str) else ""
+        labels = row.get("label_fraction")
+        fraction = f", {float(labels):.0%} of the labels" if pd.notna(labels) else ""
+        name = f"{row['model']}/{row['preset']}{taught}{fraction}"
+        same = (plain_rows["dataset"] == row["dataset"]) & (plain_rows["model"] == row["model"])
+        same &= plain_rows["preset"] == plain
+        if "seed" in plain_rows:
+            same &= plain_rows["seed"] == row["seed"]
+        if "label_fraction" in plain_rows:  # label efficiency compares the same labels
+            same &= plain_rows["label_fraction"].fillna(1.0) == (labels if pd.notna(labels) else 1.0)
+        if not same.any():
+            parts.append(f"{name}: {row['top1'] * 100:.1f}%, no {row['model']}/{plain} trained by default here")
+            continue
+        ref = plain_rows[same].iloc[0]
+        gain = (row["top1"] - ref["top1"]) * 100
+        low, high = row.get("top1_ci95_low"), row.get("top1_ci95_high")
+        tie = ", inside the 95% interval: a tie" if pd.notna(low) and low <= ref["top1"] <= high else ""
+        epochs = f"{_count(row.get('epochs_run'))} vs {_count(ref.get('epochs_run'))} epochs"
+        parts.append(
+            f"{name}: {row['top1'] * 100:.1f}% vs {ref['top1'] * 100:.1f}% {ref.get('trainer') or 'default'} "
+            f"({gain:+.1f} points{tie}; {epochs})"
+        )
+    return "Trainers against the default trainer on the same model: " + "; ".join(parts) + "."
+
+
+def _count(value: Any) -> str:
+    return str(int(value)) if pd.notna(value) else "?"
 
 
 def _sections(run: RunData) -> list[Section]:
@@ -163,7 +217,7 @@ def _sections(run: RunData) -> list[Section]:
             "training",
             "Training curves",
             [fig(F.training_curves, "training", "Training curves")],
-            intro=training_protocols(run.frame),
+            intro=" ".join(t for t in (training_protocols(run.frame), trainer_gains(run.frame, run.baseline)) if t),
         ),
         Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),
     ]

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vidbench.hashing import file_sha256, json_digest
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, cell_key
-from vidbench.run.config import DatasetEntry, ExcludeRule, ModelEntry, Suite, TrainSettings
+from vidbench.run.config import (
+    DatasetEntry,
+    ExcludeRule,
+    ModelEntry,
+    Suite,
+    TrainSettings,
+    teacher_of,
+    trainer_name,
+)
 from vidbench.rundir import job_slug
 
 NEW_DEFAULTS: dict[str, Any] = {
     "nproc": 1, "until": "epochs", "min_delta": 0.0, "lr_batch": None, "schedule": "cosine", "drop_path": None,
-    "min_epochs": 0, "seeds": None
+    "min_epochs": 0, "seeds": None, "trainer": None, "trainer_options": {}, "label_fraction": None,
 }  # fmt: skip
 """Train settings added after runs existed: at these values they are left out of a job's identity, so the keys
 of earlier runs hold."""
@@ -41,11 +49,26 @@ class ModelJob:
     recipe: str | None = None
     """Where the preset's training recipe comes from, when it was applied (provenance: ``train`` holds the resolved
     settings, which alone decide the weights)."""
+    teacher: str | None = None
+    """The folder (slug) of the job this job's trainer learns from, trained first (``distill``)."""
+    trainer_name: str | None = None
+    """The trainer plugin that trains the job, resolved (the default one when the suite names none)."""
+
+    @property
+    def trainer(self) -> str | None:
+        """The trainer the suite chose for this job; ``None``: the default one (named or not)."""
+        return dict(self.train).get("trainer")
+
+    @property
+    def variant(self) -> str:
+        """The preset, with the trainer when it is not the default one (``tiny+distill``): how folders and the
+        report tell apart one preset trained two ways."""
+        return self.preset if self.trainer is None else f"{self.preset}+{self.trainer}"
 
     @property
     def slug(self) -> str:
         """The job's folder name in a run directory."""
-        return job_slug(self.dataset, self.model, self.preset, self.seed if self.per_seed else None)
+        return job_slug(self.dataset, self.model, self.variant, self.seed if self.per_seed else None)
 
     @property
     def seed(self) -> int:
@@ -62,6 +85,8 @@ class ModelJob:
         data = dict(data)
         data.setdefault("recipe", None)
         data.setdefault("per_seed", False)
+        data.setdefault("teacher", None)
+        data.setdefault("trainer_name", None)
         for name in ("dataset_options", "train", "data"):
             data[name] = tuple((k, v) for k, v in data[name])
         return cls(**data)
@@ -72,7 +97,9 @@ class ModelJob:
     def identity(self) -> dict[str, Any]:
         """Everything that decides the trained weights."""
         data = asdict(self)
-        del data["recipe"], data["per_seed"]
+        del data["recipe"], data["per_seed"], data["trainer_name"]
+        if data["teacher"] is None:
+            del data["teacher"]  # as before trainers existed: earlier runs keep their keys
         data["dataset_options"] = dict(self.dataset_options)
         data["data"] = dict(self.data)
         if self.pretrained:
@@ -140,6 +167,10 @@ class Cell:
             "job": job.slug,
             "seed": job.seed,
             "recipe": job.recipe,
+            "trainer": job.trainer_name,
+            "trainer_default": job.trainer is None,
+            "label_fraction": job.train_settings().label_fraction,
+            "teacher": training.get("teacher"),
             "lr": job.train_settings().effective_lr(),
             "train_s": training.get("train_s"),
             "epochs_run": training.get("epochs_done"),
@@ -149,6 +180,13 @@ class Cell:
             "train_clips": training.get("train_clips"),
             KEY_COLUMN: key,
         }
+
+
+def trained_weights(summary: dict[str, Any]) -> str:
+    """What identifies a trained job's weights in its cells' keys: its checkpoint's hash and, for a student, its
+    teacher's (a retrained teacher makes every row of its students new)."""
+    teacher = summary.get("teacher_checkpoint_sha")
+    return summary["checkpoint_sha"] + (f"+teacher:{teacher}" if teacher else "")
 
 
 def _excluded(rules: list[ExcludeRule], fields: dict[str, Any]) -> bool:
@@ -187,6 +225,9 @@ def _jobs(
     recipe = registry.model(entry.name).presets[preset].recipe if suite.recipes else None
     settings = suite.train_for(entry, recipe and recipe.settings)
     seeds = settings.seeds or [settings.seed]
+    trainer = trainer_name(settings, registry)
+    if registry.trainer(trainer).default:  # named or not, the default trainer: the same job
+        settings = settings.model_copy(update={"trainer": None})
     return [
         ModelJob(
             dataset=ds.name,
@@ -199,9 +240,30 @@ def _jobs(
             train=tuple(sorted(settings.model_copy(update={"seed": seed, "seeds": None}).model_dump().items())),
             per_seed=settings.seeds is not None,
             recipe=recipe.source if recipe else None,
+            trainer_name=trainer,
         )
         for seed in seeds
     ]
+
+
+def _with_teachers(jobs: list[ModelJob], registry: Registry) -> list[ModelJob]:
+    """Each job whose trainer learns from another job, with that job's slug (the teacher of the same dataset and
+    seed, trained without a teacher), and the jobs ordered so every teacher trains before its students."""
+    resolved = []
+    for job in jobs:
+        wanted = teacher_of(job.train_settings(), registry)
+        if wanted is None:
+            resolved.append(job)
+            continue
+        model, _, preset = wanted.partition("/")
+        teachers = [
+            t for t in jobs
+            if (t.dataset, t.dataset_options, t.model, t.preset) == (job.dataset, job.dataset_options, model, preset)
+            and teacher_of(t.train_settings(), registry) is None
+        ]  # fmt: skip
+        same_seed = [t for t in teachers if t.seed == job.seed] or teachers
+        resolved.append(replace(job, teacher=same_seed[0].slug) if same_seed else job)
+    return sorted(resolved, key=lambda j: j.teacher is not None)  # stable: teachers first, order kept otherwise
 
 
 def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tuple[list[ModelJob], list[Cell]]:
@@ -233,4 +295,8 @@ def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tu
                     if job_cells:
                         jobs.append(job)
                         cells.extend(job_cells)
-    return jobs, cells
+    jobs = _with_teachers(jobs, registry)
+    by_slug = {job.slug: job for job in jobs}
+    cells = [replace(cell, job=by_slug[cell.job.slug]) for cell in cells]
+    order = {job.slug: i for i, job in enumerate(jobs)}
+    return jobs, sorted(cells, key=lambda cell: order[cell.job.slug])

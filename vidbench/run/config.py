@@ -114,6 +114,17 @@ class TrainSettings(_Strict):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     checkpoint: str | None = None
     """Path of a trained state dict to load instead of training."""
+    trainer: str | None = None
+    """The training method, a trainer plugin (``vidbench plugins list``: cross-entropy on the labels, distillation
+    from a teacher job of the suite, self-supervised pre-training then fine-tuning, or a third party's); unset:
+    the one that declares itself the default (cross-entropy on the labels among the built-in ones)."""
+    trainer_options: dict[str, Any] = Field(default_factory=dict)
+    """The trainer's own options, validated by its schema when the suite is read (e.g. ``{teacher: r2plus1d/tiny}``
+    for ``distill``)."""
+    label_fraction: float | None = Field(None, gt=0, le=1)
+    """Train on this fraction of the training split's labels (e.g. 0.1), drawn per class with a fixed seed (at
+    least one clip per class): label efficiency. A self-supervised trainer still sees every training clip,
+    without its label, when it pre-trains."""
     nproc: int = Field(1, ge=1, le=64)
     """Data-parallel training processes (``torchrun``, gloo on the CPU, NCCL on CUDA); ``batch_size`` is per
     process. 1 trains in one process, as before."""
@@ -389,11 +400,77 @@ def check_against_registry(
             raise SuiteError(f"{where}: models[{i}].train.{inner}") from None
         for preset in entry.presets or list(presets)[:1]:
             _check_recipe(suite, entry, presets[preset], where)
+        _check_trainer(suite, registry, i, where)
     for i, name in enumerate(suite.optimizations):
         if name not in registry.optimizations:
             raise _unknown(where, f"optimizations[{i}]", "optimization", name, list(registry.optimizations))
     if suite.baseline is not None and suite.baseline not in suite.optimizations:
         raise _unknown(where, "baseline", "baseline (not among optimizations)", suite.baseline, suite.optimizations)
+
+
+class NoDefaultTrainer(ValueError):
+    """A model names no trainer and not exactly one trainer plugin declares itself the default."""
+
+
+def trainer_name(settings: TrainSettings, registry: Registry) -> str:
+    """The trainer a model's train settings name, or the one that declares itself the default."""
+    if settings.trainer is not None:
+        return settings.trainer
+    declared = registry.default_trainers()
+    if len(declared) != 1:
+        found = ", ".join(declared) or "none"
+        raise NoDefaultTrainer(f"exactly one trainer plugin must declare itself the default (found: {found})")
+    return declared[0]
+
+
+def trainer_options(settings: TrainSettings, registry: Registry) -> Any:
+    """The validated options of the trainer a model's train settings name."""
+    return registry.trainer(trainer_name(settings, registry)).options.model_validate(settings.trainer_options)
+
+
+def teacher_of(settings: TrainSettings, registry: Registry) -> str | None:
+    """The ``model/preset`` a model's trainer learns from, or ``None``."""
+    return registry.trainer(trainer_name(settings, registry)).teacher(trainer_options(settings, registry))
+
+
+def _teacherless(settings: TrainSettings, registry: Registry) -> bool:
+    try:
+        return teacher_of(settings, registry) is None
+    except (KeyError, ValueError):  # an unknown trainer, bad options, no default: reported at its own check
+        return False
+
+
+def _check_trainer(suite: Suite, registry: Registry, index: int, where: str) -> None:
+    """The trainer a model names exists, its options fit its schema, and its teacher is a model of the suite
+    trained without a teacher of its own."""
+    entry = suite.models[index]
+    settings = suite.train_for(entry)
+    at = f"models[{index}].train"
+    if settings.trainer is not None and settings.trainer not in registry.trainers:
+        raise _unknown(where, f"{at}.trainer", "trainer", settings.trainer, list(registry.trainers))
+    try:
+        name = trainer_name(settings, registry)
+    except NoDefaultTrainer as exc:
+        raise SuiteError(f"{where}: {at}.trainer: unset, and {exc}; name one") from None
+    try:
+        teacher = teacher_of(settings, registry)
+    except ValidationError as exc:
+        options_model = registry.trainer(name).options
+        inner = format_validation_error(exc, options_model, where).split(": ", 1)[1]
+        raise SuiteError(f"{where}: {at}.trainer_options.{inner}") from None
+    if teacher is None:
+        return
+    candidates = [
+        f"{m.name}/{p}"
+        for m in suite.models
+        if m.name in registry.models and _teacherless(suite.train_for(m), registry)
+        for p in (m.presets or list(registry.model(m.name).presets)[:1])
+    ]
+    if teacher not in candidates:
+        raise SuiteError(
+            f"{where}: {at}.trainer_options.teacher: {teacher!r} is not a model/preset of this suite trained without "
+            f"a teacher; allowed: {', '.join(candidates) or '(none)'}"
+        )
 
 
 def _check_recipe(suite: Suite, entry: ModelEntry, preset: Any, where: str) -> None:

@@ -15,7 +15,7 @@ from vidbench.data.cache import ClipCache
 from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import ClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
-from vidbench.data.scan import load_prepared
+from vidbench.data.scan import labelled_subset, load_prepared
 from vidbench.data.transforms import Augment
 from vidbench.learn import distributed
 from vidbench.learn.weights import load_checkpoint
@@ -81,13 +81,23 @@ class Context:
         job = self.job
         return ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
 
-    def clips(self, split: str, train_mode: bool, cached: bool = True) -> ClipDataset:
-        """The split's clips; ``cached=False`` always decodes the files (end-to-end timing)."""
+    def samples(self, split: str, labelled: bool = False) -> list[VideoSample]:
+        """The split's videos; ``labelled``: only the labelled part of the training split when the job trains on a
+        fraction of the labels (``train.label_fraction``)."""
+        samples = self.dataset.splits[split]
+        fraction = self.job.train_settings().label_fraction
+        if labelled and split == "train" and fraction is not None:
+            return labelled_subset(samples, fraction, seed=0)  # one draw for every model and seed of the suite
+        return samples
+
+    def clips(self, split: str, train_mode: bool, cached: bool = True, labelled: bool = False) -> ClipDataset:
+        """The split's clips; ``cached=False`` always decodes the files (end-to-end timing); ``labelled`` as in
+        :meth:`samples`."""
         data = self.suite.data
         augment = self.job.train_settings().augment
         multi = self.dataset.labels_kind == "multi"
         return ClipDataset(
-            self.dataset.splits[split],
+            self.samples(split, labelled),
             self.clip_spec(),
             self.job.crop,
             train_mode,
@@ -114,8 +124,9 @@ class Context:
             skip_log=skip_log,
         )
 
-    def loader(self, split: str, batch_size: int, train_mode: bool = False) -> DataLoader:
-        settings, clips = self.job.train_settings(), self.clips(split, train_mode)
+    def loader(self, split: str, batch_size: int, train_mode: bool = False, labelled: bool = False) -> DataLoader:
+        """Batches of ``(clips, labels)``; ``train_mode`` shuffles (sharded under DDP) and augments."""
+        settings, clips = self.job.train_settings(), self.clips(split, train_mode, labelled=labelled)
         shard = distributed.sampler(clips, settings.seed) if train_mode and distributed.active() else None
         return make_loader(clips, batch_size, settings.workers, shuffle=train_mode, seed=settings.seed, sampler=shard)
 

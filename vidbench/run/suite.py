@@ -22,7 +22,7 @@ from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN
-from vidbench.run.cells import Cell, ModelJob, expand
+from vidbench.run.cells import Cell, ModelJob, expand, trained_weights
 from vidbench.run.config import Suite
 from vidbench.run.context import job_record
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
@@ -60,6 +60,8 @@ class SuiteRun:
         self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
         self.jobs, self.cells = expand(suite, registry, suite_path.parent)
+        self.students: dict[str, list[ModelJob]] = {}
+        """Jobs waiting for their teacher's training, by the teacher's folder."""
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     @property
@@ -110,10 +112,19 @@ class SuiteRun:
         return self.rundir.job(job.slug).read_summary()
 
     def train_step(self, job: ModelJob) -> TaskStep:
-        """The train task of ``job``."""
-        label = f"training {job.model}/{job.preset}"
+        """The train task of ``job`` (with its teacher's folder and weights' hash when it learns from one)."""
+        label = f"training {job.model}/{job.variant}"
         folder = self.rundir.task(job.slug, "train")
-        return TaskStep("train", job, self.task("train", job), folder, job.train_settings().timeout_s, label)
+        extra: dict[str, Any] = {}
+        if job.teacher is not None:
+            teacher = self.trained_by_slug(job.teacher) or {}
+            extra["teacher"] = {"slug": job.teacher, "checkpoint_sha": teacher.get("checkpoint_sha")}
+        task = self.task("train", job, **extra)
+        return TaskStep("train", job, task, folder, job.train_settings().timeout_s, label)
+
+    def trained_by_slug(self, slug: str) -> dict[str, Any] | None:
+        """The summary of the job in folder ``slug``, when trained and evaluated in this run."""
+        return self.rundir.job(slug).read_summary()
 
     def train_result(self, job: ModelJob, outcome: Outcome) -> tuple[Outcome, dict[str, Any]]:
         """How the train task ended, with the job's summary when it trained."""
@@ -131,7 +142,7 @@ class SuiteRun:
     ) -> MeasureStep | None:
         """What measuring one optimization of a trained job takes; None when every cell is stored already.
         An optimization unsupported on the device gets its rows here and no task."""
-        keyed = {c.batch_size: (c, self._key(c, summary["checkpoint_sha"])) for c in cells}
+        keyed = {c.batch_size: (c, self._key(c, trained_weights(summary))) for c in cells}
         todo = {bs: ck for bs, ck in keyed.items() if ck[1] not in skip}
         if not todo:
             return None
@@ -146,7 +157,7 @@ class SuiteRun:
             "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs,
             task_name=task_name, **({} if threads is None else {"threads": threads}),
         )  # fmt: skip
-        label = f"measuring {job.model}/{job.preset} {optimization}" + (f" ({threads} threads)" if threads else "")
+        label = f"measuring {job.model}/{job.variant} {optimization}" + (f" ({threads} threads)" if threads else "")
         folder = self.rundir.task(job.slug, task_name)
         step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
         return MeasureStep(rows, step, self._key_counts())
@@ -177,8 +188,13 @@ class SuiteRun:
         progress.start(len(self.cells))
         self.prepare_datasets(progress)
         executor = executor or LocalExecutor(progress)
+        self.students.clear()
+        for job in self.jobs:  # each started once its teacher has trained (at once when it ran earlier)
+            if job.teacher is not None:
+                self.students.setdefault(job.teacher, []).append(job)
         for job in self.jobs:
-            self.start_job(job, executor, skip, progress)
+            if job.teacher is None:
+                self.start_job(job, executor, skip, progress)
         executor.wait()
         progress.stop()
 
@@ -188,13 +204,27 @@ class SuiteRun:
         summary = self.trained(job)
         if summary is not None:
             self.measure_job(job, Outcome(True), summary, executor, skip, progress)
+            self.start_students(job, Outcome(True), executor, skip, progress)
             return
 
         def trained(outcome: Outcome, _rows: list[dict[str, Any]]) -> None:
             outcome, summary = self.train_result(job, outcome)
             self.measure_job(job, outcome, summary, executor, skip, progress)
+            self.start_students(job, outcome, executor, skip, progress)
 
         executor.submit(self.train_step(job), trained)
+
+    def start_students(
+        self, teacher: ModelJob, outcome: Outcome, executor: Executor, skip: set[str], progress: Progress
+    ) -> None:
+        """Start the jobs that learn from ``teacher``; when it did not train, their cells fail with its reason."""
+        for job in self.students.pop(teacher.slug, []):
+            if outcome.ok:
+                self.start_job(job, executor, skip, progress)
+                continue
+            self.write_job_file(job)
+            reason = Outcome(False, f"teacher {teacher.model}/{teacher.variant} did not train: {outcome.reason}")
+            self.measure_job(job, reason, {}, executor, skip, progress)
 
     def measure_job(
         self,

@@ -24,7 +24,7 @@ from vidbench.hashing import file_sha256
 from vidbench.learn import distributed
 from vidbench.learn.analysis import TEMPORAL_PROBES, expected_calibration_error
 from vidbench.learn.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
-from vidbench.learn.train import TrainConfig, Trainer, atomic_save, seed_everything
+from vidbench.learn.train import atomic_save, seed_everything
 from vidbench.learn.weights import load_pretrained, read_state_dict
 from vidbench.measure.alone import AloneError, time_alone
 from vidbench.measure.complexity import count_params, gflops_per_clip
@@ -33,14 +33,17 @@ from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
 from vidbench.results import ResultStore
+from vidbench.run.config import trainer_name
 from vidbench.run.context import Context
 from vidbench.run.lifeline import follow_launcher
+from vidbench.run.session import Session
 from vidbench.rundir import TaskDir, write_json_atomic
 from vidbench.specs import Unsupported
 from vidbench.stats import wilson_interval
 
 SUMMARY_FIELDS = (
-    "train_s", "epochs_done", "stopped", "best_val_top1", "processes", "best_epoch", "converged", "train_clips"
+    "train_s", "epochs_done", "stopped", "best_val_top1", "processes", "best_epoch", "converged", "train_clips",
+    "trainer", "trainer_notes", "teacher", "teacher_checkpoint_sha",
 )  # fmt: skip
 """What ``train.json`` keeps of the training itself when a job is evaluated again."""
 
@@ -68,31 +71,34 @@ def run_train(ctx: Context) -> None:
     if settings.checkpoint:
         model.load_state_dict(read_state_dict(settings.checkpoint), strict=True)
     else:
-        trainer = Trainer(
-            model,
-            ctx.loader("train", settings.batch_size, train_mode=True),
-            train_config(settings, ctx.dataset.labels_kind == "multi"),
-            files,
-            val_loader=ctx.loader("val", ctx.suite.measure.eval_batch_size),
-            progress=lambda line: print(line, flush=True),
-            device=str(ctx.device),
-        )
-        result = trainer.run(resume=True)
+        name = ctx.job.trainer_name or trainer_name(settings, ctx.registry)
+        spec = ctx.registry.trainer(name)
+        fitted = spec.fit(Session(ctx, model, spec.options.model_validate(settings.trainer_options)))
         if not distributed.is_main():
             return  # under DDP, rank 0 saves the weights and evaluates
-        model = trainer.evaluated_model()
+        model = fitted.model
         info = {
-            "train_s": sum(h["epoch_s"] for h in trainer.history),
-            "epochs_done": result.epochs_done,
-            "stopped": result.stopped,
-            "converged": result.stopped == "plateau",
-            "best_val_top1": result.best_val_top1,
-            "best_epoch": result.best_epoch,
-            "train_clips": sum(h.get("clips", h["clips_per_s"] * h["epoch_s"]) for h in trainer.history),
+            "train_s": fitted.train_s,
+            "epochs_done": fitted.epochs_done,
+            "stopped": fitted.stopped,
+            "converged": fitted.stopped == "plateau",
+            "best_val_top1": fitted.best_val_top1,
+            "best_epoch": fitted.best_epoch,
+            "train_clips": fitted.train_clips,
             "processes": distributed.world_size(),
+            "trainer": name,
+            "trainer_notes": dict(fitted.notes),
+            **_teacher_fields(ctx.task.get("teacher")),
         }
     atomic_save(model.state_dict(), files.checkpoint)
     evaluate_job(ctx, model, info)
+
+
+def _teacher_fields(teacher: dict[str, Any] | None) -> dict[str, Any]:
+    """What a student's summary records of its teacher: the job, and the hash of the weights it learned from."""
+    if not teacher:
+        return {}
+    return {"teacher": teacher["slug"], "teacher_checkpoint_sha": teacher.get("checkpoint_sha")}
 
 
 def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[str, Any] | None = None) -> dict:
@@ -122,12 +128,6 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
     write_json_atomic(files.summary, record)
     print(f"test top-1 of the trained model {summary['top1']:.1%}", flush=True)
     return record
-
-
-def train_config(settings: Any, multilabel: bool) -> TrainConfig:
-    """The trainer's config from a suite's train settings."""
-    fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
-    return TrainConfig(**{**fields, "lr": settings.effective_lr()}, multilabel=multilabel)
 
 
 def run_measure(ctx: Context) -> None:
