@@ -7,7 +7,7 @@ import jinja2
 from vidbench.report.document import Report
 from vidbench.report.template import REPORT_TEMPLATE
 
-TEXT_COLUMNS = frozenset({"dataset", "model", "preset", "optim.", "status", "reason"})
+TEXT_COLUMNS = frozenset({"dataset", "model", "preset", "trainer", "optim.", "status", "reason"})
 """Result-table columns aligned left (the rest are numbers)."""
 
 

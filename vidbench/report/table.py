@@ -64,6 +64,14 @@ def _over_seeds(mean: Any, sd: Any, n: Any) -> str:
     return f"{float(mean) * 100:.1f} ± {float(sd) * 100:.1f} ({int(n)} seeds)"
 
 
+def _several_trainers(frame: pd.DataFrame) -> bool:
+    """Whether some job of the run was trained by another trainer than the default one."""
+    if "trainer_default" not in frame:
+        return False
+    flags = frame["trainer_default"]
+    return bool((flags.notna() & ~flags.fillna(True).astype(bool)).any())
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The summary columns, formatted as strings, one row per cell (with the 95 % interval of top-1 where the
     rows record it, and top-1's mean ± standard deviation over training seeds where the suite had several)."""
@@ -80,6 +88,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             columns["top-1 over seeds"] = [_over_seeds(*t) for t in triples]
         if col == "preset" and several_seeds:
             columns["seed"] = [_fmt(v, "d") for v in frame["seed"]]
+        if col == "preset" and _several_trainers(frame):
+            columns["trainer"] = [str(v) if isinstance(v, str) else "-" for v in frame["trainer"]]
         if col == "batch_size" and "threads" in frame and frame["threads"].nunique() > 1:  # a thread sweep
             columns["threads"] = [_fmt(v, "d") for v in frame["threads"]]
     _flag(columns, "p99 ms", frame, "latency_p99_trusted", False, " (too few calls)")
@@ -138,7 +148,7 @@ def rich_table(frame: pd.DataFrame, title: str = "") -> Table:
     for name in table.columns:
         out.add_column(
             name,
-            justify="left" if name in ("model", "preset", "optim.", "status", "reason") else "right",
+            justify="left" if name in ("model", "preset", "trainer", "optim.", "status", "reason") else "right",
             overflow="fold",
         )
     styles = {"ok": "green", "unsupported": "yellow", "failed": "red"}
