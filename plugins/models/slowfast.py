@@ -8,11 +8,14 @@ names are pytorchvideo's, so its state dicts load unchanged.
 from __future__ import annotations
 
 import torch
-from pytorchvideo.models.net import Net
-from pytorchvideo.models.slowfast import create_slowfast
 
 from vidbench import hookimpl
+from vidbench.kit import fvcore_jit_warning_off
 from vidbench.specs import InputSpec, ModelSpec, Preset, PublishedFigures
+
+with fvcore_jit_warning_off():  # pytorchvideo's models import fvcore.nn
+    from pytorchvideo.models.net import Net
+    from pytorchvideo.models.slowfast import create_slowfast
 
 ALPHA = 4  # fast / slow frame-rate ratio of the 8x8 R50 configuration
 

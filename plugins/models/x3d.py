@@ -8,12 +8,15 @@ The network keeps pytorchvideo's module names (``blocks.N...``), so its state di
 from __future__ import annotations
 
 import torch
-from pytorchvideo.models.net import Net
-from pytorchvideo.models.x3d import create_x3d
 from torch import nn
 
 from vidbench import hookimpl
+from vidbench.kit import fvcore_jit_warning_off
 from vidbench.specs import InputSpec, ModelSpec, Preset, PublishedFigures, Recipe
+
+with fvcore_jit_warning_off():  # pytorchvideo's models import fvcore.nn
+    from pytorchvideo.models.net import Net
+    from pytorchvideo.models.x3d import create_x3d
 
 
 class X3D(Net):

@@ -12,8 +12,11 @@ progress display of ``run``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from vidbench import __version__
 from vidbench.cli import data, learn, plugins, run, serve
 
 app = typer.Typer(
@@ -21,6 +24,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"vidbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark video-understanding models: train, optimize, measure, compare."""
+
+
 app.command()(run.run)
 app.command()(learn.train)
 app.command()(learn.evaluate)

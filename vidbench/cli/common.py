@@ -28,6 +28,14 @@ class Executor(StrEnum):
     ray = "ray"
 
 
+class DecodeBackend(StrEnum):
+    """Which decoder reads the videos: ``auto`` is decord where it is installed, else PyAV."""
+
+    auto = "auto"
+    decord = "decord"
+    pyav = "pyav"
+
+
 def require_executor(executor: Executor) -> None:
     """Fail with the install line when ``--executor ray`` is asked for without Ray installed."""
     if executor is Executor.ray and importlib.util.find_spec("ray") is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import console, fail
+from vidbench.cli.common import DecodeBackend, console, fail
 
 data_app = typer.Typer(help="Look at video files: metadata, decode speed, sampled frames.", no_args_is_help=True)
 
@@ -152,14 +152,16 @@ def data_preview(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("preview.png"),
     frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
     crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
-    backend: Annotated[str, typer.Option(help="decord or pyav.")] = "decord",
+    backend: Annotated[DecodeBackend, typer.Option(help="The decoder (auto: decord if installed, else PyAV).")] = (
+        DecodeBackend.auto
+    ),
 ) -> None:
     """Write a PNG contact sheet of a clip's sampled frames, as decoded and after the transforms."""
-    from vidbench.data.decode import DecodeError
+    from vidbench.data.decode import DecodeError, resolve_backend
     from vidbench.data.preview import contact_sheet
 
     try:
-        written = contact_sheet(path, out, frames, crop, backend)  # type: ignore[arg-type]
+        written = contact_sheet(path, out, frames, crop, resolve_backend(backend.value))
     except (DecodeError, ValueError) as exc:
         raise fail(str(exc)) from None
     console.print(f"preview: {written}")

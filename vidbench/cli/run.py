@@ -22,6 +22,8 @@ def run(
     ] = Executor.local,
 ) -> None:
     """Run a suite: train each model once, measure every optimization, write the result table."""
+    if retry_failed and not resume:
+        raise fail("--retry-failed re-runs the failed cells of an earlier run: add --resume")
     _refuse_a_busy_run_dir(suite_file, resume, run_id)  # first: a refusal should not wait for torch to import
     from vidbench.cli.progress import RichProgress
     from vidbench.data.loader import read_skip_log

@@ -13,6 +13,8 @@ datasets, :mod:`vidbench.data`; nothing else of vidbench (import-linter checks i
 - :func:`top1` / :func:`agreement` / :func:`named`: top-1 agreement of an artifact with its model on
   calibration clips, and the list of names a row's notes give (the INT8 plugins' fp32 fallbacks).
 - :func:`small_cnn` / :func:`conv_bn_relu_2d`: plain per-frame 2D layers several model plugins share.
+- :func:`fvcore_jit_warning_off`: around an import of pytorchvideo's models or fvcore, silences the one
+  deprecation warning fvcore raises at import.
 """
 
 import importlib
@@ -32,6 +34,7 @@ _WHERE = {
     "openvino_supported": "vidbench.kit.openvino_tools",
     "ov_callable": "vidbench.kit.openvino_tools",
     "save_ir": "vidbench.kit.openvino_tools",
+    "fvcore_jit_warning_off": "vidbench.kit.quiet_imports",
 }
 __all__ = sorted(_WHERE)
 

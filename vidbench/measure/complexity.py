@@ -7,6 +7,8 @@ import logging
 import torch
 from torch import nn
 
+from vidbench.kit import fvcore_jit_warning_off
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers excluded)."""
@@ -31,7 +33,8 @@ def gflops_per_clip(model: nn.Module, clip: torch.Tensor) -> float:
     fvcore counts one fused multiply-add as one FLOP, the convention of the published video-model
     figures. ``clip`` must have batch size 1 and the suite's real ``T x H x W``.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with fvcore_jit_warning_off():
+        from fvcore.nn import FlopCountAnalysis
 
     if clip.shape[0] != 1:
         raise ValueError("count FLOPs on a batch of one clip")

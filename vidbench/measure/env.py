@@ -12,7 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "decord", "av", "timm", "fvcore", "vidbench")
+PACKAGES = (
+    "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "torchao", "numpy", "decord",
+    "av", "timm", "pytorchvideo", "fvcore", "faiss-cpu", "vidbench",
+)  # fmt: skip
+"""The distributions whose versions ``env.json`` records (and the environment hash covers)."""
 
 
 def cpu_model() -> str:
@@ -94,6 +98,7 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """The installed version of each of :data:`PACKAGES` (``not installed`` when absent)."""
     found = {}
     for name in PACKAGES:
         try:
