@@ -45,3 +45,17 @@ def test_loading_every_plugin_raises_no_deprecation_warning(tmp_path: Path) -> N
     proc = vidbench("plugins", "list", cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x3d" in proc.stdout and "slowfast" in proc.stdout and "Warning" not in proc.stderr
+
+
+def test_plugins_list_json_is_one_document_with_every_plugin(tmp_path: Path) -> None:
+    import json
+
+    proc = vidbench("plugins", "list", "--json", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plugins = json.loads(proc.stdout)["plugins"]
+    by_name = {(p["kind"], p["name"]): p for p in plugins}
+    assert "tiny" in by_name[("model", "r2plus1d")]["presets"]
+    assert by_name[("optimization", "eager")]["baseline"] is True
+    assert by_name[("optimization", "tensorrt")]["cpu_supported"] is False
+    assert by_name[("trainer", "distill")]["options"] == ["teacher", "temperature", "alpha"]
+    assert [p["name"] for p in plugins if p.get("default")] == ["supervised"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,11 +15,37 @@ plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help
 models_app = typer.Typer(help="Inspect the model plugins.", no_args_is_help=True)
 
 
+def _plugin_record(item: Any) -> dict[str, Any]:
+    """One registered plugin as plain data: kind, name, source, description and what its kind adds."""
+    spec = item.spec
+    record: dict[str, Any] = {"kind": item.kind, "name": spec.name, "source": item.source}
+    if item.kind == "model":
+        record["presets"] = list(spec.presets)
+    elif item.kind == "optimization":
+        ok, why = spec.supported("cpu")
+        record.update(cpu_supported=ok, cpu_reason=why or None, baseline=spec.baseline, lossy=spec.lossy)
+    else:
+        record["options"] = list(spec.options.model_fields)
+        if item.kind == "trainer":
+            record["default"] = spec.default
+    return {**record, "description": spec.description}
+
+
+def _detail(record: dict[str, Any]) -> str:
+    if "presets" in record:
+        return ", ".join(record["presets"])
+    if "cpu_supported" in record:
+        support = "cpu: supported" if record["cpu_supported"] else f"cpu: unsupported ({record['cpu_reason']})"
+        return support + ("; baseline" if record["baseline"] else "")
+    return ", ".join(record["options"]) + ("; default" if record.get("default") else "")
+
+
 @plugins_app.command("list")
 def plugins_list(
     suite_file: Annotated[Path | None, typer.Option("--suite", help="Also load this suite's local plugins.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
 ) -> None:
-    """List every model, dataset and optimization with where it comes from."""
+    """List every model, dataset, optimization and trainer with where it comes from."""
     from vidbench.plugins import PluginError, load_plugins
     from vidbench.run.config import SuiteError, load_suite
 
@@ -26,20 +53,15 @@ def plugins_list(
         registry = load_suite(suite_file)[1] if suite_file else load_plugins()
     except (SuiteError, PluginError) as exc:
         raise fail(str(exc)) from None
+    records = [_plugin_record(item) for item in registry.all()]
+    if as_json:
+        print(json.dumps({"plugins": records}, indent=2))
+        return
     table = Table(title="vidbench plugins")
-    for column in ("kind", "name", "source", "presets / support", "description"):
+    for column in ("kind", "name", "source", "presets / support / options", "description"):
         table.add_column(column, overflow="fold")
-    for item in registry.all():
-        spec = item.spec
-        if item.kind == "model":
-            detail = ", ".join(spec.presets)
-        elif item.kind == "optimization":
-            ok, why = spec.supported("cpu")
-            detail = "cpu: supported" if ok else f"cpu: unsupported ({why})"
-            detail += "; baseline" if spec.baseline else ""
-        else:
-            detail = ", ".join(spec.options.model_fields)
-        table.add_row(item.kind, spec.name, item.source, detail, spec.description)
+    for record in records:
+        table.add_row(record["kind"], record["name"], record["source"], _detail(record), record["description"])
     console.print(table)
 
 
