@@ -7,7 +7,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.conftest import REPO, vidbench, write_suite
+import pytest
+
+from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 
 
 def test_version_matches_the_package_and_python_m_works(tmp_path: Path) -> None:
@@ -59,3 +61,79 @@ def test_plugins_list_json_is_one_document_with_every_plugin(tmp_path: Path) -> 
     assert by_name[("optimization", "tensorrt")]["cpu_supported"] is False
     assert by_name[("trainer", "distill")]["options"] == ["teacher", "temperature", "alpha"]
     assert [p["name"] for p in plugins if p.get("default")] == ["supervised"]
+
+
+HAND_WRITTEN_GPU_SUITE = """
+name: compare_all_gpu
+description: architecture comparison on synthetic-motion (small), tiny presets, CUDA
+datasets:
+  - name: synthetic-motion
+    options: {size: small, resolution: 64, length: 16}
+models:
+  - name: r2plus1d
+    presets: [tiny]
+  - name: timesformer
+    presets: [tiny]
+    train: {lr: 0.001}
+  - name: cnn_lstm
+    presets: [tiny]
+    train: {lr: 0.003}
+  - name: x3d
+    presets: [tiny]
+  - name: frame_avg
+    presets: [tiny]
+recipes: false
+optimizations: [eager, amp, compile, tensorrt, tensorrt-int8]
+batch_sizes: [1, 16]
+input: {frames: 8, crop: 32, sampling: uniform}
+data: {cache: true}
+train: {epochs: 8, batch_size: 32, lr: 0.005, warmup_epochs: 1, workers: 6}
+measure: {device: cuda, threads: 4, warmup: 5, min_iters: 50, min_seconds: 1.0, eval_batch_size: 60, timeout_s: 240}
+"""
+"""suites/compare_all_gpu.yaml as it was written by hand before ``extends`` existed."""
+
+
+def test_extends_gives_the_hand_written_suite_it_replaced(tmp_path: Path) -> None:
+    from vidbench.run.config import SuiteError, load_suite
+
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(HAND_WRITTEN_GPU_SUITE)
+    extended, _ = load_suite(REPO / "suites" / "compare_all_gpu.yaml")
+    written, _ = load_suite(hand)
+    assert extended.extends == [str((REPO / "suites" / "compare_all.yaml").resolve())]
+    assert extended.model_dump(exclude={"extends"}) == written.model_dump(exclude={"extends"})
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\nname: x\n")
+    with pytest.raises(SuiteError, match="a cycle"):
+        load_suite(loop)
+
+
+def test_overrides_dry_run_and_only(tmp_path: Path, data_root: Path) -> None:
+    """``-o`` settings are validated like the YAML and recorded in suite.json; ``--dry-run`` lists exactly the
+    cells a run then measures (and their time once measured); ``--only`` runs a subset."""
+    import json
+
+    import pandas as pd
+
+    models = [{"name": "r2plus1d", "presets": ["tiny"]}, {"name": "frame_avg", "presets": ["tiny"]}]
+    suite = write_suite(tmp_path, data_root, models=models, train={"epochs": 3, "batch_size": 16, "workers": 0})
+    bad = vidbench("run", str(suite), "-o", "train.epochs=many", "--quiet", cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "train.epochs" in bad.stderr and "'many'" in bad.stderr, bad.stderr[-1500:]
+    unknown = vidbench("run", str(suite), "--only", "colour=red", "--dry-run", cwd=tmp_path, timeout=120)
+    assert unknown.returncode == 2 and "dataset, model, preset, optimization, batch_size" in unknown.stderr
+
+    overrides = ("-o", "train.epochs=1", "-o", "measure.threads=1")
+    plan = vidbench("run", str(suite), *overrides, "--dry-run", cwd=tmp_path, timeout=120)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "cells: 4; jobs: 2; measured before: 0" in plan.stdout, plan.stdout
+    assert not (tmp_path / "results").exists(), "a dry run writes nothing"
+    proc = vidbench("run", str(suite), *overrides, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert len(pd.read_csv(run_dir / "results.csv")) == 4
+    recorded = json.loads((run_dir / "suite.json").read_text())
+    assert recorded["overrides"] == ["train.epochs=1", "measure.threads=1"]
+    assert (recorded["train"]["epochs"], recorded["measure"]["threads"]) == (1, 1)
+
+    again = vidbench("run", str(suite), *overrides, "--only", "model=frame_avg", "--dry-run", cwd=tmp_path)
+    assert "cells: 2; jobs: 1; measured before: 2" in again.stdout, again.stdout

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from vidbench.cli.common import Executor, console, err_console, fail, require_executor
 from vidbench.rundir import RunDir, RunDirBusy
@@ -20,24 +21,39 @@ def run(
     executor: Annotated[
         Executor, typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray).")
     ] = Executor.local,
+    override: Annotated[
+        list[str] | None,
+        typer.Option("--override", "-o", help="KEY.PATH=VALUE on top of the suite (YAML value), e.g. train.epochs=3."),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only the cells with KEY=VALUE (dataset, model, preset, optimization, batch_size)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the cells (with their last measured time) and stop.")] = False,
 ) -> None:
     """Run a suite: train each model once, measure every optimization, write the result table."""
     if retry_failed and not resume:
         raise fail("--retry-failed re-runs the failed cells of an earlier run: add --resume")
-    _refuse_a_busy_run_dir(suite_file, resume, run_id)  # first: a refusal should not wait for torch to import
+    overrides = list(override or [])
+    _refuse_a_busy_run_dir(suite_file, resume, run_id, overrides)  # first: a refusal should not wait for torch
     from vidbench.cli.progress import RichProgress
     from vidbench.data.loader import read_skip_log
     from vidbench.data.scan import DatasetError
     from vidbench.report.table import rich_table, write_summary
+    from vidbench.run.cells import parse_only
     from vidbench.run.config import SuiteError, load_suite
     from vidbench.run.progress import Silent
     from vidbench.run.suite import run_suite
 
     require_executor(executor)
     try:
-        suite, registry = load_suite(suite_file)
-    except SuiteError as exc:
+        suite, registry = load_suite(suite_file, overrides=overrides)
+        chosen = parse_only(only or [])
+    except (SuiteError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if dry_run:
+        _print_plan(suite, registry, suite_file, chosen)
+        return
     try:
         run_dir = run_suite(
             suite,
@@ -48,6 +64,7 @@ def run(
             progress=Silent() if quiet else RichProgress(),
             run_id=run_id,
             executor=executor.value,
+            only=chosen,
         )
     except (DatasetError, RunDirBusy) as exc:
         raise fail(str(exc)) from None
@@ -64,14 +81,48 @@ def run(
     write_report_files(run_dir)
 
 
-def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None) -> None:
+def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set[str]]) -> None:
+    """``--dry-run``: the cells a run would measure, the jobs it would train, and each cell's time in the latest
+    earlier run of the suite (its measuring child's wall time) where there is one."""
+    from vidbench.run.cells import expand, select
+
+    jobs, cells = select(*expand(suite, registry, suite_file.parent), only)
+    earlier = RunDir.latest(suite.output_dir, suite.name)
+    seconds: dict[tuple[str, str, str, int], float] = {}
+    if earlier is not None:
+        frame = earlier.store().frame()
+        for row in frame.to_dict("records"):
+            wall = row.get("cell_wall_s")
+            if isinstance(wall, int | float) and wall == wall:
+                seconds[(row["model"], row["preset"], row["optimization"], int(row["batch_size"]))] = float(wall)
+    table = Table(title=f"{suite.name}: {len(cells)} cells, {len(jobs)} jobs to train (dry run)")
+    for column in ("dataset", "model", "preset", "optimization", "batch", "threads", "last s"):
+        table.add_column(column)
+    for cell in cells:
+        job = cell.job
+        last = seconds.get((job.model, job.variant, cell.optimization, cell.batch_size))
+        threads = "-" if cell.threads is None else str(cell.threads)
+        shown = "-" if last is None else f"{last:.1f}"
+        table.add_row(job.dataset, job.model, job.variant, cell.optimization, str(cell.batch_size), threads, shown)
+    console.print(table)
+    known = [
+        seconds[k] for k in ((c.job.model, c.job.variant, c.optimization, c.batch_size) for c in cells) if k in seconds
+    ]
+    where = f" (from {earlier.root})" if earlier is not None else ""
+    console.print(f"cells: {len(cells)}; jobs: {len(jobs)}; measured before: {len(known)}{where}")
+
+
+def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, overrides: list[str]) -> None:
     """Fail at once, before the plugins load, when the run directory to resume is being written."""
-    from vidbench.run.config import SuiteError, parse_suite, read_yaml
+    from vidbench.run.config import SuiteError, apply_override, parse_suite, read_suite_data
 
     if not (resume or run_id):
         return
     try:
-        suite = parse_suite(read_yaml(suite_file), str(suite_file))
+        data, _ = read_suite_data(suite_file)
+        for text in overrides:
+            data = apply_override(data, text, str(suite_file))
+        suite = parse_suite(data, str(suite_file))
     except SuiteError:
         return  # load_suite reports it in full
     run = (

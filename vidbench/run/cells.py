@@ -300,3 +300,44 @@ def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tu
     cells = [replace(cell, job=by_slug[cell.job.slug]) for cell in cells]
     order = {job.slug: i for i, job in enumerate(jobs)}
     return jobs, sorted(cells, key=lambda cell: order[cell.job.slug])
+
+
+SELECTABLE = ("dataset", "model", "preset", "optimization", "batch_size")
+"""What ``vidbench run --only key=value`` may select cells by."""
+
+
+def parse_only(items: list[str] | tuple[str, ...]) -> dict[str, set[str]]:
+    """``["model=x3d", "model=r2plus1d", "optimization=int8"]`` as ``{key: values}``; raises ``ValueError``
+    naming the bad item and the allowed keys."""
+    wanted: dict[str, set[str]] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or key not in SELECTABLE or not value:
+            raise ValueError(f"--only {item!r}: expected KEY=VALUE with KEY one of {', '.join(SELECTABLE)}")
+        wanted.setdefault(key, set()).add(value)
+    return wanted
+
+
+def _selected(cell: Cell, only: dict[str, set[str]]) -> bool:
+    job = cell.job
+    fields = {
+        "dataset": {job.dataset},
+        "model": {job.model},
+        "preset": {job.preset, job.variant},
+        "optimization": {cell.optimization},
+        "batch_size": {str(cell.batch_size)},
+    }
+    return all(fields[key] & values for key, values in only.items())
+
+
+def select(
+    jobs: list[ModelJob], cells: list[Cell], only: dict[str, set[str]] | None
+) -> tuple[list[ModelJob], list[Cell]]:
+    """The cells matching every key of ``only`` (any of its values), and the jobs they need: their own and their
+    teachers' (trained, not measured). ``None`` or empty: everything."""
+    if not only:
+        return jobs, cells
+    kept = [cell for cell in cells if _selected(cell, only)]
+    needed = {cell.job.slug for cell in kept}
+    needed |= {job.teacher for job in jobs if job.slug in needed and job.teacher is not None}
+    return [job for job in jobs if job.slug in needed], kept

@@ -6,6 +6,7 @@ in one line, before any work starts.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -266,6 +267,11 @@ class Suite(_Strict):
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     exclude: list[ExcludeRule] = Field(default_factory=list)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    extends: list[str] = Field(default_factory=list)
+    """The suite files this one was built on, nearest first (a file's ``extends: other.yaml``; recorded by
+    :func:`load_suite`, not written by hand)."""
+    overrides: list[str] = Field(default_factory=list)
+    """The command line's ``-o key.path=value`` settings applied on top, in order (recorded)."""
 
     @field_validator("batch_sizes")
     @classmethod
@@ -360,6 +366,64 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: invalid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: <suite>: expected a mapping of suite fields, got {type(data).__name__}")
+    return data
+
+
+def merge_suites(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merged key by key, at any depth; lists and plain values replaced."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_suites(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_suite_data(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+    """A suite file's mapping with the suites it ``extends`` merged under it (their relative paths read from the
+    extending file's folder, where the suite runs), and the chain of files it extends, nearest first."""
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, []
+    if not isinstance(parent, str):
+        raise SuiteError(f"{path}: extends: the path of one suite file, relative to this one (got {parent!r})")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in (*chain, path.resolve()):
+        raise SuiteError(f"{path}: extends: {parent!r} extends this file again (a cycle)")
+    base, above = read_suite_data(parent_path, (*chain, path.resolve()))
+    return merge_suites(base, data), [str(parent_path), *above]
+
+
+def apply_override(data: dict[str, Any], text: str, where: str = "<suite>") -> dict[str, Any]:
+    """``data`` with one ``key.path=value`` setting (the value read as YAML: ``3``, ``[1, 2]``, ``{a: 1}``;
+    a number in the path indexes a list: ``models.0.train.lr=0.001``)."""
+    path, equals, raw = text.partition("=")
+    if not equals or not path:
+        raise SuiteError(f"{where}: -o {text!r}: expected key.path=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise SuiteError(f"{where}: -o {text!r}: the value is not valid YAML") from None
+    data = copy.deepcopy(data)
+    node: Any = data
+    keys = path.split(".")
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        at = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise SuiteError(f"{where}: -o {text!r}: {at}: a list of {len(node)}; give an index below it")
+            key = int(key)  # type: ignore[assignment]
+        elif not isinstance(node, dict):
+            raise SuiteError(f"{where}: -o {text!r}: {at}: {'.'.join(keys[:depth])} is a value, not a mapping")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
+                node[key] = {}
+            node = node[key]
     return data
 
 
@@ -504,13 +568,22 @@ def with_baseline(suite: Suite, registry: Registry, where: str = "<suite>") -> S
     return suite.model_copy(update={"baseline": declared[0] if declared else None})
 
 
-def load_suite(path: str | Path, registry_loader: Any = None) -> tuple[Suite, Registry]:
-    """Read, validate and check a suite file; load the plugins it needs. Raises :class:`SuiteError`."""
+def load_suite(
+    path: str | Path, registry_loader: Any = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Suite, Registry]:
+    """Read a suite file (with the files it ``extends``, then the ``-o`` ``overrides``), validate and check it;
+    load the plugins it needs. Raises :class:`SuiteError`."""
     from vidbench.plugins import PluginError, load_plugins
 
     path = Path(path)
     where = str(path)
-    suite = parse_suite(read_yaml(path), where)
+    data, chain = read_suite_data(path)
+    for text in overrides:
+        data = apply_override(data, text, where)
+    for recorded in ("extends", "overrides"):
+        if recorded in data:
+            raise SuiteError(f"{where}: {recorded}: recorded by vidbench, not a setting (got {data[recorded]!r})")
+    suite = parse_suite({**data, "extends": chain, "overrides": list(overrides)}, where)
     try:
         registry = (registry_loader or load_plugins)(suite.plugins, base_dir=path.parent)
     except PluginError as exc:

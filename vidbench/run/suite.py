@@ -22,7 +22,7 @@ from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN
-from vidbench.run.cells import Cell, ModelJob, expand, trained_weights
+from vidbench.run.cells import Cell, ModelJob, expand, select, trained_weights
 from vidbench.run.config import Suite
 from vidbench.run.context import job_record
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
@@ -49,7 +49,9 @@ def new_run_id() -> str:
 class SuiteRun:
     """One execution of a suite into one run directory."""
 
-    def __init__(self, suite: Suite, registry: Registry, suite_path: Path, run: RunDir) -> None:
+    def __init__(
+        self, suite: Suite, registry: Registry, suite_path: Path, run: RunDir, only: dict[str, set[str]] | None = None
+    ) -> None:
         self.suite = suite
         self.registry = registry
         self.suite_path = suite_path
@@ -59,7 +61,7 @@ class SuiteRun:
         self.env = collect_env(self.threads, suite.measure.device)
         self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
-        self.jobs, self.cells = expand(suite, registry, suite_path.parent)
+        self.jobs, self.cells = select(*expand(suite, registry, suite_path.parent), only)
         self.students: dict[str, list[ModelJob]] = {}
         """Jobs waiting for their teacher's training, by the teacher's folder."""
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
@@ -290,8 +292,10 @@ def run_suite(
     progress: Progress | None = None,
     run_id: str | None = None,
     executor: str = "local",
+    only: dict[str, set[str]] | None = None,
 ) -> Path:
-    """Execute a validated suite (``executor``: ``local`` or ``ray``); returns its run directory."""
+    """Execute a validated suite (``executor``: ``local`` or ``ray``; ``only``: the cells to run, as
+    :func:`~vidbench.run.cells.select` takes them); returns its run directory."""
     run = None
     if run_id:
         run = RunDir.for_suite(suite.output_dir, suite.name, run_id)
@@ -302,7 +306,7 @@ def run_suite(
     run = RunDir(run.root.resolve())
     with run.writer():  # one writer per run directory: a second run or resume into it stops here
         progress = progress or Silent()
-        suite_run = SuiteRun(suite, registry, suite_path, run)
+        suite_run = SuiteRun(suite, registry, suite_path, run, only)
         chosen: Executor | None = None
         if executor == "ray":
             from vidbench.run.ray_executor import RayExecutor
