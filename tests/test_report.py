@@ -250,10 +250,15 @@ def test_compare_fails_on_a_worse_top1_and_passes_identical_runs(run, copy_of) -
     )
     broken = vidbench("compare", str(a), str(b), "--fail-on", "top1<-1", cwd=a)
     assert broken.returncode == 1, broken.stdout + broken.stderr
-    assert "FAIL" in broken.stderr
-    assert "synthetic-motion/r2plus1d/tiny/eager/b1: top1" in broken.stderr
-    assert "(-5.00 points) breaks 'top1<-1'" in broken.stderr
-    assert "frame_avg" not in broken.stderr.split("FAIL", 1)[1]
+    assert "FAIL" in broken.stdout and "FAIL" not in broken.stderr, "the verdict is the output"
+    assert "synthetic-motion/r2plus1d/tiny/eager/b1: top1" in broken.stdout
+    assert "(-5.00 points) breaks 'top1<-1'" in broken.stdout
+    assert "frame_avg" not in broken.stdout.split("FAIL", 1)[1]
+    as_json = vidbench("compare", str(a), str(b), "--fail-on", "top1<-1", "--json", cwd=a)
+    document = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and document["verdict"] == "FAIL" and document["rules"] == ["top1<-1"]
+    assert document["broken"] and all("r2plus1d" in message for message in document["broken"])
+    assert {"model", "optimization", "metric", "a", "b", "change"} <= set(document["deltas"][0])
     same = vidbench("compare", str(a), str(a), "--fail-on", "top1<-1", "--fail-on", "latency_ms_p50>+10%", cwd=a)
     assert same.returncode == 0, same.stdout + same.stderr
     assert "PASS" in same.stdout and "environments differ" not in same.stderr
@@ -269,7 +274,7 @@ def test_compare_says_when_environments_differ(run, copy_of) -> None:
     (b / "env.json").write_text(json.dumps(env))
     proc = vidbench("compare", str(a), str(b), "--fail-on", "top1<-1", "--require-same-env", cwd=a)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "environments differ" in proc.stderr and "FAIL" not in proc.stderr
+    assert "environments differ" in proc.stderr and "FAIL" not in proc.stdout + proc.stderr
     assert "Some Other CPU @ 9.99GHz" in proc.stderr and f"torch: {torch_version} vs 9.9.9" in proc.stderr
     lenient = compare_runs(a, b, [parse_rule("top1<-1")])  # without --require-same-env: a warning, not a failure
     assert not lenient.failed and len(lenient.env_diffs) == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -46,9 +48,20 @@ def print_comparison(
     if not rules:
         out.print("no --fail-on rule given: deltas only, exit 0")
         return
-    if result.broken:
-        err.print(f"[bold red]FAIL[/]: {len(result.broken)} rule violation(s)", highlight=False)
+    if result.broken:  # the verdict is the command's output (stdout); the exit status carries it too
+        out.print(f"[bold red]FAIL[/]: {len(result.broken)} rule violation(s)", highlight=False)
         for message in result.broken:
-            err.print(f"  {message}", highlight=False, soft_wrap=True)
+            out.print(f"  {message}", highlight=False, soft_wrap=True)
         return
     out.print(f"[green]PASS[/]: no cell breaks {', '.join(repr(r.text) for r in rules)}", highlight=False)
+
+
+def comparison_document(result: Comparison, run_a: Path, run_b: Path, rules: list[Rule]) -> dict[str, Any]:
+    """The comparison as one JSON-ready document (``compare --json``): the verdict, what broke it, every delta."""
+    verdict = "FAIL" if result.broken else "PASS" if rules else "none"
+    deltas = json.loads(result.table.to_json(orient="records"))  # NaN becomes null
+    return {
+        "run_a": str(run_a), "run_b": str(run_b), "rules": [r.text for r in rules], "verdict": verdict,
+        "broken": result.broken, "status_changes": result.status_changes, "env_diffs": result.env_diffs,
+        "suites_differ": result.suites_differ, "only_a": result.only_a, "only_b": result.only_b, "deltas": deltas,
+    }  # fmt: skip

@@ -172,9 +172,12 @@ def compare(
     ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric column to show (repeatable).")] = None,
     require_same_env: Annotated[bool, typer.Option(help="Exit 1 when the environments differ.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
 ) -> None:
     """Per-cell deltas from A to B; exit 1 when a --fail-on rule is broken (a CI gate), 2 on bad input."""
-    from vidbench.cli.compare_view import print_comparison
+    import json
+
+    from vidbench.cli.compare_view import comparison_document, print_comparison
     from vidbench.report.compare import compare_runs, parse_rule
 
     try:
@@ -182,6 +185,9 @@ def compare(
         result = compare_runs(run_a, run_b, rules, metric or None)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    print_comparison(result, run_a, run_b, rules, console, err_console)
+    if as_json:
+        print(json.dumps(comparison_document(result, run_a, run_b, rules), indent=2))
+    else:
+        print_comparison(result, run_a, run_b, rules, console, err_console)
     if result.failed or (require_same_env and result.env_diffs):
         raise typer.Exit(1)
