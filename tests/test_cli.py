@@ -137,3 +137,15 @@ def test_overrides_dry_run_and_only(tmp_path: Path, data_root: Path) -> None:
 
     again = vidbench("run", str(suite), *overrides, "--only", "model=frame_avg", "--dry-run", cwd=tmp_path)
     assert "cells: 2; jobs: 1; measured before: 2" in again.stdout, again.stdout
+
+
+def test_models_info_json_gives_counts_published_figures_and_recipes(tmp_path: Path) -> None:
+    import json
+
+    proc = vidbench("models", "info", "r2plus1d", "--json", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    presets = {p["preset"]: p for p in json.loads(proc.stdout)["presets"]}
+    r18 = presets["r18"]
+    assert r18["params"] == r18["published"]["params"], "r18 is torchvision's r2plus1d_18, parameter for parameter"
+    assert abs(r18["gflops"] - r18["published"]["gflops"]) / r18["published"]["gflops"] < 0.05
+    assert presets["tiny"]["recipe"]["settings"]["until"] == "plateau" and presets["tiny"]["recipe"]["source"]

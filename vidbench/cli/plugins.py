@@ -70,12 +70,10 @@ def models_info(
     name: Annotated[str | None, typer.Argument(help="One model; all when omitted.")] = None,
     flops: Annotated[bool, typer.Option(help="Count fvcore GFLOPs (slow for the large presets).")] = True,
     num_classes: Annotated[int, typer.Option(help="Head size for the counts (published figures use 400).")] = 400,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the tables.")] = False,
 ) -> None:
     """Per model and preset: params, fvcore GFLOPs at the preset's input, published figures and the
     difference, input spec, ONNX exportability; then each preset's training recipe and its source."""
-    import torch
-
-    from vidbench.measure.complexity import count_params, gflops_per_clip
     from vidbench.plugins import load_plugins
 
     registry = load_plugins()
@@ -100,38 +98,62 @@ def models_info(
         "source",
     ):
         table.add_column(column, overflow="fold")
-    for model_name in names:
-        spec = registry.model(model_name)
-        for preset in spec.presets.values():
-            model = spec.build(preset, num_classes).eval()
-            params = count_params(model)
-            gflops = None
-            if flops:
-                clip = torch.zeros(1, 3, preset.input.frames, preset.input.crop, preset.input.crop)
-                gflops = gflops_per_clip(model, clip)
-            pub = preset.published
+    records = [_preset_record(registry, model_name, preset, num_classes, flops) for model_name in names
+               for preset in registry.model(model_name).presets.values()]  # fmt: skip
+    if as_json:
+        print(json.dumps({"num_classes": num_classes, "presets": records}, indent=2))
+        return
+    for r in records:
+        pub = r["published"] or {}
 
-            def diff(ours: float | None, theirs: float | None) -> str:
-                return f"{(ours - theirs) / theirs * 100:+.2f}" if ours is not None and theirs else "-"
+        def diff(ours: float | None, theirs: float | None) -> str:
+            return f"{(ours - theirs) / theirs * 100:+.2f}" if ours is not None and theirs else "-"
 
-            exportable = "yes" if spec.onnx_exportable is True else f"no: {spec.onnx_exportable}"
-            table.add_row(
-                model_name,
-                preset.name,
-                f"{preset.input.frames} x {preset.input.crop}",
-                f"{params / 1e6:.3f}",
-                f"{pub.params / 1e6:.2f}" if pub and pub.params else "-",
-                diff(params, pub and pub.params),
-                f"{gflops:.3f}" if gflops is not None else "-",
-                f"{pub.gflops:g}" if pub and pub.gflops else "-",
-                diff(gflops, pub and pub.gflops),
-                f"{pub.top1:g}" if pub and pub.top1 else "-",
-                exportable,
-                pub.source if pub else preset.description,
-            )
-            del model
+        table.add_row(
+            r["model"],
+            r["preset"],
+            f"{r['frames']} x {r['crop']}",
+            f"{r['params'] / 1e6:.3f}",
+            f"{pub['params'] / 1e6:.2f}" if pub.get("params") else "-",
+            diff(r["params"], pub.get("params")),
+            f"{r['gflops']:.3f}" if r["gflops"] is not None else "-",
+            f"{pub['gflops']:g}" if pub.get("gflops") else "-",
+            diff(r["gflops"], pub.get("gflops")),
+            f"{pub['top1']:g}" if pub.get("top1") else "-",
+            "yes" if r["onnx_exportable"] is True else f"no: {r['onnx_exportable']}",
+            pub.get("source") or r["description"],
+        )
     console.print(table)
     console.print(_recipes_table(registry, names))
+
+
+def _preset_record(registry: Any, model_name: str, preset: Any, num_classes: int, flops: bool) -> dict[str, Any]:
+    """One preset as plain data: input, params and GFLOPs counted here, published figures, recipe."""
+    import dataclasses
+
+    import torch
+
+    from vidbench.measure.complexity import count_params, gflops_per_clip
+
+    spec = registry.model(model_name)
+    model = spec.build(preset, num_classes).eval()
+    gflops = None
+    if flops:
+        gflops = gflops_per_clip(model, torch.zeros(1, 3, preset.input.frames, preset.input.crop, preset.input.crop))
+    recipe = preset.recipe
+    return {
+        "model": model_name,
+        "preset": preset.name,
+        "frames": preset.input.frames,
+        "crop": preset.input.crop,
+        "stride": preset.input.stride,
+        "params": count_params(model),
+        "gflops": gflops,
+        "published": dataclasses.asdict(preset.published) if preset.published else None,
+        "onnx_exportable": spec.onnx_exportable,
+        "description": preset.description,
+        "recipe": {"settings": dict(recipe.settings), "source": recipe.source} if recipe else None,
+    }
 
 
 def _recipes_table(registry: Any, names: list[str]) -> Table:
