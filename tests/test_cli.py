@@ -149,3 +149,19 @@ def test_models_info_json_gives_counts_published_figures_and_recipes(tmp_path: P
     assert r18["params"] == r18["published"]["params"], "r18 is torchvision's r2plus1d_18, parameter for parameter"
     assert abs(r18["gflops"] - r18["published"]["gflops"]) / r18["published"]["gflops"] < 0.05
     assert presets["tiny"]["recipe"]["settings"]["until"] == "plateau" and presets["tiny"]["recipe"]["source"]
+
+
+def test_data_inspect_json_lists_every_file_with_its_status(tmp_path: Path, data_root: Path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(next((data_root / "synthetic-motion").rglob("*.mp4")), folder / "good.mp4")
+    (folder / "notes.txt").write_text("not a video")
+    proc = vidbench("data", "inspect", str(folder), "--json", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = {Path(f["file"]).name: f for f in json.loads(proc.stdout)["files"]}
+    assert files["good.mp4"]["status"] == "video" and files["good.mp4"]["codec"] == "h264"
+    assert files["good.mp4"]["frames"] == 8 and files["good.mp4"]["problems"] == []
+    assert files["notes.txt"]["status"] == "not_video" and files["notes.txt"]["reason"]

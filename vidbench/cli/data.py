@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -27,10 +28,29 @@ def _video_files(path: Path) -> list[Path]:
     return files
 
 
+def _file_record(file: Path, good: dict[Path, Any], bad: list[tuple[str, str]], notes: dict[Path, str]) -> dict:
+    """One inspected file as plain data: its metadata and problems, or why it is not a readable video."""
+    from vidbench.data.scan import is_not_video
+
+    if file not in good:
+        reason = next(r for p, r in bad if p == str(file))
+        return {"file": str(file), "status": "not_video" if is_not_video(reason) else "unreadable", "reason": reason}
+    m = good[file]
+    width, height = m.display_size
+    return {
+        "file": str(file), "status": "video", "container": m.container, "codec": m.codec, "pix_fmt": m.pix_fmt,
+        "color_range": m.color_range, "coded_width": m.coded_width, "coded_height": m.coded_height,
+        "display_width": width, "display_height": height, "rotation": m.rotation, "sar": str(m.sar), "fps": m.fps,
+        "frames": m.frames, "frames_from": m.frames_from, "duration_s": m.duration_s, "vfr": m.vfr,
+        "keyframes": m.keyframes, "problems": [*m.problems(), *filter(None, [notes.get(file)])],
+    }  # fmt: skip
+
+
 @data_app.command("inspect")
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="A video file or a folder (searched recursively).")],
     decode: Annotated[bool, typer.Option(help="Also decode every frame (finds damaged packet data).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
 ) -> None:
     """Metadata of each file (container, codec, range, size, rotation, SAR, fps, frames, VFR) and its problems."""
     from vidbench.data.scan import decode_all, is_not_video, probe_files, readable_by
@@ -49,6 +69,9 @@ def data_inspect(
                 read = f"read by {' and '.join(readers)}" if readers else "no backend reads it"
                 notes[file] = "; ".join(filter(None, [note, read]))
     others = sum(is_not_video(reason) for _, reason in bad)
+    if as_json:
+        print(json.dumps({"path": str(path), "files": [_file_record(f, good, bad, notes) for f in files]}, indent=2))
+        return
     title = f"{path}: {len(files)} file(s): {len(good)} video(s), {len(bad) - others} unreadable, {others} not video"
     table = Table(title=title)
     for column in (
