@@ -163,3 +163,8 @@ def test_index_cli_builds_saves_reloads_and_queries(tmp_path: Path, served, run_
     assert query.exit_code == 0, query.output[-2000:]
     first = query.stdout.split("┃ path")[1].splitlines()[2]
     assert "1.0000" in first and clips[7].parent.name in first, query.stdout
+    as_json = cli("index", "query", str(tmp_path / "flat"), str(clips[7]), "-k", "3", "--json")
+    assert as_json.exit_code == 0, as_json.output[-2000:]
+    neighbours = json.loads(as_json.stdout)["neighbours"]
+    assert len(neighbours) == 3 and neighbours[0]["path"] == str(clips[7].resolve())
+    assert abs(neighbours[0]["score"] - 1.0) < 1e-4 and neighbours[0]["label"] == clips[7].parent.name

@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -157,6 +158,7 @@ def index_query(
     k: Annotated[int, typer.Option("-k", min=1, help="Neighbours to list.")] = 10,
     artifact: Annotated[str | None, typer.Option(help="RUN_DIR/model (default: the index's own model).")] = None,
     threads: ThreadsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
 ) -> None:
     """List the stored videos most similar to VIDEO (cosine similarity of the embeddings)."""
     from vidbench.data.decode import DecodeError
@@ -176,10 +178,17 @@ def index_query(
         vector = served.embed(served.load_clip(video).unsqueeze(0)).float().numpy()
     except DecodeError as exc:
         raise fail(str(exc)) from None
+    hits = index.search(vector, k)[0]
+    if as_json:
+        neighbours = [{"rank": rank, "score": float(hit.score), "label": hit.label, "path": hit.path}
+                      for rank, hit in enumerate(hits, 1)]  # fmt: skip
+        document = {"query": str(video), "index": str(index_dir), "kind": index.info.kind, "neighbours": neighbours}
+        print(json.dumps(document, indent=2))
+        return
     table = Table(title=f"{video.name}: {k} nearest in {index_dir} ({index.info.kind}, cosine)")
     for column in ("rank", "score", "label", "path"):
         table.add_column(column, overflow="fold")
-    for rank, hit in enumerate(index.search(vector, k)[0], 1):
+    for rank, hit in enumerate(hits, 1):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.label, hit.path)
     console.print(table)
 
