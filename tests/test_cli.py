@@ -165,3 +165,16 @@ def test_data_inspect_json_lists_every_file_with_its_status(tmp_path: Path, data
     assert files["good.mp4"]["status"] == "video" and files["good.mp4"]["codec"] == "h264"
     assert files["good.mp4"]["frames"] == 8 and files["good.mp4"]["problems"] == []
     assert files["notes.txt"]["status"] == "not_video" and files["notes.txt"]["reason"]
+
+
+def test_data_bench_json_gives_every_backend_against_the_reference(tmp_path: Path, data_root: Path) -> None:
+    import json
+
+    clip = next((data_root / "synthetic-motion").rglob("*.mp4"))
+    args = ("data", "bench", str(clip), "--frames", "4", "--crop", "16", "--rounds", "1", "--json")
+    proc = vidbench(*args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    document = json.loads(proc.stdout)
+    backends = {b["backend"]: b for b in document["backends"]}
+    assert document["reference"] in backends and backends[document["reference"]]["vs_reference"] == 1.0
+    assert all(b["clips"] == 1 and b["failed"] == 0 and b["clips_per_s"] > 0 for b in backends.values())

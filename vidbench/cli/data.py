@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -129,6 +130,7 @@ def data_bench(
     crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
     rounds: Annotated[int, typer.Option(help="Passes over the files per backend.")] = 3,
     threads: Annotated[int, typer.Option(help="torch threads for the transforms.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
 ) -> None:
     """Decode + transform clips/s per backend, pytorchvideo's EncodedVideo as the reference, same files."""
     import torch
@@ -139,6 +141,15 @@ def data_bench(
     files = _video_files(path)
     results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in decoders().items()]
     reference = next(r for r in results if r.backend == REFERENCE)
+    if as_json:
+        backends = [
+            {**dataclasses.asdict(r), "clips_per_s": r.clips_per_s, "frames_per_s": r.frames_per_s,
+             "vs_reference": r.clips_per_s / reference.clips_per_s if reference.clips_per_s else None}
+            for r in results
+        ]  # fmt: skip
+        document = {"files": len(files), "rounds": rounds, "frames": frames, "crop": crop, "threads": threads}
+        print(json.dumps({**document, "reference": REFERENCE, "backends": backends}, indent=2))
+        return
     table = Table(title=f"{len(files)} file(s) x {rounds} round(s), {frames} frames uniform, {crop}px eval transforms")
     for column in (
         "backend",
