@@ -108,9 +108,10 @@ def test_extends_gives_the_hand_written_suite_it_replaced(tmp_path: Path) -> Non
         load_suite(loop)
 
 
-def test_overrides_dry_run_and_only(tmp_path: Path, data_root: Path) -> None:
+def test_overrides_dry_run_only_and_json(tmp_path: Path, data_root: Path) -> None:
     """``-o`` settings are validated like the YAML and recorded in suite.json; ``--dry-run`` lists exactly the
-    cells a run then measures (and their time once measured); ``--only`` runs a subset."""
+    cells a run then measures (and their time once measured); ``--only`` runs a subset; ``run --json`` and
+    ``report --json`` print one JSON document and nothing else."""
     import json
 
     import pandas as pd
@@ -127,10 +128,15 @@ def test_overrides_dry_run_and_only(tmp_path: Path, data_root: Path) -> None:
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "cells: 4; jobs: 2; measured before: 0" in plan.stdout, plan.stdout
     assert not (tmp_path / "results").exists(), "a dry run writes nothing"
-    proc = vidbench("run", str(suite), *overrides, "--quiet", cwd=tmp_path)
+    proc = vidbench("run", str(suite), *overrides, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
+    document = json.loads(proc.stdout)  # the whole of stdout: one document
+    assert document["run_dir"] == str(run_dir) and document["cells"] == len(document["rows"]) == 4
+    assert Path(document["report_html"]).is_file() and document["statuses"] == {"ok": 4}
     assert len(pd.read_csv(run_dir / "results.csv")) == 4
+    again_report = vidbench("report", str(run_dir), "--json", cwd=tmp_path, timeout=300)
+    assert json.loads(again_report.stdout)["rows"] == document["rows"]
     recorded = json.loads((run_dir / "suite.json").read_text())
     assert recorded["overrides"] == ["train.epochs=1", "measure.threads=1"]
     assert (recorded["train"]["epochs"], recorded["measure"]["threads"]) == (1, 1)

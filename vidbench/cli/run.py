@@ -30,6 +30,9 @@ def run(
         typer.Option(help="Run only the cells with KEY=VALUE (dataset, model, preset, optimization, batch_size)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells (with their last measured time) and stop.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="No progress; one JSON document (files, counts, rows) on stdout at the end.")
+    ] = False,
 ) -> None:
     """Run a suite: train each model once, measure every optimization, write the result table."""
     if retry_failed and not resume:
@@ -61,7 +64,7 @@ def run(
             suite_file,
             resume=resume,
             retry_failed=retry_failed,
-            progress=Silent() if quiet else RichProgress(),
+            progress=Silent() if quiet or as_json else RichProgress(),
             run_id=run_id,
             executor=executor.value,
             only=chosen,
@@ -70,6 +73,11 @@ def run(
         raise fail(str(exc)) from None
     files = RunDir(run_dir)
     summary = write_summary(run_dir)
+    if as_json:
+        import json
+
+        print(json.dumps(_run_document(files, summary, write_report_files(run_dir, quiet=True)), indent=2))
+        return
     frame = files.store().frame()
     console.print(rich_table(frame, title=f"{suite.name} / {files.run_id}"))
     counts = frame["status"].value_counts().to_dict()
@@ -135,28 +143,57 @@ def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, o
         raise fail(str(run.busy(holder)))
 
 
-def write_report_files(run_dir: Path) -> bool:
-    """Write report.md and report.html and print their paths (report.html last); an error is printed, never
-    raised, so the results already on disk and the caller's exit status stay as they are."""
+def write_report_files(run_dir: Path, quiet: bool = False) -> Any:
+    """Write report.md and report.html and print their paths (report.html last) unless ``quiet``; returns the
+    written files, or ``None`` after an error, which is printed (stderr), never raised, so the results already
+    on disk and the caller's exit status stay as they are."""
     from vidbench.report.output import write_report
 
     try:
         files = write_report(run_dir)
     except Exception as exc:  # the results are on disk; the report can be rewritten later
         err_console.print(f"[bold red]report failed:[/] {type(exc).__name__}: {exc} (retry: vidbench report {run_dir})")
-        return False
-    console.print(f"report (markdown): {files.markdown}\nreport: {files.html}", highlight=False, soft_wrap=True)
-    return True
+        return None
+    if not quiet:
+        console.print(f"report (markdown): {files.markdown}\nreport: {files.html}", highlight=False, soft_wrap=True)
+    return files
 
 
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")]) -> None:
+def _run_document(files: RunDir, summary: Path, report: Any) -> dict[str, Any]:
+    """A run as one JSON-ready document (``run --json``, ``report --json``): where its files are, how many
+    cells ended how, and every row of its table."""
+    import json
+
+    frame = files.store().frame()
+    return {
+        "run_dir": str(files.root), "run_id": files.run_id, "cells": len(frame),
+        "statuses": {str(k): int(v) for k, v in frame["status"].value_counts().items()},
+        "results_csv": str(files.results_csv), "summary": str(summary),
+        "report_html": str(report.html) if report else None,
+        "report_markdown": str(report.markdown) if report else None,
+        "rows": json.loads(frame.to_json(orient="records")),
+    }  # fmt: skip
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+) -> None:
     """Re-print a run's result table from disk; rewrite its summary.md, report.md and report.html."""
+    import json
+
     from vidbench.report.table import rich_table, write_summary
 
     files = RunDir(run_dir)
     if not files.exists():
         raise fail(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
     summary = write_summary(run_dir)
+    if as_json:
+        written = write_report_files(run_dir, quiet=True)
+        print(json.dumps(_run_document(files, summary, written), indent=2))
+        if written is None:
+            raise typer.Exit(1)
+        return
     console.print(rich_table(files.store().frame(), title=str(run_dir)))
     console.print(f"summary: {summary}")
     if not write_report_files(run_dir):
