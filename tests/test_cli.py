@@ -123,7 +123,7 @@ def test_overrides_dry_run_only_and_json(tmp_path: Path, data_root: Path) -> Non
     unknown = vidbench("run", str(suite), "--only", "colour=red", "--dry-run", cwd=tmp_path, timeout=120)
     assert unknown.returncode == 2 and "dataset, model, preset, optimization, batch_size" in unknown.stderr
 
-    overrides = ("-o", "train.epochs=1", "-o", "measure.threads=1")
+    overrides = ("-o", "train.epochs=1", "-o", "measure.threads=1", "-o", "data.backend=pyav")  # runs on PyAV alone
     plan = vidbench("run", str(suite), *overrides, "--dry-run", cwd=tmp_path, timeout=120)
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "cells: 4; jobs: 2; measured before: 0" in plan.stdout, plan.stdout
@@ -138,8 +138,8 @@ def test_overrides_dry_run_only_and_json(tmp_path: Path, data_root: Path) -> Non
     again_report = vidbench("report", str(run_dir), "--json", cwd=tmp_path, timeout=300)
     assert json.loads(again_report.stdout)["rows"] == document["rows"]
     recorded = json.loads((run_dir / "suite.json").read_text())
-    assert recorded["overrides"] == ["train.epochs=1", "measure.threads=1"]
-    assert (recorded["train"]["epochs"], recorded["measure"]["threads"]) == (1, 1)
+    assert recorded["overrides"] == ["train.epochs=1", "measure.threads=1", "data.backend=pyav"]
+    assert (recorded["train"]["epochs"], recorded["measure"]["threads"], recorded["data"]["backend"]) == (1, 1, "pyav")
 
     again = vidbench("run", str(suite), *overrides, "--only", "model=frame_avg", "--dry-run", cwd=tmp_path)
     assert "cells: 2; jobs: 1; measured before: 2" in again.stdout, again.stdout
@@ -184,3 +184,24 @@ def test_data_bench_json_gives_every_backend_against_the_reference(tmp_path: Pat
     backends = {b["backend"]: b for b in document["backends"]}
     assert document["reference"] in backends and backends[document["reference"]]["vs_reference"] == 1.0
     assert all(b["clips"] == 1 and b["failed"] == 0 and b["clips_per_s"] > 0 for b in backends.values())
+
+
+def test_decord_is_only_required_where_it_has_wheels_and_pyav_takes_over_without_it(tmp_path: Path) -> None:
+    """pip reads the marker: no decord on macOS arm64 or Linux aarch64 (no wheels there). Without decord,
+    ``auto`` decodes with PyAV and the data bench compares PyAV with the reference alone."""
+    from packaging.requirements import Requirement
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    decord = next(Requirement(d) for d in dependencies if d.startswith("decord"))
+    assert decord.marker is not None
+    for machine, wanted in (("x86_64", True), ("AMD64", True), ("arm64", False), ("aarch64", False)):
+        assert decord.marker.evaluate({"platform_machine": machine}) is wanted, machine
+    without = (
+        "import sys; sys.modules['decord'] = None\\n"  # as on a machine where it is not installed
+        "from vidbench.data.decode import resolve_backend\\n"
+        "from vidbench.data.bench import decoders\\n"
+        "print(resolve_backend('auto'), sorted(decoders()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "pyav" and "decord" not in proc.stdout, proc.stdout

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from vidbench.data.decode import DecodeError, open_video
+from vidbench.data.decode import DecodeError, open_video, resolve_backend
 from vidbench.data.sampling import uniform_indices
 from vidbench.data.transforms import clip_transform, frames_to_clip
 
@@ -70,8 +70,9 @@ def _pytorchvideo(path: Path, frames: int) -> np.ndarray:
 
 
 def decoders() -> dict[str, Callable[[Path, int], np.ndarray]]:
-    """Every backend the bench compares, ours first, the reference last."""
-    return {"decord": _ours("decord"), "pyav": _ours("pyav"), REFERENCE: _pytorchvideo}
+    """Every backend the bench compares (decord where it is installed), ours first, the reference last."""
+    ours = ("decord", "pyav") if resolve_backend("auto") == "decord" else ("pyav",)
+    return {**{name: _ours(name) for name in ours}, REFERENCE: _pytorchvideo}
 
 
 def bench_backend(
