@@ -20,10 +20,12 @@ RUN_FILES = {
     "results.jsonl", "results.csv", "env.json", "suite.json", "skipped.csv", "summary.md", "report.md",
     "report.html", "job.json", "checkpoint.pt", "best.pt", "eval.npz", "train.json", "train_state.pt", "metrics.jsonl",
     "analysis.json", "confusion.csv", "embeddings.npy", "embedding_labels.npy", "tsne.png", "task.json",
-    "log.txt", "error.txt",
+    "log.txt", "error.txt", "card.json",
 }  # fmt: skip
 """File names inside a run directory: spelled only in vidbench/rundir.py."""
-RUN_FOLDERS = {"models", "logs", "artifacts", "datasets", "features", "serve", "report_files", "tensorboard", "samples"}
+RUN_FOLDERS = {
+    "models", "logs", "artifacts", "datasets", "features", "serve", "report_files", "tensorboard", "samples", "phases"
+}  # fmt: skip
 """Folder names inside a run directory: never joined onto a path outside vidbench/rundir.py."""
 
 

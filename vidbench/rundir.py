@@ -71,6 +71,11 @@ class JobDir:
     def slug(self) -> str:
         return self.root.name
 
+    def phase(self, name: str) -> JobDir:
+        """The files of one extra training phase of the job (a pre-training): ``phases/<name>/``, laid out like
+        the job's own training files."""
+        return JobDir(self.root / "phases" / name)
+
     @property
     def job_file(self) -> Path:
         """``job.json``: what rebuilds the job (suite, plugins, clip settings) without the logs."""
@@ -326,6 +331,11 @@ class RunDir:
     def artifacts(self, slug: str, optimization: str) -> Path:
         """The work folder an optimization prepares its artifact in."""
         return self.root / "artifacts" / slug / optimization
+
+    def artifact_card(self, slug: str, optimization: str) -> tuple[Path, Path]:
+        """The model card of a measured artifact, beside its files: ``card.json`` and its ``README.md``."""
+        folder = self.artifacts(slug, optimization)
+        return folder / "card.json", folder / "README.md"
 
     def features(self, slug: str) -> Path:
         """The default feature store of a job's embeddings."""

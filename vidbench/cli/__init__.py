@@ -35,7 +35,7 @@ def _print_version(wanted: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_print_version, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Benchmark video-understanding models: train, optimize, measure, compare."""

@@ -57,7 +57,7 @@ class Session:
     def phase_files(self, name: str) -> JobDir:
         """Where phase ``name`` keeps its state and logs: the job's folder for the main phase, else its own."""
         files = self.ctx.files
-        return files if name == MAIN_PHASE else JobDir(files.root / "phases" / name)
+        return files if name == MAIN_PHASE else files.phase(name)
 
     def run_phase(
         self,

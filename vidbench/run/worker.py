@@ -33,6 +33,7 @@ from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
 from vidbench.results import ResultStore
+from vidbench.run.card import model_card, write_card
 from vidbench.run.config import trainer_name
 from vidbench.run.context import Context
 from vidbench.run.lifeline import follow_launcher
@@ -147,9 +148,11 @@ def run_measure(ctx: Context) -> None:
     if clips_seen is not None:  # forward + backward ~ 3 forwards per training clip
         base["train_pflops"] = gflops * 3 * clips_seen / 1e6
 
+    written: list[dict[str, Any]] = []
+
     def write(batch_size: int, **fields: Any) -> None:
         row = {**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), "cell_wall_s": process_age_s()}
-        store.append({**row, **fields})
+        written.append(store.append({**row, **fields}))
 
     spec = ctx.registry.optimization(task["optimization"])
     task_name = task.get("task_name") or spec.name  # with the thread count in a thread sweep
@@ -239,6 +242,18 @@ def run_measure(ctx: Context) -> None:
             roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
             **e2e,
         )
+    _write_card(ctx, spec.name, task_name, artifact, written)
+
+
+def _write_card(ctx: Context, optimization: str, task_name: str, artifact: Any, rows: list[dict[str, Any]]) -> None:
+    """The artifact's model card (card file, README, ONNX metadata); a failure is logged, not raised: the rows
+    are written already and stay what they are."""
+    try:
+        card = model_card(ctx, optimization, artifact.notes, rows, ctx.run.read_env())
+        stamped = write_card(*ctx.run.artifact_card(ctx.job.slug, task_name), list(artifact.files), card)
+        print(f"model card written ({len(stamped)} ONNX file(s) carry it)", flush=True)
+    except Exception as exc:
+        print(f"model card not written: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _relative(path: Path | None, root: Path) -> str | None:
