@@ -205,3 +205,75 @@ def test_decord_is_only_required_where_it_has_wheels_and_pyav_takes_over_without
     proc = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "pyav" and "decord" not in proc.stdout, proc.stdout
+
+
+OUTSIDE_VIDBENCH = r'''
+"""Classify videos with an ONNX artifact and its metadata alone: onnxruntime, numpy, PyAV and PIL, no vidbench."""
+import json, sys
+import av, numpy as np, onnx, onnxruntime as ort
+from PIL import Image
+
+model_path, videos = sys.argv[1], json.loads(sys.argv[2])
+props = {p.key: p.value for p in onnx.load(model_path, load_external_data=False).metadata_props}
+card = json.loads(props["vidbench.card"])
+spec = card["input"]
+session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+
+def clip(path):
+    with av.open(path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    n, middle = len(frames), (len(frames) - 1) / 2
+    positions = np.linspace(0, n - 1, spec["frames"])
+    indices = np.where(positions < middle, np.floor(positions + 0.5), np.ceil(positions - 0.5)).astype(int)
+    out = []
+    for i in indices:
+        image = Image.fromarray(frames[i])
+        w, h = image.size
+        short = spec["resize_short_side"]
+        size = (short, round(h * short / w)) if w <= h else (round(w * short / h), short)
+        image = image.resize(size, Image.BILINEAR)
+        w, h = image.size
+        top, left = int(round((h - spec["crop"]) / 2)), int(round((w - spec["crop"]) / 2))
+        array = np.asarray(image, dtype=np.float32)[top : top + spec["crop"], left : left + spec["crop"]] / 255
+        out.append((array - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32))
+    return np.stack(out).transpose(3, 0, 1, 2)  # C x T x H x W
+
+batch = np.stack([clip(v) for v in videos]).astype(np.float32)
+logits = session.run(None, {session.get_inputs()[0].name: batch})[0]
+print(json.dumps({"top1": logits.argmax(1).tolist(), "classes": card["class_names"],
+                  "vidbench_imported": any(m.startswith("vidbench") for m in sys.modules)}))
+'''
+
+
+def test_an_onnx_artifact_describes_itself_well_enough_to_be_used_without_vidbench(
+    tmp_path: Path, data_root: Path
+) -> None:
+    import json
+
+    import numpy as np
+
+    from vidbench.data.scan import load_prepared
+
+    suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"], batch_sizes=[1])
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    job = "synthetic-motion__r2plus1d__tiny"
+    folder = run_dir / "artifacts" / job / "onnx"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["measured"]["status"] == "ok" and card["input"]["frames"] == 4 and card["input"]["crop"] == 16
+    assert "## Input" in (folder / "README.md").read_text()
+    test = load_prepared(next((run_dir / "datasets").glob("*.json"))).splits["test"]
+    expected = np.load(run_dir / "models" / job / "eval.npz")["logits"].argmax(1).tolist()
+    script = tmp_path / "outside.py"
+    script.write_text(OUTSIDE_VIDBENCH)
+    videos = json.dumps([str(sample.path) for sample in test])
+    ran = subprocess.run(
+        [sys.executable, "-I", str(script), str(folder / "model.onnx"), videos],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    outside = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert not outside["vidbench_imported"] and outside["classes"] == card["class_names"]
+    agree = np.mean(np.array(outside["top1"]) == np.array(expected))
+    assert agree >= 0.9, f"top-1 agreement with the run's predictions {agree:.0%} (PIL's resize vs torchvision's)"

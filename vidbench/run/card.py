@@ -40,8 +40,8 @@ def model_card(ctx: Any, optimization: str, notes: str, rows: list[dict[str, Any
         "input": {
             "layout": "N x C x T x H x W, float32, RGB",
             "frames": job.frames,
-            "sampling": f"{job.sampling}: {job.frames} frames at evenly spaced indices from the first frame to the "
-            "last (numpy.linspace(0, n - 1, frames), rounded half away from the middle)",
+            "sampling": f"{job.sampling}: positions p = numpy.linspace(0, n - 1, frames) over the n decoded frames, "
+            "index floor(p + 0.5) below the middle (n - 1) / 2 and ceil(p - 0.5) from it on",
             "resize_short_side": resize_size(job.crop),
             "resize": "bilinear with antialiasing, the shorter side to resize_short_side, aspect kept",
             "crop": job.crop,
