@@ -245,8 +245,18 @@ print(json.dumps({"top1": logits.argmax(1).tolist(), "classes": card["class_name
 '''
 
 
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """One tiny run measured eager and through ONNX Runtime (1 epoch of r2plus1d tiny, batch 1)."""
+    folder = tmp_path_factory.mktemp("onnx_run")
+    suite = write_suite(folder, data_root, optimizations=["eager", "onnx"], batch_sizes=[1])
+    proc = vidbench("run", str(suite), "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return only_run_dir(folder)
+
+
 def test_an_onnx_artifact_describes_itself_well_enough_to_be_used_without_vidbench(
-    tmp_path: Path, data_root: Path
+    onnx_run: Path, tmp_path: Path
 ) -> None:
     import json
 
@@ -254,10 +264,7 @@ def test_an_onnx_artifact_describes_itself_well_enough_to_be_used_without_vidben
 
     from vidbench.data.scan import load_prepared
 
-    suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"], batch_sizes=[1])
-    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path)
+    run_dir = onnx_run
     job = "synthetic-motion__r2plus1d__tiny"
     folder = run_dir / "artifacts" / job / "onnx"
     card = json.loads((folder / "card.json").read_text())
@@ -277,3 +284,37 @@ def test_an_onnx_artifact_describes_itself_well_enough_to_be_used_without_vidben
     assert not outside["vidbench_imported"] and outside["classes"] == card["class_names"]
     agree = np.mean(np.array(outside["top1"]) == np.array(expected))
     assert agree >= 0.9, f"top-1 agreement with the run's predictions {agree:.0%} (PIL's resize vs torchvision's)"
+
+
+def test_export_to_parquet_and_mlflow_reads_back_with_their_own_clients(onnx_run: Path, tmp_path: Path) -> None:
+    """Parquet read by pandas/pyarrow and MLflow read by MlflowClient give the values of results.csv."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    table = pd.read_csv(onnx_run / "results.csv")
+    proc = vidbench("export", str(onnx_run), "--to", "parquet", "--out", str(tmp_path / "r.parquet"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parquet = pd.read_parquet(tmp_path / "r.parquet")
+    assert list(parquet.columns) == list(table.columns) and len(parquet) == len(table)
+    for column in ("top1", "latency_ms_p50", "size_mb", "batch_size"):
+        assert parquet[column].tolist() == pytest.approx(table[column].tolist(), nan_ok=True), column
+    assert str(parquet["model"].dtype) == "string" and parquet["top1"].dtype == "float64"
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = vidbench("export", str(onnx_run), "--to", "mlflow", "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vidbench/t")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    cells = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(cells) == len(table)
+    assert "report.html" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+    for cell in cells:
+        params = cell.data.params
+        row = table[
+            (table["optimization"] == params["optimization"]) & (table["batch_size"] == int(params["batch_size"]))
+        ]
+        assert len(row) == 1 and cell.data.tags["status"] == row["status"].iloc[0]
+        assert cell.data.metrics["top1"] == pytest.approx(float(row["top1"].iloc[0]))
+        assert cell.data.metrics["latency_ms_p50"] == pytest.approx(float(row["latency_ms_p50"].iloc[0]))

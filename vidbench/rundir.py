@@ -249,6 +249,16 @@ class RunDir:
         return self.root / "report.html"
 
     @property
+    def parquet(self) -> Path:
+        """``results.parquet``: the table with typed columns (``vidbench export --to parquet``)."""
+        return self.root / "results.parquet"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """The local MLflow store of ``vidbench export --to mlflow`` (``mlflow.db`` and its artifacts)."""
+        return self.root / "mlflow"
+
+    @property
     def report_markdown(self) -> Path:
         return self.root / "report.md"
 

@@ -1,6 +1,6 @@
 """The ``vidbench`` command line: one module per command group, assembled here.
 
-- :mod:`~vidbench.cli.run`: ``run``, ``report``, ``compare``
+- :mod:`~vidbench.cli.run`: ``run``, ``report``, ``compare``, ``export``
 - :mod:`~vidbench.cli.learn`: ``train``, ``evaluate``
 - :mod:`~vidbench.cli.serve`: ``embed``, ``index build|query``, ``serve``
 - :mod:`~vidbench.cli.plugins`: ``plugins list``, ``models info``
@@ -46,6 +46,7 @@ app.command()(learn.train)
 app.command()(learn.evaluate)
 app.command()(run.report)
 app.command()(run.compare)
+app.command()(run.export)
 app.add_typer(plugins.plugins_app, name="plugins")
 app.add_typer(plugins.models_app, name="models")
 app.add_typer(data.data_app, name="data")

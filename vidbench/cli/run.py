@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -228,3 +229,40 @@ def compare(
         print_comparison(result, run_a, run_b, rules, console, err_console)
     if result.failed or (require_same_env and result.env_diffs):
         raise typer.Exit(1)
+
+
+class ExportFormat(StrEnum):
+    """What ``vidbench export`` writes."""
+
+    parquet = "parquet"
+    mlflow = "mlflow"
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")],
+    to: Annotated[ExportFormat, typer.Option(help="parquet: a typed table; mlflow: one MLflow run per cell.")],
+    out: Annotated[Path | None, typer.Option(help="parquet: the file to write (default: in the run).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="mlflow: where to log (default: a local sqlite store in the run directory).")
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="mlflow: experiment name (default: vidbench/<suite>).")] = None,
+) -> None:
+    """Export a run's results for other tools: a Parquet table, or MLflow runs (params, metrics, report)."""
+    import importlib.util
+
+    from vidbench.report.export import to_mlflow, to_parquet
+
+    if not RunDir(run_dir).exists():
+        raise fail(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
+    if to is ExportFormat.parquet:
+        console.print(f"parquet: {to_parquet(run_dir, out)}", highlight=False, soft_wrap=True)
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        raise fail("--to mlflow needs MLflow: pip install 'vidbench[track]'")
+    logged = to_mlflow(run_dir, tracking_uri, experiment)
+    console.print(
+        f"mlflow: {logged['cells']} cell runs under run {logged['parent_run_id']} (experiment "
+        f"{logged['experiment_id']}) at {logged['tracking_uri']}",
+        highlight=False,
+        soft_wrap=True,
+    )
