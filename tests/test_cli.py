@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 
@@ -318,3 +319,29 @@ def test_export_to_parquet_and_mlflow_reads_back_with_their_own_clients(onnx_run
         assert len(row) == 1 and cell.data.tags["status"] == row["status"].iloc[0]
         assert cell.data.metrics["top1"] == pytest.approx(float(row["top1"].iloc[0]))
         assert cell.data.metrics["latency_ms_p50"] == pytest.approx(float(row["latency_ms_p50"].iloc[0]))
+
+
+def test_multi_view_testing_averages_views_and_says_so(tmp_path: Path, data_root: Path) -> None:
+    """``measure.views`` 3 x 3 (set with -o): every ok row's top-1 is over 9 views per video, the row says
+    ``3x3`` and keeps the one-view top-1 beside it; one view is exactly the single-view evaluation."""
+    import pandas as pd
+
+    suite = write_suite(tmp_path, data_root, batch_sizes=[1])
+    views = "measure.views={temporal: 3, spatial: 3}"
+    proc = vidbench("run", str(suite), "-o", views, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = pd.read_csv(only_run_dir(tmp_path) / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["views"] == "3x3", row.to_dict()
+    assert 0 <= row["top1"] <= 1 and 0 <= row["top1_single_view"] <= 1
+    assert "views" in (only_run_dir(tmp_path) / "summary.md").read_text()
+
+    from vidbench.data.loader import ClipDataset, MultiViewClipDataset
+    from vidbench.data.sampling import ClipSpec
+    from vidbench.specs import VideoSample
+
+    video = VideoSample(next((data_root / "synthetic-motion").rglob("*.mp4")), 0)
+    spec = ClipSpec(4, 1, "uniform", "repeat_last")
+    one = MultiViewClipDataset([video], spec, 16, 1, 1, backend="pyav")[0][0]
+    nine = MultiViewClipDataset([video], spec, 16, 3, 3, backend="pyav")[0][0]
+    assert one.shape == (1, 3, 4, 16, 16) and nine.shape == (9, 3, 4, 16, 16)
+    assert torch.equal(one[0], ClipDataset([video], spec, 16, False, backend="pyav")[0][0])

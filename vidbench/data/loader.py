@@ -19,8 +19,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vidbench.data.cache import ClipCache, file_fingerprint
 from vidbench.data.decode import Backend, DecodeError, DecodeLimits, VideoMeta, open_video, probe
-from vidbench.data.sampling import PAD, ClipSpec, is_short, sample_indices
-from vidbench.data.transforms import Augment, LabelAwareFlip, clip_transform, frames_to_clip
+from vidbench.data.sampling import PAD, ClipSpec, is_short, sample_indices, temporal_views
+from vidbench.data.transforms import (
+    Augment,
+    LabelAwareFlip,
+    as_video,
+    clip_transform,
+    frames_to_clip,
+    normalized,
+    three_crops,
+)
 from vidbench.specs import VideoSample
 
 Item = tuple[torch.Tensor, int | torch.Tensor]
@@ -178,6 +186,39 @@ class ClipDataset(Dataset):
         self.skip_log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.skip_log, "a") as fh:  # one short append per line: atomic across workers
             fh.write(line.getvalue())
+
+
+class MultiViewClipDataset(ClipDataset):
+    """Evaluation clips as several views per video (mmaction2's clips x crops): ``temporal`` windows spread over
+    the video (:func:`~vidbench.data.sampling.temporal_views`) times ``spatial`` crops (1: the centre crop after
+    the usual resize; 3: left / centre / right, or top / centre / bottom, after resizing the short side to the
+    crop). An item is ``V x C x T x H x W`` with ``V = temporal x spatial``."""
+
+    def __init__(
+        self, samples: Sequence[VideoSample], clip: ClipSpec, crop: int, temporal: int, spatial: int, **kwargs: object
+    ) -> None:
+        super().__init__(samples, clip, crop, False, **kwargs)  # type: ignore[arg-type]
+        if temporal < 1 or spatial not in (1, 3):
+            raise ValueError(f"views: temporal >= 1 and spatial 1 or 3, got {temporal} x {spatial}")
+        self.crop, self.temporal, self.spatial = crop, temporal, spatial
+
+    def __getitem__(self, index: int) -> Item | None:
+        sample = self.samples[index]
+        try:
+            meta = self.meta(sample.path)
+            windows = temporal_views(meta.frames, self.clip, self.temporal)
+            decoded = [self._read(sample, meta, indices) for indices in windows]
+        except (DecodeError, IndexError) as exc:
+            self.record_skip(sample.path, str(exc))
+            return None
+        views = []
+        for frames in decoded:
+            if self.spatial == 1:
+                views.append(frames_to_clip(frames, self.transform))
+                continue
+            for crop in three_crops(as_video(frames), self.crop):
+                views.append(normalized(crop).permute(1, 0, 2, 3).contiguous())
+        return torch.stack(views), sample.label
 
 
 def collate_skipping_none(batch: list[Item | None]) -> tuple[torch.Tensor, torch.Tensor] | None:

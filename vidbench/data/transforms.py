@@ -68,6 +68,11 @@ def three_crops(frames: torch.Tensor, crop: int) -> list[torch.Tensor]:
     return [F.crop(resized, top, left, crop, crop) for top, left in offsets]
 
 
+def normalized(frames: torch.Tensor) -> torch.Tensor:
+    """``T x C x H x W`` uint8 frames scaled to [0, 1] and normalised like every clip (plain tensor)."""
+    return v2.Compose(_to_float())(frames).as_subclass(torch.Tensor)
+
+
 def as_video(frames: np.ndarray) -> tv_tensors.Video:
     """``T x H x W x 3`` uint8 frames as a ``T x C x H x W`` video tensor."""
     return tv_tensors.Video(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))

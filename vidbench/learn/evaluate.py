@@ -58,6 +58,21 @@ def run_split(
     )
 
 
+def multiview_scores(predict: Predict, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities averaged over each video's views (batches of ``B x V x C x T x H x W``), and the
+    labels: mmaction2's score averaging."""
+    scores, labels = [], []
+    for batch in loader:
+        if batch is None:
+            continue
+        views, target = batch
+        b, v = views.shape[:2]
+        logits = torch.as_tensor(_numpy(predict(views.reshape(b * v, *views.shape[2:])))).float()
+        scores.append(torch.softmax(logits, dim=1).reshape(b, v, -1).mean(1).numpy())
+        labels.append(np.asarray(target))
+    return np.concatenate(scores), np.concatenate(labels)
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """Top-1, top-5 and mean per-class accuracy as fractions; for multi-label targets top-1 / top-5 are

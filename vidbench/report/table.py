@@ -83,6 +83,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if col == "top1" and "top1_ci95_low" in frame and frame["top1_ci95_low"].notna().any():
             pairs = zip(frame["top1_ci95_low"], frame["top1_ci95_high"], strict=True)
             columns["top-1 95% CI"] = [_interval(low, high) for low, high in pairs]
+        if col == "top1" and "views" in frame and frame["views"].notna().any():  # multi-view testing
+            columns["views"] = [str(v) if isinstance(v, str) else "1x1" for v in frame["views"]]
+            columns["top-1 % (1 view)"] = [_fmt(v, spec) for v in frame.get("top1_single_view", [None] * len(frame))]
         if col == "top1" and several_seeds:
             triples = zip(frame["top1_seed_mean"], frame["top1_seed_std"], frame["seeds_n"], strict=True)
             columns["top-1 over seeds"] = [_over_seeds(*t) for t in triples]

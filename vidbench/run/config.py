@@ -140,6 +140,15 @@ class TrainSettings(_Strict):
         return self.lr if self.lr_batch is None else self.lr * self.global_batch / self.lr_batch
 
 
+class ViewSettings(_Strict):
+    """Multi-view testing (mmaction2's clips x crops): each test video seen as ``temporal`` windows spread over
+    it times ``spatial`` crops, the class probabilities averaged over the views."""
+
+    temporal: int = Field(1, ge=1, le=30)
+    spatial: Literal[1, 3] = 1
+    """1: the centre crop; 3: left / centre / right (or top / centre / bottom) after resizing to the crop."""
+
+
 class MeasureSettings(_Strict):
     """How every cell is timed."""
 
@@ -161,6 +170,10 @@ class MeasureSettings(_Strict):
     parity_min_agreement_lossy: float = Field(0.95, ge=0, le=1)
     """The same gate for lossy optimizations (int8, dynamic-int8, amp, tensorrt)."""
     parity_max_abs_logit_diff: float | None = Field(None, gt=0)
+    views: ViewSettings | None = None
+    """Multi-view accuracy of every artifact: the row's ``top1`` / ``top5`` are then over the views
+    (``views`` says ``T x S``) and ``top1_single_view`` keeps the one-view figure; parity and timing stay
+    single-view. Unset: one view."""
     probes: Literal["baseline", "all"] = "baseline"
     """Which cells run the temporal probes (4 more passes over the test split) on their artifact: the baseline's
     cell only (the training evaluation runs them too), or every optimized artifact as well."""

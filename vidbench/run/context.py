@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from vidbench.data.cache import ClipCache
 from vidbench.data.decode import resolve_backend
-from vidbench.data.loader import ClipDataset, make_loader
+from vidbench.data.loader import ClipDataset, MultiViewClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
 from vidbench.data.scan import labelled_subset, load_prepared
 from vidbench.data.transforms import Augment
@@ -123,6 +123,15 @@ class Context:
             square_pixels=data.square_pixels,
             skip_log=skip_log,
         )
+
+    def multiview_loader(self, split: str, temporal: int, spatial: int) -> DataLoader:
+        """One video per batch as ``1 x V x C x T x H x W`` (``V = temporal x spatial`` evaluation views)."""
+        data = self.suite.data
+        clips = MultiViewClipDataset(
+            self.samples(split), self.clip_spec(), self.job.crop, temporal, spatial,
+            backend=resolve_backend(data.backend), square_pixels=data.square_pixels, skip_log=self.run.skipped,
+        )  # fmt: skip
+        return make_loader(clips, 1, self.job.train_settings().workers, shuffle=False)
 
     def loader(self, split: str, batch_size: int, train_mode: bool = False, labelled: bool = False) -> DataLoader:
         """Batches of ``(clips, labels)``; ``train_mode`` shuffles (sharded under DDP) and augments."""

@@ -104,7 +104,10 @@ class SuiteRun:
         write_json_atomic(self.rundir.job(job.slug).job_file, job_record(self.task("train", job)))
 
     def _key(self, cell: Cell, checkpoint_sha: str) -> str:
-        return cell.key(self.suite.measure.model_dump(), self.env_hash, checkpoint_sha)
+        measure = self.suite.measure.model_dump()
+        if measure.get("views") is None:
+            measure.pop("views", None)  # single view, as before views existed: earlier keys hold
+        return cell.key(measure, self.env_hash, checkpoint_sha)
 
     def _row(self, cell: Cell, key: str, summary: dict[str, Any] | None) -> dict[str, Any]:
         return cell.row(self.suite, self.rundir.run_id, self.threads, key, summary or {})

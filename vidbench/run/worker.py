@@ -23,7 +23,14 @@ import torch
 from vidbench.hashing import file_sha256
 from vidbench.learn import distributed
 from vidbench.learn.analysis import TEMPORAL_PROBES, expected_calibration_error
-from vidbench.learn.evaluate import accuracy, parity, probe_accuracy, run_split, write_analysis
+from vidbench.learn.evaluate import (
+    accuracy,
+    multiview_scores,
+    parity,
+    probe_accuracy,
+    run_split,
+    write_analysis,
+)
 from vidbench.learn.train import atomic_save, seed_everything
 from vidbench.learn.weights import load_pretrained, read_state_dict
 from vidbench.measure.alone import AloneError, time_alone
@@ -194,6 +201,9 @@ def run_measure(ctx: Context) -> None:
         "ece": expected_calibration_error(outputs.logits, outputs.labels) if single else None,
         "notes": artifact.notes,
     }
+    if measure.views is not None:
+        with logged_phase(f"multi-view accuracy ({measure.views.temporal} x {measure.views.spatial} views)"):
+            common.update(multiview_fields(ctx, artifact, measure.views, acc.top1))
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
     plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
     with logged_phase("end-to-end timing"):
@@ -243,6 +253,21 @@ def run_measure(ctx: Context) -> None:
             **e2e,
         )
     _write_card(ctx, spec.name, task_name, artifact, written)
+
+
+def multiview_fields(ctx: Context, artifact: Any, views: Any, single_top1: float) -> dict[str, Any]:
+    """The row's accuracy over ``views`` (probabilities averaged per video), with the one-view top-1 kept beside
+    it; a failure is recorded, not raised (the single-view figures stand)."""
+    label = f"{views.temporal}x{views.spatial}"
+    try:
+        loader = ctx.multiview_loader("test", views.temporal, views.spatial)
+        scores, labels = multiview_scores(on_device(artifact, ctx.device), loader)
+    except Exception as exc:
+        return {"views": f"{label} failed", "views_error": f"{type(exc).__name__}: {exc}"[:300]}
+    acc = accuracy(scores, labels)
+    low, high = wilson_interval(acc.top1, len(labels))
+    return {"views": label, "top1_single_view": single_top1, "top1": acc.top1, "top5": acc.top5,
+            "mean_class_acc": acc.mean_class_acc, "top1_ci95_low": low, "top1_ci95_high": high}  # fmt: skip
 
 
 def _write_card(ctx: Context, optimization: str, task_name: str, artifact: Any, rows: list[dict[str, Any]]) -> None:
