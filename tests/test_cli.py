@@ -198,9 +198,9 @@ def test_decord_is_only_required_where_it_has_wheels_and_pyav_takes_over_without
     for machine, wanted in (("x86_64", True), ("AMD64", True), ("arm64", False), ("aarch64", False)):
         assert decord.marker.evaluate({"platform_machine": machine}) is wanted, machine
     without = (
-        "import sys; sys.modules['decord'] = None\\n"  # as on a machine where it is not installed
-        "from vidbench.data.decode import resolve_backend\\n"
-        "from vidbench.data.bench import decoders\\n"
+        "import sys; sys.modules['decord'] = None\n"  # as on a machine where it is not installed
+        "from vidbench.data.decode import resolve_backend\n"
+        "from vidbench.data.bench import decoders\n"
         "print(resolve_backend('auto'), sorted(decoders()))"
     )
     proc = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, cwd=tmp_path, timeout=120)
@@ -299,7 +299,7 @@ def test_export_to_parquet_and_mlflow_reads_back_with_their_own_clients(onnx_run
     assert list(parquet.columns) == list(table.columns) and len(parquet) == len(table)
     for column in ("top1", "latency_ms_p50", "size_mb", "batch_size"):
         assert parquet[column].tolist() == pytest.approx(table[column].tolist(), nan_ok=True), column
-    assert str(parquet["model"].dtype) == "string" and parquet["top1"].dtype == "float64"
+    assert pd.api.types.is_string_dtype(parquet["model"]) and parquet["top1"].dtype == "float64"
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = vidbench("export", str(onnx_run), "--to", "mlflow", "--tracking-uri", uri, cwd=tmp_path)
