@@ -254,9 +254,14 @@ class RunDir:
         return self.root / "results.parquet"
 
     @property
-    def mlflow_store(self) -> Path:
-        """The local MLflow store of ``vidbench export --to mlflow`` (``mlflow.db`` and its artifacts)."""
-        return self.root / "mlflow"
+    def mlflow_db(self) -> Path:
+        """The local MLflow tracking database of ``vidbench export --to mlflow``."""
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where that local MLflow store keeps the runs' artifacts."""
+        return self.root / "mlflow" / "artifacts"
 
     @property
     def report_markdown(self) -> Path:

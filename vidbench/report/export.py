@@ -50,7 +50,7 @@ def to_parquet(run_dir: Path, out: Path | None = None) -> Path:
 
 def default_tracking_uri(run_dir: Path) -> str:
     """A local MLflow store inside the run directory (no server)."""
-    return f"sqlite:///{(RunDir(run_dir).mlflow_store / 'mlflow.db').resolve()}"
+    return f"sqlite:///{RunDir(run_dir).mlflow_db.resolve()}"
 
 
 def _number(value: Any) -> float | None:
@@ -71,7 +71,7 @@ def to_mlflow(run_dir: Path, tracking_uri: str | None = None, experiment: str | 
     env = run.read_env()
     name = experiment or f"vidbench/{env.get('suite') or run.root.parent.name}"
     found = client.get_experiment_by_name(name)
-    artifacts = (run.mlflow_store / "artifacts").resolve().as_uri()
+    artifacts = run.mlflow_artifacts.resolve().as_uri()
     experiment_id = found.experiment_id if found else client.create_experiment(name, artifact_location=artifacts)
     frame = typed_frame(run.root)
     parent = client.create_run(experiment_id, run_name=run.run_id, tags={"vidbench.run_dir": str(run.root)})
