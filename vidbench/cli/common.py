@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from enum import StrEnum
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +20,10 @@ def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit (status 2) for the caller to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")]
+"""``--json``: the command prints one JSON document on stdout and nothing else."""
 
 
 class Executor(StrEnum):

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import DecodeBackend, console, fail
+from vidbench.cli.common import DecodeBackend, JsonOpt, console, fail
 
 data_app = typer.Typer(help="Look at video files: metadata, decode speed, sampled frames.", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def _file_record(file: Path, good: dict[Path, Any], bad: list[tuple[str, str]], 
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="A video file or a folder (searched recursively).")],
     decode: Annotated[bool, typer.Option(help="Also decode every frame (finds damaged packet data).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Metadata of each file (container, codec, range, size, rotation, SAR, fps, frames, VFR) and its problems."""
     from vidbench.data.scan import decode_all, is_not_video, probe_files, readable_by
@@ -130,7 +130,7 @@ def data_bench(
     crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
     rounds: Annotated[int, typer.Option(help="Passes over the files per backend.")] = 3,
     threads: Annotated[int, typer.Option(help="torch threads for the transforms.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Decode + transform clips/s per backend, pytorchvideo's EncodedVideo as the reference, same files."""
     import torch

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import console, fail
+from vidbench.cli.common import JsonOpt, console, fail
 
 plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect the model plugins.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def _detail(record: dict[str, Any]) -> str:
 @plugins_app.command("list")
 def plugins_list(
     suite_file: Annotated[Path | None, typer.Option("--suite", help="Also load this suite's local plugins.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List every model, dataset, optimization and trainer with where it comes from."""
     from vidbench.plugins import PluginError, load_plugins
@@ -70,7 +70,7 @@ def models_info(
     name: Annotated[str | None, typer.Argument(help="One model; all when omitted.")] = None,
     flops: Annotated[bool, typer.Option(help="Count fvcore GFLOPs (slow for the large presets).")] = True,
     num_classes: Annotated[int, typer.Option(help="Head size for the counts (published figures use 400).")] = 400,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the tables.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Per model and preset: params, fvcore GFLOPs at the preset's input, published figures and the
     difference, input spec, ONNX exportability; then each preset's training recipe and its source."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, console, err_console, fail, require_executor
+from vidbench.cli.common import Executor, JsonOpt, console, err_console, fail, require_executor
 from vidbench.rundir import RunDir, RunDirBusy
 
 
@@ -178,7 +178,7 @@ def _run_document(files: RunDir, summary: Path, report: Any) -> dict[str, Any]:
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Re-print a run's result table from disk; rewrite its summary.md, report.md and report.html."""
     import json
@@ -210,7 +210,7 @@ def compare(
     ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric column to show (repeatable).")] = None,
     require_same_env: Annotated[bool, typer.Option(help="Exit 1 when the environments differ.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Per-cell deltas from A to B; exit 1 when a --fail-on rule is broken (a CI gate), 2 on bad input."""
     import json

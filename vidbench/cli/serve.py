@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, console, fail, require_executor
+from vidbench.cli.common import Executor, JsonOpt, console, fail, require_executor
 from vidbench.data.decode import DecodeLimits
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def index_query(
     k: Annotated[int, typer.Option("-k", min=1, help="Neighbours to list.")] = 10,
     artifact: Annotated[str | None, typer.Option(help="RUN_DIR/model (default: the index's own model).")] = None,
     threads: ThreadsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the stored videos most similar to VIDEO (cosine similarity of the embeddings)."""
     from vidbench.data.decode import DecodeError
