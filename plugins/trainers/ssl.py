@@ -85,7 +85,7 @@ def fit(session: TrainingSession) -> Fitted:
     net = PretextNet(model, features, STATISTICS * (frames - 1), options.head_width)
     unlabelled = session.loader("train", train=True, labelled=False)
     overrides = {"until": "epochs", "epochs": options.pretrain_epochs, "early_stop_patience": None,
-                 "ema_decay": None, "min_epochs": 0, "schedule": "cosine", "label_fraction": None}  # fmt: skip
+                 "ema_decay": None, "min_epochs": 0, "schedule": "cosine"}  # fmt: skip
     if options.pretrain_lr is not None:
         overrides["lr"] = options.pretrain_lr
     session.say(f"ssl: pre-training on motion statistics for {options.pretrain_epochs} epochs")

@@ -123,15 +123,12 @@ def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set
 
 def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, overrides: list[str]) -> None:
     """Fail at once, before the plugins load, when the run directory to resume is being written."""
-    from vidbench.run.config import SuiteError, apply_override, parse_suite, read_suite_data
+    from vidbench.run.config import SuiteError, compose_suite
 
     if not (resume or run_id):
         return
     try:
-        data, _ = read_suite_data(suite_file)
-        for text in overrides:
-            data = apply_override(data, text, str(suite_file))
-        suite = parse_suite(data, str(suite_file))
+        suite = compose_suite(suite_file, overrides)
     except SuiteError:
         return  # load_suite reports it in full
     run = (

@@ -581,6 +581,19 @@ def with_baseline(suite: Suite, registry: Registry, where: str = "<suite>") -> S
     return suite.model_copy(update={"baseline": declared[0] if declared else None})
 
 
+def compose_suite(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """A suite file with the files it ``extends`` under it and the ``-o`` ``overrides`` on top, validated in its
+    structure (no plugin loaded); both are recorded in it. Raises :class:`SuiteError`."""
+    where = str(path)
+    data, chain = read_suite_data(path)
+    for text in overrides:
+        data = apply_override(data, text, where)
+    for recorded in ("extends", "overrides"):
+        if recorded in data:
+            raise SuiteError(f"{where}: {recorded}: recorded by vidbench, not a setting (got {data[recorded]!r})")
+    return parse_suite({**data, "extends": chain, "overrides": list(overrides)}, where)
+
+
 def load_suite(
     path: str | Path, registry_loader: Any = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[Suite, Registry]:
@@ -590,13 +603,7 @@ def load_suite(
 
     path = Path(path)
     where = str(path)
-    data, chain = read_suite_data(path)
-    for text in overrides:
-        data = apply_override(data, text, where)
-    for recorded in ("extends", "overrides"):
-        if recorded in data:
-            raise SuiteError(f"{where}: {recorded}: recorded by vidbench, not a setting (got {data[recorded]!r})")
-    suite = parse_suite({**data, "extends": chain, "overrides": list(overrides)}, where)
+    suite = compose_suite(path, overrides)
     try:
         registry = (registry_loader or load_plugins)(suite.plugins, base_dir=path.parent)
     except PluginError as exc:
