@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -208,6 +210,34 @@ def test_decord_is_only_required_where_it_has_wheels_and_pyav_takes_over_without
     assert proc.stdout.split()[0] == "pyav" and "decord" not in proc.stdout, proc.stdout
 
 
+NO_DECORD = """raise ModuleNotFoundError("No module named 'decord'", name="decord")  # as where it is not installed
+"""
+
+
+def test_a_suite_runs_end_to_end_on_pyav_where_decord_is_not_installed(tmp_path: Path, data_root: Path) -> None:
+    """Every process of the run (the runner, training, measuring children) finds no decord: the suite still
+    trains and measures, and env.json names PyAV as the decoder."""
+    blocker = tmp_path / "site" / "decord"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(NO_DECORD)
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    probe = subprocess.run(
+        [sys.executable, "-c", "import decord"], capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert probe.returncode == 1 and "No module named 'decord'" in probe.stderr
+    suite = write_suite(
+        tmp_path, data_root, models=[{"name": "frame_avg", "presets": ["tiny"]}], batch_sizes=[1]
+    )  # fmt: skip
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "env.json").read_text())["decoder"] == "pyav"
+    import pandas as pd
+
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert list(frame["status"]) == ["ok"] and frame["top1"].notna().all()
+
+
 OUTSIDE_VIDBENCH = r'''
 """Classify videos with an ONNX artifact and its metadata alone: onnxruntime, numpy, PyAV and PIL, no vidbench."""
 import json, sys
@@ -319,6 +349,38 @@ def test_export_to_parquet_and_mlflow_reads_back_with_their_own_clients(onnx_run
         assert len(row) == 1 and cell.data.tags["status"] == row["status"].iloc[0]
         assert cell.data.metrics["top1"] == pytest.approx(float(row["top1"].iloc[0]))
         assert cell.data.metrics["latency_ms_p50"] == pytest.approx(float(row["latency_ms_p50"].iloc[0]))
+
+
+def test_export_to_wandb_offline_reads_back_with_wandbs_own_reader(onnx_run: Path, tmp_path: Path) -> None:
+    """W&B offline runs, one per cell and one for the run, read back by ``wandb leet inspect`` (W&B's reader of
+    its own transaction log): config, summary and tags equal results.csv; nothing is uploaded."""
+    import pandas as pd
+
+    table = pd.read_csv(onnx_run / "results.csv")
+    out = tmp_path / "wb"
+    offline = {"WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(tmp_path / "cache")}
+    proc = vidbench("export", str(onnx_run), "--to", "wandb", "--out", str(out), cwd=tmp_path, env=offline)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wandb sync" in proc.stdout
+    folders = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(folders) == len(table) + 1, folders
+    read = []
+    for folder in folders:
+        inspect = subprocess.run(
+            [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary", "--json", str(folder)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, **offline},
+        )  # fmt: skip
+        assert inspect.returncode == 0, inspect.stderr[-2000:]
+        read.append(json.loads(inspect.stdout))
+    assert {r["state"] for r in read} == {"finished"} and {r["project"] for r in read} == {"vidbench-t"}
+    cells = [r for r in read if "optimization" in r["config"]]
+    assert len(cells) == len(table)
+    for cell in cells:
+        row = table[(table["optimization"] == cell["config"]["optimization"])
+                    & (table["batch_size"] == cell["config"]["batch_size"])]  # fmt: skip
+        assert len(row) == 1 and cell["tags"] == [row["status"].iloc[0]]
+        for metric in ("top1", "latency_ms_p50", "size_mb", "params_m", "gflops_per_clip"):
+            assert cell["summary"][metric] == pytest.approx(float(row[metric].iloc[0])), metric
 
 
 def test_multi_view_testing_averages_views_and_says_so(tmp_path: Path, data_root: Path) -> None:

@@ -210,7 +210,7 @@ def test_missing_dataset_path_fails_the_run_before_training(tmp_path: Path) -> N
         tmp_path, tmp_path / "data", datasets=[{"name": "folder", "options": {"path": str(tmp_path / "absent")}}]
     )
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2
+    assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])  # a data error, not a usage error
     assert "does not exist" in proc.stderr and str(tmp_path / "absent") in proc.stderr
     assert not list(tmp_path.glob("results/t/*/models"))
 

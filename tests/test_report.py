@@ -56,8 +56,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path
         optimizations=["eager", "onnx", "raises", "tensorrt"],
         exclude=[{"model": "frame_avg", "optimization": "raises"}],
     )
-    proc = vidbench("run", str(suite), "--quiet", cwd=work)
+    proc = vidbench("run", str(suite), "--quiet", "--exit-zero", cwd=work)  # exploratory: failed cells, exit 0
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 cell(s) failed" in proc.stderr and "exit 0" in proc.stderr, proc.stderr[-3000:]
     return only_run_dir(work), proc
 
 

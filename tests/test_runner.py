@@ -52,7 +52,8 @@ def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_
         measure=measure,
     )
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the suite finished, and its exit status says cells failed
+    assert "3 cell(s) failed" in proc.stderr and "exit 1" in proc.stderr, proc.stderr[-2000:]
     frame = pd.read_csv(only_run_dir(tmp_path) / "results.csv").set_index("optimization")
     assert frame.loc["raises", "status"] == "failed"
     assert "boom: this optimization always raises" in frame.loc["raises", "reason"]
@@ -230,7 +231,7 @@ def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    assert second.returncode == 2
+    assert second.returncode == 4, second.stderr  # busy: its own status, not usage's 2
     assert f"another vidbench process (pid {first.pid})" in second.stderr
     assert took < 2, f"the second run took {took:.1f} s to refuse"  # before torch or any plugin is imported
 
@@ -252,6 +253,7 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
     assert not left, f"a child outlived the interrupted run: {left} {err}"
     print(f"stopped {took:.1f} s after SIGINT")
     assert took < 10, f"the run took {took:.1f} s to stop: {err}"
+    assert proc.returncode == 130, (proc.returncode, err)  # as a shell reports Ctrl-C, not click's 1
     resumed = vidbench("run", str(suite), "--resume", "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     rows = ResultStore(only_run_dir(tmp_path) / "results.jsonl").rows()

@@ -81,7 +81,7 @@ def _run(folder: Path, data_root: Path, executor: str, env: dict[str, str]) -> p
     folder.mkdir()
     suite = _smoke_suite(folder, data_root, faulty=executor == "ray")
     proc = vidbench("run", str(suite), "--quiet", "--executor", executor, cwd=folder, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == (1 if executor == "ray" else 0), proc.stderr[-3000:]  # ray's suite has faulty cells
     frame = pd.read_csv(only_run_dir(folder) / "results.csv")
     return frame.sort_values(["model", "optimization", "batch_size"]).reset_index(drop=True)
 
@@ -114,7 +114,7 @@ def test_smoke_suite_on_ray_same_rows_failed_cells_and_resume(tmp_path: Path, da
     (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     suite = tmp_path / "ray" / "suite.yaml"
     resumed = vidbench("run", str(suite), "--quiet", "--resume", "--executor", "ray", cwd=tmp_path / "ray", env=ray_env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 1, resumed.stderr[-3000:]  # the stored failed cells still fail the run
     after = _rows(run_dir)
     assert after[: len(kept)] == kept, "stored rows changed"
     new = sorted((r["model"], r["optimization"], r["batch_size"], r["status"]) for r in after[len(kept) :])

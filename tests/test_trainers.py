@@ -177,7 +177,7 @@ def test_a_student_whose_teacher_fails_fails_with_its_reason(tmp_path: Path, dat
     hurried = {**TEACHER, "train": {"timeout_s": 1}}
     suite = write_suite(tmp_path, data_root, models=[STUDENT, hurried])
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
     frame = pd.read_csv(only_run_dir(tmp_path) / "results.csv")
     student = frame[frame["preset"] == "tiny+distill"]
     teacher = frame[frame["model"] == "frame_avg"]

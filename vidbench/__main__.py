@@ -1,5 +1,5 @@
 """``python -m vidbench``: the command line."""
 
-from vidbench.cli import app
+from vidbench.cli import main
 
-app()
+main()

@@ -264,6 +264,11 @@ class RunDir:
         return self.root / "mlflow" / "artifacts"
 
     @property
+    def wandb_dir(self) -> Path:
+        """Where ``vidbench export --to wandb`` writes its offline runs (W&B adds ``wandb/offline-run-*``)."""
+        return self.root / "wandb-offline"
+
+    @property
     def report_markdown(self) -> Path:
         return self.root / "report.md"
 

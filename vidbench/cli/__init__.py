@@ -12,12 +12,16 @@ progress display of ``run``.
 
 from __future__ import annotations
 
+import sys
+import traceback
 from typing import Annotated
 
+import click
 import typer
 
 from vidbench import __version__
 from vidbench.cli import data, learn, plugins, run, serve
+from vidbench.cli.common import ExitCode, err_console
 
 app = typer.Typer(
     help="Benchmark video-understanding models: train, optimize, measure, compare.",
@@ -33,7 +37,7 @@ def _print_version(wanted: bool) -> None:
 
 
 @app.callback()
-def main(
+def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, help="Print the version and exit.")
     ] = False,
@@ -54,4 +58,24 @@ app.command()(serve.embed)
 app.add_typer(serve.index_app, name="index")
 app.command()(serve.serve)
 
-__all__ = ["app"]
+
+def main() -> None:
+    """The ``vidbench`` executable: the app, with click's catch-alls replaced so that every exit status means
+    one thing (:class:`~vidbench.cli.common.ExitCode`): Ctrl-C exits 130, not click's 1 ("a cell failed"), and
+    an unexpected exception prints its traceback and exits 70."""
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.Abort:  # click's translation of KeyboardInterrupt
+        err_console.print("interrupted (Ctrl-C)", highlight=False)
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:  # usage errors: click's message, click's status (2)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception:
+        traceback.print_exc()
+        err_console.print("[bold red]internal error[/] (a bug in vidbench or a plugin): the traceback is above")
+        sys.exit(ExitCode.INTERNAL)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+__all__ = ["app", "main"]

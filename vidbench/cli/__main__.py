@@ -1,5 +1,5 @@
 """``python -m vidbench.cli``."""
 
-from vidbench.cli import app
+from vidbench.cli import main
 
-app()
+main()

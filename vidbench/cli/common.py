@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated
 
 import typer
@@ -16,10 +16,23 @@ if not console.is_terminal:
 err_console = Console(stderr=True)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the exit (status 2) for the caller to raise."""
+class ExitCode(IntEnum):
+    """Every exit status of ``vidbench`` (the README's table): 2 is for usage and suite errors only, as click
+    reserves it; a runtime failure has its own code so a CI script can tell them apart."""
+
+    OK = 0
+    FAILED = 1  # a cell or the report failed (run), a rule broke (compare), a job failed (train)
+    USAGE = 2  # bad option, bad suite, a file or run directory that is not there
+    DATA = 3  # the dataset or a video could not be read or prepared
+    BUSY = 4  # another vidbench process is writing the run directory
+    INTERNAL = 70  # a bug: an exception nothing expected (sysexits' EX_SOFTWARE); the traceback is printed
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
+
+
+def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the exit (status ``code``, 2 unless said) to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+    return typer.Exit(int(code))
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")]

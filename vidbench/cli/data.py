@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import DecodeBackend, JsonOpt, console, fail
+from vidbench.cli.common import DecodeBackend, ExitCode, JsonOpt, console, fail
 
 data_app = typer.Typer(help="Look at video files: metadata, decode speed, sampled frames.", no_args_is_help=True)
 
@@ -196,6 +196,8 @@ def data_preview(
 
     try:
         written = contact_sheet(path, out, frames, crop, resolve_backend(backend.value))
-    except (DecodeError, ValueError) as exc:
+    except DecodeError as exc:
+        raise fail(str(exc), ExitCode.DATA) from None
+    except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(f"preview: {written}")

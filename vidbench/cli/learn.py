@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import console, fail
+from vidbench.cli.common import ExitCode, console, fail
 
 if TYPE_CHECKING:
     from vidbench.run.cells import ModelJob
@@ -45,7 +45,7 @@ def _select_job(
     try:
         suite_run.prepare_datasets(Silent())
     except DatasetError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), ExitCode.DATA) from None
     suite_run.write_job_file(job)
     return suite_run, job
 
@@ -92,7 +92,7 @@ def train(
         except ValueError as exc:
             raise fail(str(exc)) from None
         if not outcome.ok:
-            raise fail(f"distributed training failed: {outcome.reason}")
+            raise fail(f"distributed training failed: {outcome.reason}", ExitCode.FAILED)
     else:
         run_train(Context(run.train_step(job).task))
     console.print(f"trained: {files.root}\ncheckpoint: {files.checkpoint}\nanalysis: {files.analysis}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, JsonOpt, console, err_console, fail, require_executor
+from vidbench.cli.common import Executor, ExitCode, JsonOpt, console, err_console, fail, require_executor
 from vidbench.rundir import RunDir, RunDirBusy
 
 
@@ -34,8 +34,14 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="No progress; one JSON document (files, counts, rows) on stdout at the end.")
     ] = False,
+    exit_zero: Annotated[
+        bool, typer.Option(help="Exit 0 even when a cell or the report failed (exploratory runs).")
+    ] = False,
 ) -> None:
-    """Run a suite: train each model once, measure every optimization, write the result table."""
+    """Run a suite: train each model once, measure every optimization, write the result table.
+
+    Exit status: 0 every cell ok or unsupported; 1 a cell or the report failed (0 with --exit-zero);
+    2 a usage or suite error; 3 the dataset could not be read; 4 the run directory is busy; 130 Ctrl-C."""
     if retry_failed and not resume:
         raise fail("--retry-failed re-runs the failed cells of an earlier run: add --resume")
     overrides = list(override or [])
@@ -70,14 +76,18 @@ def run(
             executor=executor.value,
             only=chosen,
         )
-    except (DatasetError, RunDirBusy) as exc:
-        raise fail(str(exc)) from None
+    except DatasetError as exc:
+        raise fail(str(exc), ExitCode.DATA) from None
+    except RunDirBusy as exc:
+        raise fail(str(exc), ExitCode.BUSY) from None
     files = RunDir(run_dir)
     summary = write_summary(run_dir)
     if as_json:
         import json
 
-        print(json.dumps(_run_document(files, summary, write_report_files(run_dir, quiet=True)), indent=2))
+        report_files = write_report_files(run_dir, quiet=True)
+        print(json.dumps(_run_document(files, summary, report_files), indent=2))
+        _exit_on_failures(files, report_files is not None, exit_zero)
         return
     frame = files.store().frame()
     console.print(rich_table(frame, title=f"{suite.name} / {files.run_id}"))
@@ -87,7 +97,22 @@ def run(
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} unreadable file(s)[/]: {files.skipped}")
     console.print(f"results: {files.results_csv}\nsummary: {summary}")
-    write_report_files(run_dir)
+    _exit_on_failures(files, write_report_files(run_dir) is not None, exit_zero)
+
+
+def _exit_on_failures(files: RunDir, reported: bool, exit_zero: bool) -> None:
+    """Exit 1 when a cell of the run's table failed (this run's or one stored before a ``--resume``) or the
+    report did not render, saying so on stderr; ``--exit-zero`` says it and exits 0."""
+    failed = int((files.store().frame()["status"] == "failed").sum())
+    problems = ([f"{failed} cell(s) failed (their reasons are in {files.results_csv})"] if failed else []) + (
+        [] if reported else ["the report failed"]
+    )
+    if not problems:
+        return
+    status = ExitCode.OK if exit_zero else ExitCode.FAILED
+    err_console.print(f"{'; '.join(problems)}: exit {int(status)}", highlight=False, soft_wrap=True)
+    if status is ExitCode.FAILED:
+        raise typer.Exit(int(status))
 
 
 def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set[str]]) -> None:
@@ -233,29 +258,45 @@ class ExportFormat(StrEnum):
 
     parquet = "parquet"
     mlflow = "mlflow"
+    wandb = "wandb"
 
 
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory: results/<suite>/<run_id>.")],
-    to: Annotated[ExportFormat, typer.Option(help="parquet: a typed table; mlflow: one MLflow run per cell.")],
-    out: Annotated[Path | None, typer.Option(help="parquet: the file to write (default: in the run).")] = None,
+    to: Annotated[
+        ExportFormat,
+        typer.Option(help="parquet: a typed table; mlflow: one MLflow run per cell; wandb: offline W&B runs."),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="parquet: the file; wandb: the folder (default: in the run directory).")
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="mlflow: where to log (default: a local sqlite store in the run directory).")
     ] = None,
     experiment: Annotated[str | None, typer.Option(help="mlflow: experiment name (default: vidbench/<suite>).")] = None,
+    project: Annotated[str | None, typer.Option(help="wandb: project name (default: vidbench-<suite>).")] = None,
 ) -> None:
-    """Export a run's results for other tools: a Parquet table, or MLflow runs (params, metrics, report)."""
+    """Export a run's results for other tools: a Parquet table, MLflow runs, or offline W&B runs."""
     import importlib.util
 
-    from vidbench.report.export import to_mlflow, to_parquet
+    from vidbench.report.export import to_mlflow, to_parquet, to_wandb
 
     if not RunDir(run_dir).exists():
         raise fail(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
     if to is ExportFormat.parquet:
         console.print(f"parquet: {to_parquet(run_dir, out)}", highlight=False, soft_wrap=True)
         return
-    if importlib.util.find_spec("mlflow") is None:
-        raise fail("--to mlflow needs MLflow: pip install 'vidbench[track]'")
+    if importlib.util.find_spec(to.value) is None:
+        raise fail(f"--to {to.value} needs {to.value}: pip install 'vidbench[track]'")
+    if to is ExportFormat.wandb:
+        written = to_wandb(run_dir, out, project)
+        console.print(
+            f"wandb (offline): {len(written['runs'])} runs in project {written['project']}, group {written['group']}"
+            f", under {written['dir']}\nupload: wandb sync {written['dir']}/wandb/offline-run-*",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     logged = to_mlflow(run_dir, tracking_uri, experiment)
     console.print(
         f"mlflow: {logged['cells']} cell runs under run {logged['parent_run_id']} (experiment "

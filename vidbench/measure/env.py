@@ -108,8 +108,9 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def collect_env(threads: int, device: str = "cpu") -> dict[str, Any]:
-    """Everything that changes a measurement, as JSON-able data."""
+def collect_env(threads: int, device: str = "cpu", decoder: str | None = None) -> dict[str, Any]:
+    """Everything that changes a measurement, as JSON-able data; ``decoder`` is the video backend that reads the
+    clips (decord or PyAV: their frames can differ by a rounding)."""
     cuda = None
     try:
         import torch
@@ -127,12 +128,13 @@ def collect_env(threads: int, device: str = "cpu") -> dict[str, Any]:
         "threads": threads,
         "device": device,
         "gpu": cuda,
+        "decoder": decoder,
         "packages": package_versions(),
     }
 
 
 def env_hash(env: dict[str, Any]) -> str:
     """A short hash of the parts of the environment that change results (not the commit or time)."""
-    keys = ("python", "cpu", "isa", "cores", "threads", "device", "gpu", "packages")
+    keys = ("python", "cpu", "isa", "cores", "threads", "device", "gpu", "decoder", "packages")
     payload = json.dumps({k: env.get(k) for k in keys}, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:16]

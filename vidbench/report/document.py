@@ -90,6 +90,7 @@ def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("ISA", _isa_text(env.get("isa"))),
         ("threads", str(env.get("threads", "?"))),
         ("device", f"{env.get('device', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "")),
+        ("video decoder", str(env.get("decoder") or "?")),
         ("fp32 matmul peak", f"{peak:.1f} GMAC/s" if isinstance(peak, int | float) else "?"),
         ("python", str(env.get("python", "?"))),
         ("platform", str(env.get("platform", "?"))),

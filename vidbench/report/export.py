@@ -5,6 +5,9 @@
 - ``mlflow``: one MLflow run for the vidbench run (its report, table, summary and environment as artifacts) and
   one nested run per cell (identity as params, measurements as metrics, status and reason as tags), into a
   local store by default (``sqlite:///<run_dir>/mlflow/mlflow.db``, artifacts beside it), or any tracking URI.
+- ``wandb``: Weights & Biases in offline mode (nothing leaves the machine; ``wandb sync`` uploads later): one
+  W&B run per cell (identity as config, measurements as summary, status as a tag, the reason as notes) and one
+  for the vidbench run holding the report, table, summary and environment as an artifact, all in one group.
 """
 
 from __future__ import annotations
@@ -59,6 +62,65 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _cell_name(row: dict[str, Any]) -> str:
+    return "/".join(str(row.get(k)) for k in ("model", "preset", "optimization")) + f"/b{row.get('batch_size')}"
+
+
+def _identity(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in PARAM_COLUMNS if k in row and not pd.isna(row[k])}
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    numbers = {key: _number(value) for key, value in row.items() if key not in PARAM_COLUMNS}
+    return {key: value for key, value in numbers.items() if value is not None}
+
+
+def _run_files(run: RunDir) -> list[Path]:
+    return [Path(f) for f in (run.report_html, run.results_csv, run.summary, run.env) if Path(f).is_file()]
+
+
+def to_wandb(run_dir: Path, out: Path | None = None, project: str | None = None) -> dict[str, Any]:
+    """Write the run as offline W&B runs under ``out`` (default: in the run directory); returns the folder,
+    project, group and the offline run folders written (cells first, then the run's own)."""
+    import wandb
+
+    run = RunDir(run_dir)
+    env = run.read_env()
+    root = Path(out) if out else run.wandb_dir
+    root.mkdir(parents=True, exist_ok=True)
+    project = project or f"vidbench-{env.get('suite') or run.root.parent.name}"
+    settings = wandb.Settings(console="off", x_disable_stats=True, x_disable_meta=True, silent=True)
+
+    def start(name: str, job_type: str, **fields: Any) -> Any:
+        return wandb.init(
+            mode="offline", dir=root, project=project, group=run.run_id, name=name, job_type=job_type,
+            settings=settings, reinit="create_new", **fields,
+        )  # fmt: skip
+
+    written = []
+    for row in typed_frame(run.root).to_dict("records"):
+        notes = None if pd.isna(row.get("reason")) else str(row.get("reason"))
+        cell = start(_cell_name(row), "cell", config=_identity(row), tags=[str(row.get("status"))], notes=notes)
+        cell.summary.update(_metrics(row))
+        written.append(cell.dir)
+        cell.finish()
+    whole = start(
+        run.run_id,
+        "run",
+        config={
+            k: str(env[k]) for k in ("cpu", "device", "git_commit", "suite_hash", "env_hash") if env.get(k) is not None
+        },
+    )
+    report = wandb.Artifact(f"vidbench-{run.run_id}", type="report")
+    for file in _run_files(run):
+        report.add_file(str(file))
+    whole.log_artifact(report)
+    written.append(whole.dir)
+    whole.finish()
+    return {"dir": str(root), "project": project, "group": run.run_id,
+            "runs": [str(Path(d).parent) for d in written]}  # fmt: skip
+
+
 def to_mlflow(run_dir: Path, tracking_uri: str | None = None, experiment: str | None = None) -> dict[str, Any]:
     """Log the run to MLflow; returns the tracking URI, experiment id, parent run id and cell count."""
     from mlflow.tracking import MlflowClient
@@ -78,21 +140,16 @@ def to_mlflow(run_dir: Path, tracking_uri: str | None = None, experiment: str | 
     for key in ("cpu", "device", "git_commit", "suite_hash", "env_hash"):
         if env.get(key) is not None:
             client.set_tag(parent.info.run_id, f"env.{key}", str(env[key])[:5000])
-    for file in (run.report_html, run.results_csv, run.summary, run.env):
-        if Path(file).is_file():
-            client.log_artifact(parent.info.run_id, str(file))
+    for file in _run_files(run):
+        client.log_artifact(parent.info.run_id, str(file))
     for row in frame.to_dict("records"):
-        cell = "/".join(str(row.get(k)) for k in ("model", "preset", "optimization")) + f"/b{row.get('batch_size')}"
         tags = {"mlflow.parentRunId": parent.info.run_id}
         tags.update({k: str(row[k])[:5000] for k in TAG_COLUMNS if k in row and not pd.isna(row[k])})
-        child = client.create_run(experiment_id, run_name=cell, tags=tags)
-        for key in PARAM_COLUMNS:
-            if key in row and not pd.isna(row[key]):
-                client.log_param(child.info.run_id, key, row[key])
-        for key, value in row.items():
-            number = _number(value)
-            if key not in PARAM_COLUMNS and number is not None:
-                client.log_metric(child.info.run_id, key, number)
+        child = client.create_run(experiment_id, run_name=_cell_name(row), tags=tags)
+        for key, value in _identity(row).items():
+            client.log_param(child.info.run_id, key, value)
+        for key, value in _metrics(row).items():
+            client.log_metric(child.info.run_id, key, value)
         client.set_terminated(child.info.run_id)
     client.set_terminated(parent.info.run_id)
     return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.info.run_id,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.measure.env import collect_env, env_hash, git_commit
@@ -58,7 +59,7 @@ class SuiteRun:
         self.rundir = run
         self.store = run.store()
         self.threads = max(suite.measure.thread_counts(os.cpu_count() or 1))  # training, and every unswept cell
-        self.env = collect_env(self.threads, suite.measure.device)
+        self.env = collect_env(self.threads, suite.measure.device, resolve_backend(suite.data.backend))
         self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
         self.jobs, self.cells = select(*expand(suite, registry, suite_path.parent), only)
