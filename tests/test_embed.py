@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def test_embed_cli_lists_bad_files_and_a_rerun_decodes_nothing(tmp_path: Path, r
         bad.add("corrupted.mp4")
     store = tmp_path / "store"
     args = ("embed", str(folder), "--artifact", f"{run_dir}/r2plus1d@onnx", "--out", str(store), "--workers", "0")
-    first = cli(*args)
+    first = cli(*args, "--quiet")
     assert first.exit_code == 0, first.output[-2000:]
+    assert "embedding " in first.stdout and not re.search(r"^embedded \d+/\d+$", first.stdout, re.M)  # no progress
     good = len(list(folder.iterdir())) - len(bad)
     assert f"{good} embedded" in first.stdout and f"decoded {good + len(bad)}" in first.stdout, first.stdout
     assert f"{len(bad)} skipped" in first.stdout

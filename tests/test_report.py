@@ -301,7 +301,7 @@ def test_rules_and_pareto_front() -> None:
 def test_kinetics50_fails_fast_naming_the_layout(tmp_path: Path) -> None:
     start = time.monotonic()
     proc = vidbench("run", str(REPO / "suites" / "kinetics50.yaml"), "--quiet", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # a data error (README exit status)
     message = " ".join(proc.stderr.split())
     assert "kinetics data not found at data/kinetics400" in message
     assert "expected layout: <root>/{train,val}.csv and <root>/{train,val}/<label>/<youtube_id>_" in message

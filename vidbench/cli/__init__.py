@@ -16,7 +16,6 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
 
 from vidbench import __version__
@@ -65,12 +64,12 @@ def main() -> None:
     an unexpected exception prints its traceback and exits 70."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.Abort:  # click's translation of KeyboardInterrupt
+    except typer.Abort:  # the command line's translation of KeyboardInterrupt
         err_console.print("interrupted (Ctrl-C)", highlight=False)
         sys.exit(ExitCode.INTERRUPTED)
-    except click.ClickException as exc:  # usage errors: click's message, click's status (2)
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors (click's, vendored by typer): the message, status 2
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
     except Exception:
         traceback.print_exc()
         err_console.print("[bold red]internal error[/] (a bug in vidbench or a plugin): the traceback is above")

@@ -35,6 +35,9 @@ def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (for CI and logs).")]
+"""``--quiet``: every command that shows progress (``run``, ``embed``) drops it; results are still printed."""
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")]
 """``--json``: the command prints one JSON document on stdout and nothing else."""
 

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, ExitCode, JsonOpt, console, err_console, fail, require_executor
+from vidbench.cli.common import (
+    Executor,
+    ExitCode,
+    JsonOpt,
+    QuietOpt,
+    console,
+    err_console,
+    fail,
+    require_executor,
+)
 from vidbench.rundir import RunDir, RunDirBusy
 
 
@@ -18,7 +27,7 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue the latest run of this suite; skip stored cells.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="With --resume, run failed cells again.")] = False,
     run_id: Annotated[str | None, typer.Option(help="Write into (or resume) this run id.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (for CI).")] = False,
+    quiet: QuietOpt = False,
     executor: Annotated[
         Executor, typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray).")
     ] = Executor.local,
@@ -163,7 +172,7 @@ def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, o
     )
     holder = run.writer_pid() if run is not None else None
     if run is not None and holder is not None:
-        raise fail(str(run.busy(holder)))
+        raise fail(str(run.busy(holder)), ExitCode.BUSY)
 
 
 def write_report_files(run_dir: Path, quiet: bool = False) -> Any:
@@ -284,23 +293,19 @@ def export(
     if not RunDir(run_dir).exists():
         raise fail(f"{run_dir}: no results here; expected a directory like results/<suite>/<run_id>")
     if to is ExportFormat.parquet:
-        console.print(f"parquet: {to_parquet(run_dir, out)}", highlight=False, soft_wrap=True)
-        return
-    if importlib.util.find_spec(to.value) is None:
+        line = f"parquet: {to_parquet(run_dir, out)}"
+    elif importlib.util.find_spec(to.value) is None:
         raise fail(f"--to {to.value} needs {to.value}: pip install 'vidbench[track]'")
-    if to is ExportFormat.wandb:
+    elif to is ExportFormat.wandb:
         written = to_wandb(run_dir, out, project)
-        console.print(
+        line = (
             f"wandb (offline): {len(written['runs'])} runs in project {written['project']}, group {written['group']}"
-            f", under {written['dir']}\nupload: wandb sync {written['dir']}/wandb/offline-run-*",
-            highlight=False,
-            soft_wrap=True,
+            f", under {written['dir']}\nupload: wandb sync {written['dir']}/wandb/offline-run-*"
         )
-        return
-    logged = to_mlflow(run_dir, tracking_uri, experiment)
-    console.print(
-        f"mlflow: {logged['cells']} cell runs under run {logged['parent_run_id']} (experiment "
-        f"{logged['experiment_id']}) at {logged['tracking_uri']}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    else:
+        logged = to_mlflow(run_dir, tracking_uri, experiment)
+        line = (
+            f"mlflow: {logged['cells']} cell runs under run {logged['parent_run_id']} (experiment "
+            f"{logged['experiment_id']}) at {logged['tracking_uri']}"
+        )
+    console.print(line, highlight=False, soft_wrap=True)

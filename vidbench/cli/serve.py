@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, JsonOpt, console, fail, require_executor
+from vidbench.cli.common import Executor, JsonOpt, QuietOpt, console, fail, require_executor
 from vidbench.data.decode import DecodeLimits
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ def embed(
     executor: Annotated[
         Executor, typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray).")
     ] = Executor.local,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed every video into a feature store keyed by file hash: a re-run decodes only new or changed files."""
     from rich.progress import Progress
@@ -103,13 +104,13 @@ def embed(
     store = out or served.ref.run.features(served.slug)
     where = " on Ray" if executor is Executor.ray else ""
     console.print(f"embedding {len(inputs)} file(s) with {served.slug}{where} ({EMBED_NOTE})")
-    with Progress(console=console, disable=not console.is_terminal) as bar:
+    with Progress(console=console, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)
         step = {"next": 0.1}
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
-            if not console.is_terminal and done >= step["next"] * total:  # a log line per 10 % when piped
+            if not quiet and not console.is_terminal and done >= step["next"] * total:  # a log line per 10 % when piped
                 console.print(f"embedded {done}/{total}")
                 step["next"] = (done // max(total / 10, 1) + 1) / 10
 
