@@ -174,7 +174,8 @@ def test_a_suite_names_trainers_and_teachers_or_says_what_is_allowed(tmp_path: P
 
 def test_a_student_whose_teacher_fails_fails_with_its_reason(tmp_path: Path, data_root: Path) -> None:
     """The teacher's training fails (it outlives a 1 s time limit): its cells fail, and its student's name it."""
-    hurried = {**TEACHER, "train": {"timeout_s": 1}}
+    # 1,000 epochs: one epoch of the tiny suite can finish inside the second once the fork server holds torch
+    hurried = {**TEACHER, "train": {"timeout_s": 1, "epochs": 1000}}
     suite = write_suite(tmp_path, data_root, models=[STUDENT, hurried])
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
