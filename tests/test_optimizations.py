@@ -188,3 +188,19 @@ def test_tensorrt_is_unsupported_without_cuda() -> None:
     for name in ("tensorrt", "tensorrt-int8"):
         ok, reason = REGISTRY.optimization(name).supported("cpu")
         assert not ok and "CUDA" in reason
+
+
+def test_openvino_int8_keeps_whole_operation_types_fp32_by_sensitivity(tmp_path: Path) -> None:
+    """The last fallback (after accuracy control passed an IR that still disagrees once compiled)."""
+    from vidbench_plugins.optimizations.openvino_int8 import types_kept_fp32
+
+    model = OutlierModel().eval()
+    torch.manual_seed(1)
+    calibration = [torch.randn(1, 3, 8, 32, 32) for _ in range(16)]
+    with torch.inference_mode():
+        reference = [int(model(clip).argmax()) for clip in calibration]
+    clips = [clip.numpy() for clip in calibration]
+    files, run, kept, agreed = types_kept_fp32(model, torch.randn(2, 3, 8, 32, 32), tmp_path, clips, reference)
+    assert kept == ["MatMul"] and agreed >= 0.98
+    assert [f.name for f in files] == ["model.int8.xml", "model.int8.bin"] and all(f.exists() for f in files)
+    assert [int(np.argmax(run(clip))) for clip in calibration] == reference

@@ -35,13 +35,25 @@ class AttentionPool(nn.Module):
 
 
 class CNNLSTM(nn.Module):
-    """Per-frame CNN features -> BiLSTM -> attention pooling -> linear head."""
+    """Per-frame CNN features -> BiLSTM -> attention pooling -> linear head.
+
+    With ``frame_diff`` the CNN sees each frame beside its difference from the previous frame (zero for the
+    first), TSN's RGB-difference input: a 6-channel image per frame that shows where the content moved.
+    """
 
     def __init__(
-        self, backbone: nn.Module, feature_dim: int, hidden: int, layers: int, num_classes: int, dropout: float = 0.2
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        hidden: int,
+        layers: int,
+        num_classes: int,
+        dropout: float = 0.2,
+        frame_diff: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.frame_diff = frame_diff
         self.lstm = nn.LSTM(
             feature_dim,
             hidden,
@@ -56,6 +68,9 @@ class CNNLSTM(nn.Module):
         self.embed_dim = 2 * hidden
 
     def frame_features(self, clip: torch.Tensor) -> torch.Tensor:
+        if self.frame_diff:
+            previous = torch.cat([clip[:, :, :1], clip[:, :, :-1]], dim=2)
+            clip = torch.cat([clip, clip - previous], dim=1)
         b, c, t, h, w = clip.shape
         return self.backbone(clip.transpose(1, 2).reshape(b * t, c, h, w)).reshape(b, t, -1)
 
@@ -91,7 +106,7 @@ PRESETS = {
     "tiny": Preset(
         name="tiny",
         input=InputSpec(frames=8, crop=32),
-        arch={"widths": (16, 32, 64, 128), "hidden": 128, "layers": 1},
+        arch={"widths": (16, 32, 64, 128), "hidden": 128, "layers": 1, "frame_diff": True},
         description="small per-frame CNN (as frame_avg tiny), BiLSTM 128 per direction",
         recipe=TINY_RECIPE,
     ),
@@ -107,12 +122,13 @@ PRESETS = {
 def build(preset: Preset, num_classes: int) -> CNNLSTM:
     """A CNN-LSTM: ``arch["timm"]`` names any timm backbone (random init, no download), else ``widths``."""
     arch = dict(preset.arch)
+    channels = 6 if arch.get("frame_diff") else 3
     if "timm" in arch:
-        backbone = timm.create_model(arch.pop("timm"), pretrained=False, num_classes=0)
+        backbone = timm.create_model(arch.pop("timm"), pretrained=False, num_classes=0, in_chans=channels)
         feature_dim = backbone.num_features
     else:
         widths = arch.pop("widths")
-        backbone, feature_dim = small_cnn(widths), widths[-1]
+        backbone, feature_dim = small_cnn(widths, channels), widths[-1]
     return CNNLSTM(backbone, feature_dim, num_classes=num_classes, **arch)
 
 

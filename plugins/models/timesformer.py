@@ -115,10 +115,13 @@ class TimeSformer(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.1,
         stem: Literal["patch", "conv"] = "patch",
+        zero_temporal_fc: bool = True,
+        pool: Literal["cls", "mean"] = "cls",
     ) -> None:
         super().__init__()
         self.patch = patch
         self.stem = stem
+        self.pool = pool
         if stem == "conv":
             self.patch_embed: nn.Module = conv_stem(dim, patch)
         elif stem == "patch":
@@ -137,7 +140,9 @@ class TimeSformer(nn.Module):
         for param in (self.pos_embed, self.cls_token, self.time_embed):
             trunc_normal_(param, std=0.02)
         self.apply(self._init)
-        for block in self.blocks:  # as the authors: temporal_fc starts at zero, so block = ViT block
+        # As the authors: temporal_fc starts at zero, so a block starts as the ViT block whose weights it may
+        # load. From scratch that also starves temporal attention: no gradient reaches it until temporal_fc grows.
+        for block in self.blocks if zero_temporal_fc else ():
             nn.init.zeros_(block.temporal_fc.weight)
             nn.init.zeros_(block.temporal_fc.bias)
 
@@ -166,7 +171,7 @@ class TimeSformer(nn.Module):
         return F.interpolate(self.time_embed.transpose(1, 2), size=frames, mode="nearest").transpose(1, 2)
 
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
-        """The final class token, ``B x dim``."""
+        """The final class token (``pool: mean``: the mean of the patch tokens), ``B x dim``."""
         b, c, t, h, w = clip.shape
         if self.stem == "conv":
             x = self.patch_embed(clip)  # b d t gh gw
@@ -184,7 +189,8 @@ class TimeSformer(nn.Module):
         x = torch.cat([cls, patches], dim=1)
         for block in self.blocks:
             x = block(x, t)
-        return self.norm(x)[:, 0]
+        x = self.norm(x)
+        return x[:, 1:].mean(dim=1) if self.pool == "mean" else x[:, 0]
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(clip))
@@ -210,7 +216,16 @@ PRESETS = {  # recipes: see each one's source
     "tiny": Preset(
         name="tiny",
         input=InputSpec(frames=8, crop=32),
-        arch={"patch": 8, "dim": 96, "depth": 4, "heads": 4, "drop_path": 0.0, "stem": "conv"},
+        arch={
+            "patch": 8,
+            "dim": 96,
+            "depth": 4,
+            "heads": 4,
+            "drop_path": 0.0,
+            "stem": "conv",
+            "zero_temporal_fc": False,
+            "pool": "mean",
+        },
         description="4 divided blocks, width 96, 8x8 tokens from a conv stem: CPU-trainable",
         recipe=TINY_RECIPE,
     ),

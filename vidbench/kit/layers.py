@@ -16,12 +16,12 @@ def conv_bn_relu_2d(in_channels: int, out_channels: int, stride: int) -> nn.Sequ
     )
 
 
-def small_cnn(widths: Sequence[int]) -> nn.Sequential:
+def small_cnn(widths: Sequence[int], in_channels: int = 3) -> nn.Sequential:
     """A plain per-frame 2D CNN: one strided 3x3 conv per width, then global average pooling.
 
-    Output: ``N x widths[-1]`` for ``N x 3 x H x W`` images.
+    Output: ``N x widths[-1]`` for ``N x in_channels x H x W`` images.
     """
-    layers, channels = [], 3
+    layers, channels = [], in_channels
     for width in widths:
         layers.append(conv_bn_relu_2d(channels, width, 2))
         channels = width
