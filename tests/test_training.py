@@ -237,6 +237,15 @@ def test_constant_schedule_holds_the_lr_after_warmup() -> None:
     assert cosine(99) < 0.01
 
 
+def test_a_shorter_cosine_ends_at_its_floor_and_holds_it() -> None:
+    """``cosine_epochs`` / ``lr_min_factor``: the decay ends early, then the lr stays at the floor."""
+    from vidbench.learn.train import warmup_cosine
+
+    shape = warmup_cosine(60, 10, floor=0.05)
+    assert shape(9) == 1.0 and 0.05 < shape(35) < 1.0
+    assert shape(60) == shape(99) == pytest.approx(0.05)
+
+
 def test_plateau_schedule_drops_the_lr_twice_then_stops(tmp_path: Path) -> None:
     """``schedule: plateau`` with patience 1 and a min_delta no epoch can beat: epoch 1 is the best; the stalls
     after epochs 2 and 3 divide the lr by 10; the stall after epoch 4 ends training at a plateau."""

@@ -66,6 +66,8 @@ class TrainConfig:
     multilabel: bool = False
     channels_last: bool = False
     schedule: Literal["cosine", "constant", "plateau"] = "cosine"
+    cosine_epochs: int | None = None
+    lr_min_factor: float = 0.0
     drop_path: float | None = None
 
 
@@ -106,9 +108,11 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool = True) -> Callable[[int], float]:
-    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps`` (or 1 on,
-    when not ``cosine``)."""
+def warmup_cosine(
+    total_steps: int, warmup_steps: int, cosine: bool = True, floor: float = 0.0
+) -> Callable[[int], float]:
+    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine to ``floor`` at ``total_steps`` and
+    ``floor`` after it (or 1 on, when not ``cosine``)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -116,7 +120,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool = True) -> C
         if not cosine:
             return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
 
@@ -211,10 +215,10 @@ class Trainer:
         self.optimizer = _optimizer(model, config)
         self.net = distributed.wrap(self.model, self.device)  # DDP under torchrun; the model itself otherwise
         steps_per_epoch = max(1, math.ceil(len(loader) / config.accumulate))
-        total = config.epochs * steps_per_epoch
+        total = (config.cosine_epochs or config.epochs) * steps_per_epoch
         warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
         self.lr_scale, self.lr_drops = 1.0, 0  # schedule: plateau's drops so far
-        shape = warmup_cosine(total, warmup, cosine=config.schedule == "cosine")
+        shape = warmup_cosine(total, warmup, cosine=config.schedule == "cosine", floor=config.lr_min_factor)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: shape(step) * self.lr_scale)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.ema = None

@@ -23,6 +23,7 @@ from vidbench.rundir import job_slug
 NEW_DEFAULTS: dict[str, Any] = {
     "nproc": 1, "until": "epochs", "min_delta": 0.0, "lr_batch": None, "schedule": "cosine", "drop_path": None,
     "min_epochs": 0, "seeds": None, "trainer": None, "trainer_options": {}, "label_fraction": None,
+    "cosine_epochs": None, "lr_min_factor": 0.0,
 }  # fmt: skip
 """Train settings added after runs existed: at these values they are left out of a job's identity, so the keys
 of earlier runs hold."""

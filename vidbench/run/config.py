@@ -77,6 +77,11 @@ class TrainSettings(_Strict):
     """After the linear warm-up: cosine decay to 0 at ``epochs``; a constant lr; or ``plateau``: constant until the
     validation top-1 stalls for ``early_stop_patience`` epochs, then divided by 10, twice, before the next stall
     (with ``until: plateau``) ends training."""
+    cosine_epochs: int | None = Field(None, ge=1)
+    """``schedule: cosine`` reaches its end at this epoch instead of at ``epochs``; the lr then holds at
+    ``lr_min_factor`` x ``lr`` until a plateau or the cap (timm's cool-down at ``min_lr``)."""
+    lr_min_factor: float = Field(0.0, ge=0, lt=1)
+    """Where the cosine ends, as a fraction of ``lr``."""
     drop_path: float | None = Field(None, ge=0, lt=1)
     """Stochastic depth: the largest drop rate of the model's DropPath layers (timm's), rising linearly with
     depth; unset, the preset's own rates stay."""
@@ -210,7 +215,7 @@ RECIPE_FIELDS = frozenset(
     {
         "optimizer", "lr", "lr_batch", "momentum", "weight_decay", "warmup_epochs", "schedule", "epochs", "until",
         "min_delta", "min_epochs", "early_stop_patience", "label_smoothing", "augment", "drop_path", "ema_decay",
-        "grad_clip", "batch_size", "channels_last",
+        "grad_clip", "batch_size", "channels_last", "cosine_epochs", "lr_min_factor",
     }
 )  # fmt: skip
 """What a preset's recipe may set: how the model learns, not where or how long the run may take (workers, seed,
