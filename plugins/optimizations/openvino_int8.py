@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ def _scope(types: Sequence[str] = ()) -> object:
     import nncf
 
     return nncf.IgnoredScope(types=[*RECURRENT_TYPES, *types], validate=False)
+
+
+def _op_types(ov_model: Any) -> set[str]:
+    """The operation types of an ``openvino.Model``."""
+    return {op.get_type_name() for op in ov_model.get_ordered_ops()}
 
 
 def _agreement(compiled: object, items: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list[float]]:
@@ -103,7 +109,7 @@ def types_kept_fp32(
     import nncf
 
     xml = workdir / "model.int8.xml"
-    present = {op.get_type_name() for op in convert_via_onnx(model, example, workdir).get_ordered_ops()}
+    present = _op_types(convert_via_onnx(model, example, workdir))
     candidates, kept = [t for t in FALLBACK_TYPES if t in present], []
     best: tuple[float, str, list[Path]] | None = None
     while candidates and (best is None or best[0] < TARGET_AGREEMENT):
@@ -123,8 +129,7 @@ def types_kept_fp32(
     files = [xml, xml.with_suffix(".bin")]
     for source, target in zip(best[2], files, strict=True):
         source.replace(target)
-    run, agreed = _compiled_agreement(xml, clips, reference)
-    return files, run, kept, agreed
+    return files, ov_callable(xml, torch.get_num_threads()), kept, best[0]
 
 
 def prepare(
@@ -153,7 +158,7 @@ def prepare(
         raise Unsupported(f"NNCF quantization failed: {str(exc).strip().splitlines()[0]}") from exc
     run, agreed = _compiled_agreement(xml, clips, reference)
     notes = f"OpenVINO CPU, NNCF post-training INT8 (MinMax, performance preset) on {len(clips)} training clips"
-    recurrent = sorted({op.get_type_name() for op in fp32.get_ordered_ops()} & set(RECURRENT_TYPES))
+    recurrent = sorted(_op_types(fp32) & set(RECURRENT_TYPES))
     if recurrent:
         notes += f" ({', '.join(recurrent)} kept fp32)"
     if agreed < TARGET_AGREEMENT:
