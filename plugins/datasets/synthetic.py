@@ -216,9 +216,12 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        # One encoder thread: x264's output then depends on nothing but the frames (seen differing in a few
-        # pixels between two runs of a full test suite under load with its automatic thread count).
-        stream.options = {"crf": "14", "preset": "fast", "threads": "1"}
+        # x264's output must depend on nothing but the frames, so that two generations of a set are the same
+        # bytes and a seed reproduces a training run. Its automatic thread count made a full test run's two
+        # builds differ; with one thread, its macroblock-tree rate control still encoded about 5 % of the clips
+        # differently from one generation to the next under a process pool (up to 45 levels on decode,
+        # 1,500-clip set, 2026-12-03); with mbtree off, 900 encodes of 300 clips were identical.
+        stream.options = {"crf": "14", "preset": "fast", "threads": "1", "x264-params": "mbtree=0"}
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
@@ -249,8 +252,13 @@ def _split_of(position: int, per_class: int) -> str:
     return "train" if position < n_train else ("val" if position < n_train + n_val else "test")
 
 
+# Bumped when the same options would write different files: a cache from an older generator is not reused.
+GENERATOR_VERSION = 2
+
+
 def dataset_dir(root: Path, opts: SyntheticMotionOptions) -> Path:
-    return root / f"{opts.size}-r{opts.resolution}-l{opts.length}-fps{opts.fps}-seed{opts.seed}"
+    """The cache folder of one setting of the options (and of the generator's version)."""
+    return root / f"{opts.size}-r{opts.resolution}-l{opts.length}-fps{opts.fps}-seed{opts.seed}-v{GENERATOR_VERSION}"
 
 
 def _prepare(root: Path, options: SyntheticMotionOptions | dict, multi: bool) -> PreparedDataset:
