@@ -125,10 +125,13 @@ def _dataset_summary(rows: pd.DataFrame) -> list[str]:
             f"fastest within {near}: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
             f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1)"
         )
-    sized = rows[rows["size_mb"].notna()]
+    # Like the fastest, the smallest counts only among the best's equals: a tiny control at chance is no choice.
+    sized = rows[rows["size_mb"].notna() & (rows["top1"] >= floor - 1e-12)]
     if not sized.empty:
         small = sized.loc[sized["size_mb"].idxmin()]
-        parts.append(f"smallest: {name(small)} at {small['size_mb']:.2f} MB ({small['top1'] * 100:.1f}% top-1)")
+        parts.append(
+            f"smallest within {near}: {name(small)} at {small['size_mb']:.2f} MB ({small['top1'] * 100:.1f}% top-1)"
+        )
     return parts
 
 
@@ -147,7 +150,7 @@ def _seed_note(frame: pd.DataFrame) -> str:
 
 
 def summary_paragraph(frame: pd.DataFrame) -> str:
-    """One paragraph: best accuracy, fastest within one point of best, smallest, and the cells that were
+    """One paragraph: best accuracy, fastest and smallest within the best's interval, and the cells that were
     not measured; one clause group per dataset when the run has several."""
     rows = artifact_rows(frame)
     sentences = []
