@@ -120,10 +120,25 @@ def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) 
     assert again.returncode == 0 and "frame_avg" in again.stdout
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before exec: SIGINT at its default and unblocked, as a shell gives a foreground job. A
+    child inherits an ignored or blocked SIGINT, and a CI job started in the background (``cmd &`` in a
+    non-interactive shell) ignores it: the run then never sees the test's Ctrl-C and simply finishes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _start_run(suite: Path, cwd: Path, stderr: int = subprocess.DEVNULL) -> subprocess.Popen:
     """``vidbench run SUITE`` in the background, in a session of its own (a test can kill all of it)."""
     command = [sys.executable, "-m", "vidbench.cli", "run", str(suite), "--quiet"]
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
 
 
 def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
