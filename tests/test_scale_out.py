@@ -32,7 +32,9 @@ JOB = "models/synthetic-motion__r2plus1d__tiny"
 KEYS = ["model", "optimization", "batch_size"]
 SAME = ["status", "top1", "top5", "mean_class_acc", "agreement_top1", "max_abs_logit_diff", "cell_key"]
 FAULTY = ["raises", "dies", "hangs"]
-MEASURE = {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "eval_batch_size": 32, "threads": 1, "timeout_s": 90}
+# A cell here takes at most 7 s (measured under Ray); the timeout only has to outlast that, and is what the
+# hanging cell costs the test.
+MEASURE = {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "eval_batch_size": 32, "threads": 1, "timeout_s": 45}
 
 
 @pytest.fixture(scope="module")
