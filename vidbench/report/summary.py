@@ -117,16 +117,16 @@ def _dataset_summary(rows: pd.DataFrame) -> list[str]:
     rows, left_out = _ranked(rows)
     best_text, floor, near = _best(rows)
     parts = [left_out, best_text] if left_out else [best_text]
-    timed = rows[rows["latency_ms_p50"].notna()]
-    close = timed[timed["top1"] >= floor - 1e-12]
-    if not close.empty:
-        fast = close.loc[close.apply(per_clip_ms, axis=1).idxmin()]
+    # The fastest and the smallest count only among the best's equals: a tiny control at chance is no choice.
+    equals = rows[rows["top1"] >= floor - 1e-12]
+    timed = equals[equals["latency_ms_p50"].notna()]
+    if not timed.empty:
+        fast = timed.loc[timed.apply(per_clip_ms, axis=1).idxmin()]
         parts.append(
             f"fastest within {near}: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
             f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1)"
         )
-    # Like the fastest, the smallest counts only among the best's equals: a tiny control at chance is no choice.
-    sized = rows[rows["size_mb"].notna() & (rows["top1"] >= floor - 1e-12)]
+    sized = equals[equals["size_mb"].notna()]
     if not sized.empty:
         small = sized.loc[sized["size_mb"].idxmin()]
         parts.append(
