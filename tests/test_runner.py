@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO, only_run_dir, suite_dict, vidbench, write_suite
 from vidbench.results import SCHEMA, ResultStore
+from vidbench.rundir import RunDir
 
 FAULTY_PLUGIN = """
 import os, signal, time
@@ -281,8 +282,9 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
 
 def test_a_thread_sweep_gives_one_row_per_thread_count(tmp_path: Path, data_root: Path) -> None:
     """``measure.threads: [1, 2]``: every cell is measured in its own child at each count, with its own samples,
-    and the table shows the count."""
-    measure = {**suite_dict(data_root)["measure"], "threads": [1, 2]}
+    and the table shows the count. The suite also says ``probes: none``: no cell runs the temporal probes, the
+    baseline's included, nor does the training evaluation."""
+    measure = {**suite_dict(data_root)["measure"], "threads": [1, 2], "probes": "none"}
     suite = write_suite(tmp_path, data_root, optimizations=["eager", "onnx"], batch_sizes=[1], measure=measure)
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -292,6 +294,8 @@ def test_a_thread_sweep_gives_one_row_per_thread_count(tmp_path: Path, data_root
         ("eager", 1), ("eager", 2), ("onnx", 1), ("onnx", 2)
     ]  # fmt: skip
     assert set(frame["status"]) == {"ok"} and frame["cell_key"].nunique() == 4
+    assert frame["top1_reversed"].isna().all() and frame["top1"].notna().all()
+    assert RunDir(run_dir).jobs()[0].read_summary().get("top1_reversed") is None
     for row in frame.itertuples():
         assert row.measure_task == f"{row.optimization}-{row.threads}t"
         samples = np.load(run_dir / "logs" / row.job / row.measure_task / "latency_ms_bs1.npy")

@@ -120,9 +120,8 @@ def evaluate_job(ctx: Context, model: torch.nn.Module | None = None, info: dict[
         info = {k: v for k, v in previous.items() if k in SUMMARY_FIELDS}
     model.to(ctx.device).eval()
     test = ctx.loader("test", ctx.suite.measure.eval_batch_size)
-    outputs = run_split(
-        on_device(model, ctx.device), test, embed=on_device(model.embed, ctx.device), probes=list(TEMPORAL_PROBES)
-    )
+    probes = list(TEMPORAL_PROBES) if ctx.suite.measure.probes != "none" else []
+    outputs = run_split(on_device(model, ctx.device), test, embed=on_device(model.embed, ctx.device), probes=probes)
     tmp = files.scratch(files.reference_logits)
     with open(tmp, "wb") as fh:
         np.savez(fh, logits=outputs.logits, labels=outputs.labels)
@@ -178,7 +177,8 @@ def run_measure(ctx: Context) -> None:
     reference = np.load(ctx.files.reference_logits)
     print(f"prepared in {prepare_s:.1f} s", flush=True)
     test = ctx.loader("test", measure.eval_batch_size)
-    probes = list(TEMPORAL_PROBES) if measure.probes == "all" or spec.name == ctx.baseline else []
+    probed = measure.probes == "all" or (measure.probes == "baseline" and spec.name == ctx.baseline)
+    probes = list(TEMPORAL_PROBES) if probed else []
     with logged_phase(f"accuracy ({len(probes)} temporal probes)"):
         outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
     match = parity(reference["logits"], outputs.logits)
