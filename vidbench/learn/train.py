@@ -33,6 +33,8 @@ ProgressFn = Callable[[str], None]
 
 
 PLATEAU_LR_DROPS = 2
+NON_FINITE_STOP = 3
+"""Non-finite losses or gradients in a row that stop training; fewer are skipped steps (bf16 has rare ones)."""
 """``schedule: plateau`` divides the lr by 10 at each of this many validation plateaus before the next one ends
 training (as ReduceLROnPlateau recipes do: a plateau counts once the lr can no longer help)."""
 
@@ -230,6 +232,7 @@ class Trainer:
             nn.BCEWithLogitsLoss() if config.multilabel else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         )
         self.epoch, self.steps, self.best_val, self.stale, self.best_epoch = 0, 0, None, 0, None
+        self.skipped_steps = self.non_finite_in_a_row = 0
         self.history: list[dict[str, float]] = []
 
     def _supervised(self, net: nn.Module, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -249,6 +252,7 @@ class Trainer:
             "steps": self.steps,
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
+            "skipped_steps": self.skipped_steps,
             "stale": self.stale,
             "lr_scale": self.lr_scale,
             "lr_drops": self.lr_drops,
@@ -273,6 +277,7 @@ class Trainer:
         self.epoch, self.steps = state["epoch"], state["steps"]
         self.best_val, self.stale, self.history = state["best_val"], state["stale"], state["history"]
         self.best_epoch = state.get("best_epoch")
+        self.skipped_steps = state.get("skipped_steps", 0)
         self.lr_scale, self.lr_drops = state.get("lr_scale", 1.0), state.get("lr_drops", 0)
         torch.set_rng_state(state["rng"]["torch"])
         _set_numpy_rng_state(state["rng"]["numpy"])
@@ -326,6 +331,20 @@ class Trainer:
             self._say(f"validation top-1 flat for {patience} epochs: lr x0.1 ({self.lr_drops}/{PLATEAU_LR_DROPS})")
 
     # --- loop --------------------------------------------------------------------------------
+    def _skip_non_finite(self, what: str, batch: int, stop: bool) -> None:
+        """Count a step skipped for a non-finite loss or gradient; raise :class:`NonFiniteLoss` when ``stop`` or
+        after :data:`NON_FINITE_STOP` such steps in a row (the weights are then as of the last good step)."""
+        self.non_finite_in_a_row += 1
+        self.skipped_steps += 1
+        where = f"at epoch {self.epoch + 1}, batch {batch + 1}"
+        if stop or self.non_finite_in_a_row >= NON_FINITE_STOP:
+            in_a_row = f" ({self.non_finite_in_a_row} batches in a row)" if self.non_finite_in_a_row > 1 else ""
+            raise NonFiniteLoss(
+                f"{what} {where}{in_a_row}; training stopped, last good checkpoint: "
+                f"{self.state_path if self.state_path.exists() else 'none yet'}"
+            )
+        self._say(f"{what} {where}: step skipped ({self.skipped_steps} so far)")
+
     def _epoch(self) -> tuple[float, float, int]:
         self.net.train()
         total_loss, hits, seen, scored = 0.0, 0, 0, 0
@@ -340,15 +359,21 @@ class Trainer:
             with _autocast(self.config, self.device):
                 loss, logits, targets = self.objective(self.net, clips, labels)
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped, "
-                    f"last good checkpoint: {self.state_path if self.state_path.exists() else 'none yet'}"
-                )
+                # one bad batch (bf16 rounding) is skipped; a model that only gives NaN stops. Under DDP every
+                # rank must take part in each backward, so there a non-finite loss stops at once.
+                self._skip_non_finite(f"loss became {loss.item()}", i, stop=distributed.active())
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
             self.scaler.scale(loss / self.config.accumulate).backward()
             if (i + 1) % self.config.accumulate == 0 or i + 1 == len(self.loader):
-                if self.config.grad_clip:
+                if self.config.grad_clip or not self.scaler.is_enabled():
                     self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
+                    if not self.scaler.is_enabled() and not torch.isfinite(norm):  # fp16's scaler skips on its own
+                        self._skip_non_finite(f"gradient norm became {norm.item()}", i, stop=False)
+                        self.optimizer.zero_grad(set_to_none=True)
+                        continue
+                self.non_finite_in_a_row = 0
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -411,6 +436,7 @@ class Trainer:
                     "clips_per_s": seen / epoch_s,
                     "epoch_s": epoch_s,
                     "clips": seen,
+                    "skipped_steps": self.skipped_steps,
                 }
                 self.history.append(line)
                 if writer is not None:
