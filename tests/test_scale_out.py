@@ -162,7 +162,17 @@ def test_ddp_two_cpu_processes_disjoint_shards_rank0_writes_and_resume(tmp_path:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = _metrics(folder)
     assert [m["epoch"] for m in metrics] == [1, 2], "rank 0 alone logs, once per epoch, resumed where it stopped"
-    assert set(metrics[0]) == {"epoch", "loss", "train_top1", "val_top1", "lr", "clips_per_s", "epoch_s", "clips"}
+    assert set(metrics[0]) == {
+        "epoch",
+        "loss",
+        "train_top1",
+        "val_top1",
+        "lr",
+        "clips_per_s",
+        "epoch_s",
+        "clips",
+        "skipped_steps",
+    }
     state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 2 and (folder / "checkpoint.pt").exists()
     assert json.loads((folder / "train.json").read_text())["processes"] == 2

@@ -99,8 +99,8 @@ class TrainSettings(_Strict):
     """Gradient accumulation: optimizer steps every ``accumulate`` batches."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision; off by default. Whether bf16 pays depends on the CPU: with native bf16 (AVX-512 BF16 or
-    AMX) r2plus1d r18 trained 2.2x faster per batch than fp32 here (2.7x with ``channels_last``); without it,
-    bf16 is emulated and slower."""
+    AMX) r2plus1d r18 trained 2.2x faster per batch than fp32 here (2.7x with ``channels_last``), but its
+    gradients overflowed in its second epoch from scratch; without native bf16 it is emulated and slower."""
     ema_decay: float | None = Field(None, gt=0, lt=1)
     channels_last: bool = False
     """Train in the channels-last 3D memory format (NDHWC): the same arithmetic, and on this CPU 1.3x (R(2+1)D)
