@@ -19,8 +19,8 @@ METHODOLOGY: tuple[str, ...] = (
     "artifact's logits with the trained model's own on those clips, and an artifact under the parity floor is "
     "failed, not timed.",
     "Latency is model-only on a fixed in-memory batch: one cold call, warm-up calls discarded, then at least "
-    "min_iters calls and min_seconds; p50 / p90 / p99 of those calls. clips/s = batch / p50. Threads are fixed "
-    "per run and recorded.",
+    "min_iters calls and min_seconds; p50 / p90 / p99 of those calls (p99 marked below 100 calls). clips/s = "
+    "batch x calls / wall time of the timed loop. Threads are fixed per run and recorded.",
     "End-to-end time (decode / transform / model) is a separate figure, measured file to prediction in one process.",
     "GFLOPs follow fvcore's convention: one fused multiply-add = one FLOP, one clip at the suite's T x crop x crop.",
     "Size on disk counts every file of the artifact. Each optimization runs in its own child process with a "

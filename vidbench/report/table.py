@@ -178,7 +178,8 @@ def write_summary(run_dir: Path) -> Path:
         "- top-1 / top-5 / agreement are measured on the artifact over the whole test split; agreement and "
         "max |dlogit| compare the artifact's logits with the trained model's own on the same clips.",
         "- Latency is model-only on one batch: warm-up, then at least min_iters calls and min_seconds; "
-        "p50 / p99 of those calls. clips/s = batch / p50.",
+        "p50 / p99 of those calls (p99 marked below 100 calls). clips/s = batch x calls / wall time of the timed "
+        "loop.",
         "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
         "- rev %: top-1 on the same test clips played backwards (results.csv also has shuffled, frame_drop, "
         "frozen); an order-blind model loses nothing there, a model that uses time does.",
