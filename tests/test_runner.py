@@ -304,3 +304,22 @@ def test_a_thread_sweep_gives_one_row_per_thread_count(tmp_path: Path, data_root
         log = (run_dir / "logs" / frame["job"][0] / f"onnx-{count}t" / "log.txt").read_text()
         assert f", {count} threads" in log, log[-1500:]
     assert "| threads |" in (run_dir / "summary.md").read_text()
+
+
+def test_a_retried_cell_replaces_its_failure_in_the_table(tmp_path: Path) -> None:
+    """A cell that failed (training failed: no checkpoint, so one key) and then ran after ``--retry-failed`` (the
+    checkpoint now exists: another key) shows once, as its latest outcome; a failure never retried stays, and
+    two ok rows of one slot stay side by side. The record (``results.jsonl``) keeps every line."""
+    store = ResultStore(tmp_path / "results.jsonl", tmp_path / "results.csv")
+    slot = {"job": "d__m__p", "batch_size": 1, "threads": 2}
+    store.append({**slot, "optimization": "eager", "status": "failed", "reason": "training failed", "cell_key": "a"})
+    store.append({**slot, "optimization": "onnx", "status": "failed", "reason": "training failed", "cell_key": "b"})
+    store.append({**slot, "optimization": "eager", "status": "ok", "cell_key": "c"})
+    store.append({**slot, "optimization": "int8", "status": "ok", "cell_key": "d"})
+    store.append({**slot, "optimization": "int8", "status": "ok", "cell_key": "e"})
+    frame = store.frame()
+    assert list(zip(frame["optimization"], frame["status"], frame["cell_key"], strict=True)) == [
+        ("onnx", "failed", "b"), ("eager", "ok", "c"), ("int8", "ok", "d"), ("int8", "ok", "e")
+    ]  # fmt: skip
+    assert pd.read_csv(tmp_path / "results.csv")["cell_key"].tolist() == ["b", "c", "d", "e"]
+    assert len(store.rows()) == 5

@@ -77,6 +77,21 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+SLOT_COLUMNS = ("job", "optimization", "batch_size", "threads")
+"""What a cell measures, without the weights and the environment its key also names."""
+
+
+def _without_superseded_failures(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop a ``failed`` row when a later row measures the same slot: a cell retried after a failed training
+    (``--resume --retry-failed``) gets a new key (its checkpoint now exists), and its old failure is history
+    (kept in ``results.jsonl``), not a result beside the new row."""
+    slots = [c for c in SLOT_COLUMNS if c in frame.columns]
+    if not slots:
+        return frame
+    last_of_slot = ~frame[slots].astype(str).duplicated(keep="last")
+    return frame[(frame["status"] != "failed") | last_of_slot]
+
+
 def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows with ``preset`` naming the trainer where it is not the default one (``tiny+distill``): one preset
     trained two ways is two models to every table, figure and seed group (the row's ``trainer`` column stays)."""
@@ -157,6 +172,7 @@ class ResultStore:
                 frame[col] = None
         if KEY_COLUMN in frame.columns and len(frame):
             frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
+            frame = _without_superseded_failures(frame)
         extras = [c for c in frame.columns if c not in SCHEMA]
         return with_seed_spread(with_trainer_variants(frame[list(SCHEMA) + extras].reset_index(drop=True)))
 
