@@ -33,10 +33,10 @@ ProgressFn = Callable[[str], None]
 
 
 PLATEAU_LR_DROPS = 2
-NON_FINITE_STOP = 3
-"""Non-finite losses or gradients in a row that stop training; fewer are skipped steps (bf16 has rare ones)."""
 """``schedule: plateau`` divides the lr by 10 at each of this many validation plateaus before the next one ends
 training (as ReduceLROnPlateau recipes do: a plateau counts once the lr can no longer help)."""
+NON_FINITE_STOP = 3
+"""Non-finite losses or gradients in a row that stop training; fewer are skipped steps (bf16 has rare ones)."""
 
 
 class NonFiniteLoss(FloatingPointError):
