@@ -323,3 +323,7 @@ def test_a_retried_cell_replaces_its_failure_in_the_table(tmp_path: Path) -> Non
     ]  # fmt: skip
     assert pd.read_csv(tmp_path / "results.csv")["cell_key"].tolist() == ["b", "c", "d", "e"]
     assert len(store.rows()) == 5
+    # a row without a job names no slot: its failure stays whatever follows
+    store.append({"optimization": "eager", "batch_size": 1, "threads": 2, "status": "failed", "cell_key": "f"})
+    store.append({"optimization": "eager", "batch_size": 1, "threads": 2, "status": "ok", "cell_key": "g"})
+    assert store.frame()["cell_key"].tolist() == ["b", "c", "d", "e", "f", "g"]

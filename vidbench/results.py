@@ -85,11 +85,10 @@ def _without_superseded_failures(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop a ``failed`` row when a later row measures the same slot: a cell retried after a failed training
     (``--resume --retry-failed``) gets a new key (its checkpoint now exists), and its old failure is history
     (kept in ``results.jsonl``), not a result beside the new row."""
-    slots = [c for c in SLOT_COLUMNS if c in frame.columns]
-    if not slots:
+    if "job" not in frame.columns:  # not a schema column: without it a slot could span models
         return frame
-    last_of_slot = ~frame[slots].astype(str).duplicated(keep="last")
-    return frame[(frame["status"] != "failed") | last_of_slot]
+    superseded = frame[list(SLOT_COLUMNS)].astype(str).duplicated(keep="last")
+    return frame[~(superseded & (frame["status"] == "failed") & frame["job"].notna())]
 
 
 def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
