@@ -3,12 +3,13 @@
 For each ``ok`` row whose artifact runs on another engine than torch (ONNX Runtime: ``onnx``, ``int8``;
 OpenVINO: ``openvino``, ``openvino-int8``), the artifact file is timed ``--repeats`` times, each in a fresh
 process that imports neither torch nor the harness's model code (:mod:`vidbench.measure.alone`), with the
-row's batch size, thread count and a fixed plan. Prints one line per row: the row's p50, the median and the
-range of the fresh p50s, the ratio of the row to that median (issue 18 asks 0.95-1.05) and the spread of the
-fresh p50s among themselves ((max - min) / median): the same file timed the same way, minutes apart, which is
-this machine's own noise floor for the comparison.
+row's batch size and thread count and, unless overridden, the run's own plan (warm-up, ``min_iters`` and
+``min_seconds`` from its ``suite.json``). Prints one line per row: the row's p50, the median and the range of
+the fresh p50s, the ratio of the row to that median (issue 18 asks 0.95-1.05) and the spread of the fresh
+p50s among themselves ((max - min) / median): the same file timed the same way, minutes apart, which is this
+machine's own noise floor for the comparison.
 
-Run: ``python benchmarks/retime_artifacts.py results/<suite>/<run_id> [--repeats 3] [--min-seconds 2]``
+Run: ``python benchmarks/retime_artifacts.py results/<suite>/<run_id> [--repeats 3] [--min-seconds 10]``
 """
 
 from __future__ import annotations
@@ -20,23 +21,31 @@ from pathlib import Path
 from vidbench.measure.alone import time_alone
 from vidbench.measure.latency import LatencyPlan
 from vidbench.results import ResultStore
-from vidbench.rundir import RunDir
+from vidbench.rundir import RunDir, read_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per artifact")
-    parser.add_argument("--min-iters", type=int, default=100)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--min-iters", type=int, help="default: the run's measure.min_iters")
+    parser.add_argument("--min-seconds", type=float, help="default: the run's measure.min_seconds")
     args = parser.parse_args()
     run = RunDir(args.run_dir)
+    measure = (read_json(run.suite) or {}).get("measure") or {}
     rows = ResultStore(run.results).frame()
     rows = rows[(rows["status"] == "ok") & rows["engine_file"].notna()] if "engine_file" in rows else rows.iloc[0:0]
     if rows.empty:
         print(f"{args.run_dir}: no ok rows with an engine artifact (onnx, int8, openvino...) to time")
         return
-    plan = LatencyPlan(warmup=5, min_iters=args.min_iters, min_seconds=args.min_seconds)
+    min_seconds = measure.get("min_seconds", LatencyPlan.min_seconds) if args.min_seconds is None else args.min_seconds
+    plan = LatencyPlan(
+        warmup=measure.get("warmup", LatencyPlan.warmup),
+        min_iters=args.min_iters or measure.get("min_iters", LatencyPlan.min_iters),
+        min_seconds=min_seconds,
+        max_seconds=measure.get("max_seconds", LatencyPlan.max_seconds),
+    )
+    print(f"plan: {plan.warmup} warm-up calls, then >= {plan.min_iters} calls and >= {plan.min_seconds:g} s a process")
     header = ("model", "optimization", "batch", "row p50 ms", "alone p50 ms", "alone range ms", "ratio", "spread")
     print("{:12} {:14} {:>5} {:>10} {:>12} {:>15} {:>6} {:>7}".format(*header))
     ratios, spreads = [], []

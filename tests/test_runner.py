@@ -85,8 +85,23 @@ def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_
         timeout=300,
     )
     assert retime.returncode == 0, retime.stderr[-2000:]
+    # the run's own plan (warm-up 1, min_seconds 0 from its suite.json), with --min-iters overriding its 3
+    assert "plan: 1 warm-up calls, then >= 5 calls and >= 0 s a process" in retime.stdout, retime.stdout
     assert re.search(r"onnx\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+-[\d.]+\s+[\d.]+\s+[\d.]+%", retime.stdout), retime.stdout
     assert re.search(r"\d+ of \d+ rows within 5 %", retime.stdout), retime.stdout
+    onnx = frame.loc["onnx"]  # the same file in consecutive windows of one process, steal time beside each
+    shape = f"1,3,{onnx['frames']},{onnx['crop']},{onnx['crop']}"
+    artifact = only_run_dir(tmp_path) / onnx["engine_file"]
+    windows = ["--shape", shape, "--seconds", "0.2", "--count", "2"]
+    noise = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "window_noise.py"), "onnxruntime", str(artifact), *windows],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert noise.returncode == 0, noise.stderr[-2000:]
+    assert len(re.findall(r"0\.2 s window \d: p50 +[\d.]+ ms .* steal +[\d.]+%", noise.stdout)) == 2, noise.stdout
+    assert re.search(r"0\.2 s windows: p50 [\d.]+-[\d.]+ ms, [-+][\d.]+% to \+[\d.]+%", noise.stdout), noise.stdout
 
 
 def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) -> None:
