@@ -21,7 +21,7 @@ from pathlib import Path
 from vidbench.measure.alone import time_alone
 from vidbench.measure.latency import LatencyPlan
 from vidbench.results import ResultStore
-from vidbench.rundir import RunDir, read_json
+from vidbench.rundir import RunDir
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, help="default: the run's measure.min_seconds")
     args = parser.parse_args()
     run = RunDir(args.run_dir)
-    measure = (read_json(run.suite) or {}).get("measure") or {}
+    measure = run.read_suite().get("measure") or {}
     rows = ResultStore(run.results).frame()
     rows = rows[(rows["status"] == "ok") & rows["engine_file"].notna()] if "engine_file" in rows else rows.iloc[0:0]
     if rows.empty:

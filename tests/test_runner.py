@@ -342,3 +342,7 @@ def test_a_retried_cell_replaces_its_failure_in_the_table(tmp_path: Path) -> Non
     store.append({"optimization": "eager", "batch_size": 1, "threads": 2, "status": "failed", "cell_key": "f"})
     store.append({"optimization": "eager", "batch_size": 1, "threads": 2, "status": "ok", "cell_key": "g"})
     assert store.frame()["cell_key"].tolist() == ["b", "c", "d", "e", "f", "g"]
+    unnamed = {"job": "", "optimization": "eager", "batch_size": 1, "threads": 2}  # an empty job names none either
+    store.append({**unnamed, "status": "failed", "cell_key": "h"})
+    store.append({**unnamed, "status": "ok", "cell_key": "i"})
+    assert store.frame()["cell_key"].tolist() == ["b", "c", "d", "e", "f", "g", "h", "i"]

@@ -88,7 +88,8 @@ def _without_superseded_failures(frame: pd.DataFrame) -> pd.DataFrame:
     if "job" not in frame.columns:  # not a schema column: without it a slot could span models
         return frame
     superseded = frame[list(SLOT_COLUMNS)].astype(str).duplicated(keep="last")
-    return frame[~(superseded & (frame["status"] == "failed") & frame["job"].notna())]
+    named = frame["job"].fillna("").astype(str) != ""  # a row with an empty job names no slot either
+    return frame[~(superseded & (frame["status"] == "failed") & named)]
 
 
 def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
