@@ -16,7 +16,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from vidbench.measure.alone import CALLS
+from vidbench.measure.alone import LOADERS
 from vidbench.measure.latency import LatencyPlan, measure_latency
 
 
@@ -31,14 +31,14 @@ def cpu_ticks() -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("engine", choices=sorted(CALLS))
+    parser.add_argument("engine", choices=sorted(LOADERS))
     parser.add_argument("file", type=Path)
     parser.add_argument("--shape", required=True, help="input shape, comma separated (B,C,T,H,W)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 10.0], help="window lengths")
     parser.add_argument("--count", type=int, default=5, help="consecutive windows per length")
     args = parser.parse_args()
-    call = CALLS[args.engine](args.file, [int(x) for x in args.shape.split(",")], args.threads)
+    call = LOADERS[args.engine](args.file, args.threads)([int(x) for x in args.shape.split(",")])
     measure_latency(call, LatencyPlan(warmup=10, min_iters=1, min_seconds=0))
     for seconds in args.seconds:
         p50s = []

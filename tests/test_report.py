@@ -18,12 +18,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from markupsafe import escape as html_escape
+from matplotlib.text import Annotation
 
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 from vidbench.report.compare import compare_runs, parse_rule
-from vidbench.report.figures import pareto_front
-from vidbench.report.rundata import load_frame
+from vidbench.report.figures import (
+    accuracy_latency,
+    accuracy_latency_points,
+    draw_accuracy_latency,
+    pareto_front,
+    speedup_table,
+    speedup_vs_baseline,
+)
+from vidbench.report.rundata import RunData, load_frame
 from vidbench.report.summary import summary_paragraph
+from vidbench.report.table import DISPLAY, display_frame, rich_table
 
 RAISING_PLUGIN = """
 from vidbench import hookimpl
@@ -386,13 +395,13 @@ def test_results_table_sorts_in_chromium(run, chromium: str, tmp_path: Path) -> 
     )
     marks = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<html[^>]*>", dumped.stdout).group(0)))
     values = marks["ascending"].split(",")
-    numbers = [float(v) for v in values if v != "-"]
+    numbers = [float(v.split()[0]) for v in values if v != "-"]  # a p50 may carry a flag: "1.23 uncertain"
     assert (
         numbers == sorted(numbers)
         and len(numbers) >= 8
         and values[len(numbers) :] == ["-"] * (len(values) - len(numbers))
     )
-    assert [float(v) for v in marks["descending"].split(",") if v != "-"] == sorted(numbers, reverse=True)
+    assert [float(v.split()[0]) for v in marks["descending"].split(",") if v != "-"] == sorted(numbers, reverse=True)
 
 
 def test_pareto_front_keeps_ties_inside_the_interval() -> None:
@@ -426,3 +435,139 @@ def test_seeds_give_mean_spread_and_error_bars(tmp_path: Path, data_root: Path) 
 def test_one_seed_is_said_in_the_summary(run) -> None:
     summary = (run[0] / "report.md").read_text().split("## Summary\n\n", 1)[1].split("\n", 1)[0]
     assert "Each model was trained with one seed" in summary
+
+
+# Interleaved timing's columns (speedup, its 95 % interval, speedup_uncertain) and label placement, on small
+# hand-made rows (no run needed).
+
+
+def _rows(*rows: dict) -> pd.DataFrame:
+    """Result rows for the tests below: every summary-table column (None unless given), ok, batch 1."""
+    base = {column: None for column, _, _ in DISPLAY}
+    base |= {"dataset": "d", "preset": "tiny", "status": "ok", "reason": "", "batch_size": 1, "top1": 0.8}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def _run_data(frame: pd.DataFrame, tmp_path: Path, baseline: str = "eager") -> RunData:
+    return RunData(run_dir=tmp_path, frame=frame, env={}, suite={"baseline": baseline}, jobs=[])
+
+
+INTERLEAVED = (
+    {"model": "m1", "optimization": "reference", "latency_ms_p50": 10.0, "speedup": 1.0, "speedup_ci95_low": 1.0,
+     "speedup_ci95_high": 1.0, "speedup_uncertain": False, "timing": "interleaved", "timing_rounds": 10},
+    {"model": "m1", "optimization": "onnx", "latency_ms_p50": 5.0, "top1": 0.79, "speedup": 1.92,
+     "speedup_ci95_low": 1.83, "speedup_ci95_high": 2.01, "speedup_uncertain": False, "timing": "interleaved",
+     "timing_rounds": 10},
+    {"model": "m1", "optimization": "int8", "latency_ms_p50": 4.0, "speedup": 2.4, "speedup_ci95_low": 2.0,
+     "speedup_ci95_high": 2.9, "speedup_uncertain": True, "timing": "interleaved", "timing_rounds": 10},
+    {"model": "m2", "optimization": "reference", "latency_ms_p50": 8.0},
+    {"model": "m2", "optimization": "onnx", "latency_ms_p50": 2.0, "timing": "alone"},  # no speedup: p50 ratio
+)  # fmt: skip
+
+
+def test_speedup_caption_names_the_baseline_and_its_rule(tmp_path: Path) -> None:
+    old = _rows(*[{k: v for k, v in row.items() if not k.startswith(("speedup", "timing"))} for row in INTERLEAVED])
+    figure = speedup_vs_baseline(_run_data(old, tmp_path, "reference"))
+    assert figure.png and figure.missing is None
+    assert figure.caption.startswith("Speedup = reference p50 / optimized p50 at the same batch"), figure.caption
+    assert "0.0 p50" not in figure.caption
+    new = speedup_vs_baseline(_run_data(_rows(*INTERLEAVED), tmp_path, "reference"))
+    assert new.png and "median over the interleaved timing rounds of reference's round p50" in new.caption
+    assert "Rows without interleaved rounds (older runs, artifacts timed alone): reference p50 /" in new.caption
+    assert "95% interval" in new.table.columns
+
+
+def test_speedup_table_uses_the_interleaved_speedup_and_falls_back_to_the_p50_ratio() -> None:
+    table = speedup_table(_rows(*INTERLEAVED), "reference").set_index(["model", "optimization"])
+    assert list(table.columns) == ["batch", "speedup x", "95% interval", "uncertain", "top-1 delta (points)"]
+    assert table.loc[("m1/tiny", "onnx"), "speedup x"] == 1.92  # not the p50 ratio, 2.0
+    assert table.loc[("m1/tiny", "onnx"), "95% interval"] == "1.83-2.01"
+    assert table.loc[("m1/tiny", "onnx"), "uncertain"] is False
+    assert table.loc[("m1/tiny", "onnx"), "top-1 delta (points)"] == -1.0
+    assert table.loc[("m1/tiny", "int8"), "uncertain"] is True
+    assert table.loc[("m2/tiny", "onnx"), "speedup x"] == 4.0  # timed alone: 8 / 2
+    assert table.loc[("m2/tiny", "onnx"), "95% interval"] == "-"
+    assert table.loc[("m2/tiny", "onnx"), "uncertain"] is None
+    old = _rows(
+        {"model": "m1", "optimization": "reference", "latency_ms_p50": 10.0},
+        {"model": "m1", "optimization": "onnx", "latency_ms_p50": 4.0},
+    )
+    fallback = speedup_table(old, "reference")
+    assert list(fallback.columns) == ["model", "optimization", "batch", "speedup x", "top-1 delta (points)"]
+    assert fallback["speedup x"].tolist() == [2.5]
+
+
+def test_the_table_flags_uncertain_speedups_and_unstable_old_rows() -> None:
+    """``speedup_uncertain`` marks p50 "uncertain"; ``latency_unstable`` marks it "unstable" only on a row without
+    ``speedup_uncertain`` (as loaded: 1.0 / 0.0 / NaN); the speedup column shows the interval."""
+    frame = _rows(
+        {"model": "m1", "optimization": "int8", "latency_ms_p50": 10.0, "speedup": 2.4, "speedup_ci95_low": 2.0,
+         "speedup_ci95_high": 2.9, "speedup_uncertain": 1.0, "latency_unstable": float("nan")},
+        {"model": "m1", "optimization": "onnx", "latency_ms_p50": 5.0, "speedup": 1.925, "speedup_ci95_low": 1.83,
+         "speedup_ci95_high": 2.01, "speedup_uncertain": 0.0, "latency_unstable": 1.0},
+        {"model": "m2", "optimization": "onnx", "latency_ms_p50": 4.0, "speedup_uncertain": float("nan"),
+         "latency_unstable": 1.0},
+        {"model": "m2", "optimization": "raises", "status": "failed", "speedup_uncertain": True},
+    )  # fmt: skip
+    table = display_frame(frame)
+    assert table["p50 ms"].tolist() == ["10.00 uncertain", "5.00", "4.00 unstable", "-"]
+    assert table["speedup"].tolist() == ["2.40x [2.00-2.90]", "1.93x [1.83-2.01]", "-", "-"]
+    assert list(table.columns).index("speedup") == list(table.columns).index("p50 ms") + 1
+    assert "speedup" in [column.header for column in rich_table(frame).columns]
+    old = display_frame(frame.drop(columns=["speedup", "speedup_ci95_low", "speedup_ci95_high", "speedup_uncertain"]))
+    assert old["p50 ms"].tolist() == ["10.00", "5.00 unstable", "4.00 unstable", "-"]
+    assert "speedup" not in old.columns
+
+
+def _fastest(frame: pd.DataFrame) -> str:
+    """The summary's "fastest within ..." clause (the "smallest" clause follows it)."""
+    return summary_paragraph(frame).split("fastest within ", 1)[1].split("; smallest", 1)[0]
+
+
+def test_speedups_whose_intervals_overlap_are_a_tie_for_the_fastest() -> None:
+    eager = {"model": "m1", "optimization": "eager", "latency_ms_p50": 10.0, "speedup": 1.0, "size_mb": 2.0}
+    onnx = {"model": "m1", "optimization": "onnx", "latency_ms_p50": 9.5, "speedup": 1.05, "size_mb": 1.0}
+    wide = _fastest(_rows(eager, {**onnx, "speedup_ci95_low": 0.97, "speedup_ci95_high": 1.12}))
+    assert wide.startswith("1 point of best: m1/tiny (onnx) at 9.50 ms per clip (batch 1, 80.0% top-1)"), wide
+    assert wide.endswith(", a tie with m1/tiny (eager) 10.00 ms (their speedups' 95% intervals overlap)"), wide
+    narrow = _fastest(_rows(eager, {**onnx, "speedup_ci95_low": 1.04, "speedup_ci95_high": 1.06}))
+    assert "a tie" not in narrow and "m1/tiny (onnx) at 9.50 ms" in narrow, narrow
+    old = [{k: v for k, v in row.items() if k != "speedup"} for row in (eager, onnx)]
+    assert _fastest(_rows(*old)) == "1 point of best: m1/tiny (onnx) at 9.50 ms per clip (batch 1, 80.0% top-1)"
+
+
+def _overlapping(boxes: list) -> list[tuple[int, int]]:
+    return [
+        (i, j)
+        for i, a in enumerate(boxes)
+        for j, b in enumerate(boxes[:i])
+        if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+    ]
+
+
+def test_point_labels_of_close_points_do_not_overprint(tmp_path: Path) -> None:
+    """Six artifacts within 2 % of each other in latency and 0.5 points in top-1 (beside two far-off controls that
+    set the axes' range): drawn at their default offset their labels would overprint; the figure moves them
+    apart, the same way every time."""
+    close = [
+        {"model": f"model{i}", "optimization": optimization, "latency_ms_p50": 10.0 + 0.05 * i + 0.02 * k,
+         "top1": 0.80 + 0.001 * i - 0.002 * k}
+        for i in range(3)
+        for k, optimization in enumerate(("eager", "onnx"))
+    ]  # fmt: skip
+    far = [{"model": "control", "optimization": o, "latency_ms_p50": 60.0, "top1": 0.2} for o in ("eager", "onnx")]
+    run = _run_data(_rows(*close, *far), tmp_path)
+    offsets = []
+    for _ in range(2):
+        fig = draw_accuracy_latency(accuracy_latency_points(run), run.frame)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        labels = [[t for t in ax.texts if isinstance(t, Annotation)] for ax in fig.axes]
+        assert [len(group) for group in labels] == [8, 4, 4]
+        for group in labels:
+            boxes = [label.get_window_extent(renderer) for label in group]
+            assert not _overlapping(boxes), [group[i].get_text() for pair in _overlapping(boxes) for i in pair]
+        offsets.append([label.xyann for group in labels for label in group])
+    assert any(offset != (4, 3) for offset in offsets[0]), "the points are not close enough to test anything"
+    assert offsets[0] == offsets[1]
+    assert accuracy_latency(run).png

@@ -67,9 +67,18 @@ def test_failing_cells_are_recorded_and_the_suite_finishes(tmp_path: Path, data_
         assert frame.loc[good, "latency_ms_p50"] > 0
     assert frame.loc["onnx", "agreement_top1"] == 1.0
     assert frame.loc["onnx", "max_abs_logit_diff"] <= 1e-3
-    # ONNX Runtime timed as deployed: alone in a fresh process without torch; the in-process median kept
+    # ONNX Runtime timed as deployed, in its own process without torch, in turns with eager (the baseline)
     assert frame.loc["onnx", "timed_alone"] and frame.loc["onnx", "engine"] == "onnxruntime"
-    assert frame.loc["onnx", "latency_ms_p50_in_process"] > 0 and not frame.loc["eager", "timed_alone"]
+    assert not frame.loc["eager", "timed_alone"] and frame.loc["eager", "engine"] == "torch"
+    for good in ("eager", "onnx"):
+        assert frame.loc[good, "timing"] == "interleaved" and frame.loc[good, "timing_rounds"] == 10
+        low, high = frame.loc[good, "speedup_ci95_low"], frame.loc[good, "speedup_ci95_high"]
+        assert low <= frame.loc[good, "speedup"] <= high
+    assert frame.loc["eager", "speedup"] == 1.0  # its rounds against themselves
+    rounds = json.loads(
+        (only_run_dir(tmp_path) / "logs" / frame.loc["onnx", "job"] / "onnx" / "latency_rounds_bs1.json").read_text()
+    )
+    assert len(rounds["samples_ms"]) == 10 and len(rounds["baseline_round_p50_ms"]) == 10
     retime = subprocess.run(
         [
             sys.executable,

@@ -179,6 +179,21 @@ class TaskDir:
         """Every timed call's milliseconds of one measured batch size (``.npy``, in call order)."""
         return self.root / f"latency_ms_bs{batch_size}.npy"
 
+    def latency_rounds(self, batch_size: int) -> Path:
+        """The same calls round by round, with the interleaved order and the baseline's rounds (``.json``)."""
+        return self.root / f"latency_rounds_bs{batch_size}.json"
+
+    @property
+    def untimed(self) -> Path:
+        """A measure task's rows that passed its gate and wait for the job's interleaved timing, with how to
+        start the artifact's timing process."""
+        return self.root / "untimed.json"
+
+    @property
+    def timer(self) -> TaskDir:
+        """The folder of the artifact's warm timing process (its task, log and error)."""
+        return TaskDir(self.root / "timer")
+
 
 @dataclass(frozen=True)
 class RunDir:

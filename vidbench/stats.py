@@ -34,3 +34,22 @@ def with_seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
     )
     frame = frame.drop(columns=[c for c in stats.columns if c in frame], errors="ignore")
     return frame.merge(stats.reset_index(), on=list(SEED_GROUP), how="left")
+
+
+def median_interval(values: list[float] | tuple[float, ...], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval of the median of ``values``: the order statistics whose ranks the binomial
+    distribution of "how many values fall below the median" puts ``confidence`` between (no normality assumed).
+
+    With fewer than 6 values even the whole range covers less than 95 %; it is what is returned then."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan, math.nan
+    cdf, cumulative = [], 0.0
+    for k in range(n + 1):
+        cumulative += math.comb(n, k) / 2**n
+        cdf.append(cumulative)
+    tail = (1 - confidence) / 2
+    # [x_(k+1), x_(n-k)] misses the median with probability 2 P(X <= k), X ~ Binomial(n, 1/2)
+    k = max((k for k in range(n // 2) if cdf[k] <= tail), default=0)
+    return ordered[k], ordered[n - 1 - k]

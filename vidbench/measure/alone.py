@@ -4,7 +4,9 @@ In the harness's own process torch has run, and its thread pool competes with an
 same cores (ONNX Runtime measured 1.4x slower there than alone, issue 18). :func:`time_alone` runs
 ``python -m vidbench.measure.alone ENGINE FILE ...`` instead: that process imports numpy, the engine and
 the timer (``import vidbench`` does not import torch), feeds random input of the clip's shape, times it
-with the suite's plan and prints the samples as JSON.
+with the suite's plan and prints the samples as JSON. With ``--serve`` it stays up as one artifact's warm
+process of interleaved timing instead: commands on stdin, replies on stdout
+(:func:`vidbench.measure.latency.serve_rounds`); the input's batch size comes with each command.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidbench.measure.latency import LatencyPlan, LatencyStats, measure_latency
+from vidbench.measure.latency import LatencyPlan, LatencyStats, measure_latency, reply_channel, serve_rounds
 
 ENGINES = ("onnxruntime", "openvino")
 
@@ -44,38 +46,72 @@ def time_alone(engine: str, file: Path, shape: Sequence[int], threads: int, plan
     return LatencyStats(**{**data["stats"], "samples_ms": tuple(data["samples_ms"])})
 
 
-def _onnxruntime_call(file: Path, shape: Sequence[int], threads: int) -> Callable[[], object]:
+Loaded = Callable[[Sequence[int]], Callable[[], object]]
+"""An engine's file, loaded once: input shape -> the call on random input of that shape."""
+
+
+def _onnxruntime(file: Path, threads: int) -> Loaded:
     from vidbench.kit.ort_session import ort_session
 
     session = ort_session(file, threads)  # the session the harness runs the artifact in
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-    return lambda: session.run(None, feed)
+    name = session.get_inputs()[0].name
+
+    def call_for(shape: Sequence[int]) -> Callable[[], object]:
+        feed = {name: _random_input(shape)}
+        return lambda: session.run(None, feed)
+
+    return call_for
 
 
-def _openvino_call(file: Path, shape: Sequence[int], threads: int) -> Callable[[], object]:
+def _openvino(file: Path, threads: int) -> Loaded:
     from vidbench.kit.openvino_tools import ov_compile
 
     compiled = ov_compile(file, threads)  # the settings the harness compiled the artifact with
-    array = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    return lambda: compiled(array)
+
+    def call_for(shape: Sequence[int]) -> Callable[[], object]:
+        array = _random_input(shape)
+        return lambda: compiled(array)
+
+    return call_for
 
 
-CALLS = {"onnxruntime": _onnxruntime_call, "openvino": _openvino_call}
+def _random_input(shape: Sequence[int]) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(tuple(shape), dtype=np.float32)
+
+
+LOADERS: dict[str, Callable[[Path, int], Loaded]] = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+
+
+def serve_command(engine: str, file: Path, clip_shape: Sequence[int], threads: int) -> list[str]:
+    """The command of ``file``'s warm timing process (``clip_shape``: one clip, C,T,H,W)."""
+    if engine not in ENGINES:
+        raise ValueError(f"no standalone timer for engine {engine!r}; known: {', '.join(ENGINES)}")
+    shape = ",".join(map(str, clip_shape))
+    return [sys.executable, "-m", "vidbench.measure.alone", engine, str(file), "--threads", str(threads),
+            "--serve", "--shape", shape]  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Time one artifact file alone under its engine.")
     parser.add_argument("engine", choices=ENGINES)
     parser.add_argument("file", type=Path)
-    parser.add_argument("--shape", required=True, help="input shape, comma separated (B,C,T,H,W)")
+    parser.add_argument("--shape", required=True, help="input shape, comma separated (B,C,T,H,W; C,T,H,W to --serve)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--min-iters", type=int, default=10)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--serve", action="store_true", help="stay up as a warm process of interleaved timing")
     args = parser.parse_args(argv)
     shape = [int(x) for x in args.shape.split(",")]
-    call = CALLS[args.engine](args.file, shape, args.threads)
+    if args.serve:
+        replies = reply_channel()
+        serving = LOADERS[args.engine](args.file, args.threads)
+        if "torch" in sys.modules:
+            raise SystemExit("the standalone timing process imported torch")
+        serve_rounds(lambda batch: serving([batch, *shape]), sys.stdin, replies)
+        return
+    call = LOADERS[args.engine](args.file, args.threads)(shape)
     stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))
     print(
         json.dumps(

@@ -1,12 +1,19 @@
-"""Latency of a callable: cold start, warm-up, then at least ``min_iters`` AND at least ``min_seconds``."""
+"""Latency: one callable timed alone (cold start, warm-up, then at least ``min_iters`` AND ``min_seconds``), and
+several artifacts timed in interleaved rounds, each in its own process, with the speedup over the baseline."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Protocol
 
 import numpy as np
+
+from vidbench.stats import median_interval
 
 P99_MIN_SAMPLES = 100
 """Fewer timed calls than this and a p99 is only the largest sample or near it (MLPerf LoadGen asks far more)."""
@@ -101,3 +108,188 @@ def measure_latency(call: Callable[[], object], plan: LatencyPlan) -> LatencySta
         measured_s=time.perf_counter() - began,
         samples_ms=tuple(float(x) for x in ms),
     )
+
+
+# Interleaved timing: the artifacts of one job take turns in short rounds, each in its own warm process, so a
+# slow spell of the machine lands on all of them alike and the per-round ratio to the baseline cancels it.
+
+UNCERTAIN_HALF_WIDTH = 0.10
+"""A speedup whose 95 % interval reaches further than this fraction of it on either side is flagged uncertain."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Interleaved timing: ``rounds`` turns per artifact, each of at least ``min_calls`` calls and ``seconds``."""
+
+    rounds: int = 10
+    warmup: int = 3
+    seconds: float = 0.1
+    min_calls: int = 1
+
+    @classmethod
+    def spread(cls, rounds: int, warmup: int, min_iters: int, min_seconds: float) -> RoundPlan:
+        """The totals of a suite's ``measure`` block (at least ``min_iters`` calls and ``min_seconds`` per
+        artifact) spread over ``rounds`` rounds."""
+        return cls(rounds, warmup, min_seconds / rounds, max(1, -(-min_iters // rounds)))
+
+
+TURN_WARMUP_CALLS = 1
+"""Untimed calls that open each turn of interleaved timing: the artifact's threads and caches were idle or
+another's while the others had their turns (on 2 cores a torch model's first call after another engine's turn
+ran 5-10x its steady time)."""
+TURN_GAP_S = 0.02
+"""A pause before each turn: the previous engine's spinning threads stand down before the next one is timed."""
+
+
+def timed_round(call: Callable[[], object], seconds: float, min_calls: int, warmup: int = 0) -> list[float]:
+    """One round: ``warmup`` untimed calls, then ``call()`` until ``min_calls`` calls and ``seconds`` have passed;
+    each timed call's milliseconds."""
+    for _ in range(warmup):
+        call()
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < min_calls or time.perf_counter() - began < seconds:
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+class RoundTimer(Protocol):
+    """One artifact's warm timing process, as the coordinator drives it."""
+
+    def warm(self, batch: int, calls: int) -> float:
+        """Build the input of ``batch`` clips, call once (returned: that cold call's ms), then ``calls`` more."""
+
+    def round(self, batch: int, seconds: float, min_calls: int, warmup: int) -> list[float]:
+        """One timed round (see :func:`timed_round`)."""
+
+
+def reply_channel() -> IO[str]:
+    """This process's stdout, kept for a timing process's replies alone: whatever else prints from now on (an
+    engine, a plugin) goes to stderr. Called before anything is loaded."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return replies
+
+
+def serve_rounds(call_for: Callable[[int], Callable[[], object]], commands: IO[str], replies: IO[str]) -> None:
+    """A warm timing process's loop: says ``ready``, then answers one JSON command a line (``warm``, ``round`` or
+    ``stop``) with one JSON line. ``call_for(batch)`` is the call on an input of ``batch`` clips (built once per
+    batch size, at its ``warm``)."""
+    calls: dict[int, Callable[[], object]] = {}
+    _reply(replies, {"ready": True})
+    for line in commands:
+        command = json.loads(line)
+        if command["op"] == "stop":
+            break
+        batch = int(command["batch"])
+        if command["op"] == "warm":
+            calls[batch] = call_for(batch)
+            start = time.perf_counter()
+            calls[batch]()
+            cold_ms = (time.perf_counter() - start) * 1e3
+            for _ in range(int(command["calls"])):
+                calls[batch]()
+            _reply(replies, {"cold_ms": cold_ms})
+        else:
+            samples = timed_round(
+                calls[batch], float(command["seconds"]), int(command["min_calls"]), int(command.get("warmup", 0))
+            )
+            _reply(replies, {"samples_ms": samples})
+
+
+def _reply(replies: IO[str], message: dict[str, object]) -> None:
+    replies.write(json.dumps(message) + "\n")
+    replies.flush()
+
+
+@dataclass
+class Rounds:
+    """What interleaved timing measured of one artifact at one batch size: every call, round by round."""
+
+    cold_ms: float
+    samples_ms: list[list[float]] = field(default_factory=list)
+    error: str = ""
+    """Why the artifact's timing stopped early (its process died or answered nonsense); empty when it did not."""
+
+    @property
+    def round_p50s(self) -> list[float]:
+        return [float(np.median(r)) for r in self.samples_ms]
+
+    def stats(self) -> LatencyStats:
+        """Percentiles of every call, except the headline p50: the median of the rounds' medians (a slow spell
+        that spans a round moves one round, not the figure)."""
+        ms = np.concatenate([np.asarray(r) for r in self.samples_ms])
+        mean = float(ms.mean())
+        return LatencyStats(
+            cold_ms=self.cold_ms,
+            p50_ms=float(np.median(self.round_p50s)),
+            p90_ms=float(np.percentile(ms, 90)),
+            p99_ms=float(np.percentile(ms, 99)),
+            mean_ms=mean,
+            cv_pct=float(ms.std(ddof=1) / mean * 100) if len(ms) > 1 and mean > 0 else 0.0,
+            iterations=len(ms),
+            measured_s=float(ms.sum()) / 1e3,
+            samples_ms=tuple(float(x) for x in ms),
+        )
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """The baseline's round p50 over an artifact's, per round: their median and its 95 % interval."""
+
+    value: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def uncertain(self) -> bool:
+        """The interval reaches further than :data:`UNCERTAIN_HALF_WIDTH` of the speedup on some side."""
+        return self.high > self.value * (1 + UNCERTAIN_HALF_WIDTH) or self.low < self.value * (1 - UNCERTAIN_HALF_WIDTH)
+
+
+def speedup(baseline: Rounds, other: Rounds) -> Speedup | None:
+    """The per-round speedup of ``other`` over ``baseline`` (rounds paired by index), or None with no pair."""
+    ratios = [b / o for b, o in zip(baseline.round_p50s, other.round_p50s, strict=False) if o > 0]
+    if not ratios:
+        return None
+    low, high = median_interval(ratios)
+    return Speedup(float(np.median(ratios)), float(low), float(high), len(ratios))
+
+
+def run_rounds(
+    timers: dict[Any, RoundTimer], batch: int, plan: RoundPlan, interleave: bool = True
+) -> dict[Any, Rounds]:
+    """Time every artifact of ``timers`` at ``batch``: each warmed, then ``plan.rounds`` rounds.
+
+    Interleaved (the default), a round visits the artifacts in order and the next in reverse (A B C, C B A, ...),
+    so a drift in time weighs on each alike. ``interleave=False`` times each artifact's rounds back to back, one
+    artifact after the other (how a harness without interleaving times them; kept for comparison). A timer that
+    fails keeps the rounds it finished and its error; the others go on."""
+    results: dict[str, Rounds] = {}
+    for name, timer in timers.items():
+        try:
+            results[name] = Rounds(timer.warm(batch, plan.warmup))
+        except Exception as exc:
+            results[name] = Rounds(float("nan"), error=_reason(exc))
+    names = [n for n in timers if not results[n].error]
+    if interleave:
+        visits = [n for i in range(plan.rounds) for n in (names if i % 2 == 0 else names[::-1])]
+    else:
+        visits = [n for n in names for _ in range(plan.rounds)]
+    for name in visits:
+        if results[name].error:
+            continue
+        time.sleep(TURN_GAP_S)
+        try:
+            results[name].samples_ms.append(timers[name].round(batch, plan.seconds, plan.min_calls, TURN_WARMUP_CALLS))
+        except Exception as exc:
+            results[name].error = _reason(exc)
+    return results
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

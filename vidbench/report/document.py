@@ -18,9 +18,12 @@ METHODOLOGY: tuple[str, ...] = (
     "split, the same clips (centre crop, uniform sampling) for every row; agreement and max |dlogit| compare the "
     "artifact's logits with the trained model's own on those clips, and an artifact under the parity floor is "
     "failed, not timed.",
-    "Latency is model-only on a fixed in-memory batch: one cold call, warm-up calls discarded, then at least "
-    "min_iters calls and min_seconds; p50 / p90 / p99 of those calls (p99 marked below 100 calls). clips/s = "
-    "batch x calls / wall time of the timed loop. Threads are fixed per run and recorded.",
+    "Latency is model-only on a fixed in-memory batch. Each artifact of a job is timed in its own warm process in "
+    "alternating rounds (A B C, then C B A, ...), each round at least min_iters/rounds calls and min_seconds/rounds "
+    "seconds; p50 = median over rounds of each round's median call (p99 marked below 100 calls). clips/s = batch x "
+    "calls / timed wall time. Speedup = median of the per-round ratios to the baseline, with a 95 % interval; a row "
+    "is uncertain when that interval is wider than +-10 % (runs before interleaved timing mark a CV above 10 % "
+    "unstable instead). Threads are fixed per run and recorded.",
     "End-to-end time (decode / transform / model) is a separate figure, measured file to prediction in one process.",
     "GFLOPs follow fvcore's convention: one fused multiply-add = one FLOP, one clip at the suite's T x crop x crop.",
     "Size on disk counts every file of the artifact. Each optimization runs in its own child process with a "

@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.transforms import Bbox
 
 from vidbench.report.rundata import JobFiles, RunData
 from vidbench.report.summary import artifact_rows, per_clip_ms, stopped_by_budget, top1_interval
@@ -57,6 +60,7 @@ class Figure:
 
 def _canvas(panels: int, width: float = 4.6, height: float = 3.8) -> tuple[MplFigure, list[Axes]]:
     fig = MplFigure(figsize=(max(width * panels, 5.0), height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure labels with (``spread_labels``)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     return fig, list(axes)
 
@@ -86,6 +90,67 @@ def _job_label(row: pd.Series, frame: pd.DataFrame) -> str:
     return f"{row['dataset']}: {label}" if frame["dataset"].nunique() > 1 else label
 
 
+LABEL_GAP_PX = 2.0
+"""The least gap, in pixels, ``spread_labels`` leaves between two point labels."""
+
+
+def _overlap(a: Bbox, b: Bbox, gap: float = LABEL_GAP_PX) -> bool:
+    """Whether two boxes come closer than ``gap`` pixels on both axes."""
+    return a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap
+
+
+def _anchor(label: Annotation) -> tuple[float, float]:
+    """The display position of the point a label names (bottom first, then left)."""
+    x, y = label.axes.transData.transform(label.xy)
+    return float(y), float(x)
+
+
+def _sinks(label: Annotation) -> bool:
+    """Whether a label moves down out of the way: its point is in the upper half of the axes (moving up would
+    leave the axes)."""
+    return _anchor(label)[0] > label.axes.bbox.y0 + label.axes.bbox.height / 2
+
+
+def _shift(box: Bbox, placed: list[Bbox], down: bool) -> float:
+    """How far (pixels, up positive) ``box`` moves in its direction to clear every placed box."""
+    shift = 0.0
+    while hit := next((p for p in placed if _overlap(box.translated(0, shift), p)), None):
+        shift = hit.y0 - LABEL_GAP_PX - box.y1 if down else hit.y1 + LABEL_GAP_PX - box.y0
+    return shift
+
+
+def _stack_labels(labels: list[Annotation], renderer: object, points_per_px: float) -> bool:
+    """One pass over a panel's labels: the lower half from the lowest point up, then the upper half from the
+    highest point down; a label overlapping one already placed moves (up, or down in the upper half) just past
+    it. Returns whether any label moved."""
+    rising = sorted((label for label in labels if not _sinks(label)), key=_anchor)
+    sinking = sorted((label for label in labels if _sinks(label)), key=_anchor, reverse=True)
+    placed: list[Bbox] = []
+    moved = False
+    for label in rising + sinking:
+        box = label.get_window_extent(renderer)
+        shift = _shift(box, placed, down=label in sinking)
+        if shift:
+            x, y = label.xyann
+            label.xyann = (x, y + shift * points_per_px)
+            moved = True
+        placed.append(box.translated(0, shift))
+    return moved
+
+
+def spread_labels(fig: MplFigure, groups: list[list[Annotation]], rounds: int = 4) -> None:
+    """Move point labels up or down (down for points in the upper half of their axes) until no two of a group
+    overlap on the drawn figure (deterministic: the same points give the same placement). The figure is laid out
+    again after each pass, as saving it will, until nothing moves or ``rounds`` passes are done."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    for _ in range(rounds):
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        moved = [_stack_labels(labels, renderer, 72.0 / fig.dpi) for labels in groups]
+        if not any(moved):
+            return
+
+
 def safe(builder: Callable[[RunData], Figure], run: RunData, key: str, title: str) -> Figure:
     """Call ``builder``; an exception becomes a "not available" figure naming the error."""
     try:
@@ -108,15 +173,20 @@ def pareto_front(points: pd.DataFrame, x: str, y: str, upper: str | None = None)
     return ordered.loc[front]
 
 
-def _scatter_panel(ax: Axes, points: pd.DataFrame, colors: dict[str, tuple], title: str, frame: pd.DataFrame) -> None:
+def _scatter_panel(
+    ax: Axes, points: pd.DataFrame, colors: dict[str, tuple], title: str, frame: pd.DataFrame
+) -> list[Annotation]:
+    """One accuracy-vs-latency panel; returns its point labels (for ``spread_labels``)."""
     for optimization, group in points.groupby("optimization"):
         ax.scatter(group["ms"], group["acc"], color=colors[optimization], label=optimization, s=36, zorder=3)
         if group["acc_sd"].notna().any():  # the spread over training seeds
             ax.errorbar(group["ms"], group["acc"], yerr=group["acc_sd"], fmt="none", ecolor=colors[optimization])
-    for _, row in points.iterrows():
+    labels = [
         ax.annotate(
             _job_label(row, frame), (row["ms"], row["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
         )
+        for _, row in points.iterrows()
+    ]
     front = pareto_front(points, "ms", "acc", upper="acc_high")
     ax.step(front["ms"], front["acc"], where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)
     ax.scatter(front["ms"], front["acc"], facecolors="none", edgecolors="black", s=110, zorder=4)
@@ -125,32 +195,48 @@ def _scatter_panel(ax: Axes, points: pd.DataFrame, colors: dict[str, tuple], tit
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("p50 latency per clip (ms)")
     ax.grid(alpha=0.3)
+    return labels
 
 
-def accuracy_latency(run: RunData) -> Figure:
-    """Top-1 vs model-only latency per clip, Pareto front marked: all artifacts, then one panel each."""
-    fig_key, title = "accuracy_latency", "Accuracy vs latency (Pareto front per optimization)"
+def accuracy_latency_points(run: RunData) -> pd.DataFrame:
+    """One point per artifact (its smallest measured batch): ``ms`` per clip, ``acc`` top-1 in %, ``acc_high``
+    the top of its 95 % interval, ``acc_sd`` its spread over training seeds."""
     rows = artifact_rows(run.frame)
     rows = rows[rows["latency_ms_p50"].notna()]
     if rows.empty:
-        return Figure(fig_key, title, missing="no cell has both a top-1 and a latency (no ok row)")
+        return rows
     intervals = [top1_interval(row) for _, row in rows.iterrows()]
     spread = rows["top1_seed_std"] if "top1_seed_std" in rows else pd.Series(np.nan, index=rows.index)
-    points = rows.assign(
+    return rows.assign(
         ms=rows.apply(per_clip_ms, axis=1),
         acc=rows["top1"] * 100,
         acc_high=[i[1] * 100 if i else np.nan for i in intervals],
         acc_sd=pd.to_numeric(spread, errors="coerce") * 100,
     )
+
+
+def draw_accuracy_latency(points: pd.DataFrame, frame: pd.DataFrame) -> MplFigure:
+    """The accuracy-vs-latency panels (all optimizations, then one each), labels spread so none overprint."""
     optimizations = sorted(points["optimization"].unique())
     colors = _colors(optimizations)
     fig, axes = _canvas(len(optimizations) + 1 if len(optimizations) > 1 else 1)
-    _scatter_panel(axes[0], points, colors, "all optimizations", run.frame)
+    groups = [_scatter_panel(axes[0], points, colors, "all optimizations", frame)]
     axes[0].legend(fontsize=7, loc="best")
     for ax, optimization in zip(axes[1:], optimizations, strict=False):
-        _scatter_panel(ax, points[points["optimization"] == optimization], colors, optimization, run.frame)
+        groups.append(_scatter_panel(ax, points[points["optimization"] == optimization], colors, optimization, frame))
     axes[0].set_ylabel("top-1 on the test split (%)")
-    absent = sorted(set(run.frame["optimization"]) - set(optimizations))
+    spread_labels(fig, groups)
+    return fig
+
+
+def accuracy_latency(run: RunData) -> Figure:
+    """Top-1 vs model-only latency per clip, Pareto front marked: all artifacts, then one panel each."""
+    fig_key, title = "accuracy_latency", "Accuracy vs latency (Pareto front per optimization)"
+    points = accuracy_latency_points(run)
+    if points.empty:
+        return Figure(fig_key, title, missing="no cell has both a top-1 and a latency (no ok row)")
+    fig = draw_accuracy_latency(points, run.frame)
+    absent = sorted(set(run.frame["optimization"]) - set(points["optimization"]))
     batches = ", ".join(str(b) for b in sorted(points["batch_size"].astype(int).unique()))
     caption = (
         f"Model-only p50 latency divided by the batch (batch {batches}: each artifact's smallest measured batch) "
@@ -182,18 +268,21 @@ def cost_accuracy(run: RunData) -> Figure:
         return Figure(fig_key, title, missing="no ok row with a top-1")
     fig, axes = _canvas(2)
     colors = _colors(list(rows["model"].unique()))
+    groups: list[list[Annotation]] = []
     for ax, column, label in zip(axes, ("params_m", "gflops_per_clip"), ("params (M)", "GFLOPs per clip"), strict=True):
         sub = rows[rows[column].notna() & (rows[column] > 0)]
+        groups.append([])
         for _, row in sub.iterrows():
             ax.scatter(row[column], row["top1"] * 100, color=colors[row["model"]], s=40)
-            ax.annotate(_job_label(row, run.frame), (row[column], row["top1"] * 100), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")  # fmt: skip
+            groups[-1].append(ax.annotate(_job_label(row, run.frame), (row[column], row["top1"] * 100), fontsize=7,
+                                          xytext=(4, 3), textcoords="offset points"))  # fmt: skip
         if len(sub):
             _log_if_wide(ax, sub[column])
         ax.margins(x=0.2, y=0.1)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 (%)")
+    spread_labels(fig, groups)
     caption = (
         "One point per model (its baseline row where measured). GFLOPs: fvcore, one fused multiply-add = one FLOP, "
         "one clip at the suite's T x crop x crop."
@@ -232,14 +321,34 @@ def _swept(frame: pd.DataFrame) -> bool:
     return "threads" in frame and frame["threads"].nunique() > 1
 
 
-def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """Each ok row of another optimization against the baseline's row of the same model and batch: speedup and
-    top-1 delta."""
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A numeric column of ``frame``, all NaN when the rows do not carry it (runs before it was recorded)."""
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce")
+
+
+def _uncertain(merged: pd.DataFrame, low: pd.Series, high: pd.Series, speedup: pd.Series) -> pd.Series:
+    """Each row's ``speedup_uncertain``; where absent, whether its interval is wider than +-10 % (NA: no interval)."""
+    wide = ((low < 0.9 * speedup) | (high > 1.1 * speedup)).where(low.notna() & high.notna())
+    recorded = merged["speedup_uncertain"] if "speedup_uncertain" in merged else pd.Series(None, index=merged.index)
+    return recorded.where(recorded.notna(), wide).map(lambda v: None if pd.isna(v) else bool(v))
+
+
+def _speedup_rows(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Each ok row of another optimization against the baseline's row of the same model and batch, with its
+    speedup (the interleaved median ratio where the row carries one, else baseline p50 / its p50), the speedup's
+    95 % interval (``low``, ``high``; NaN when not recorded), ``interleaved`` (the speedup is the recorded one)
+    and ``uncertain``."""
     ok = frame[frame["status"] == "ok"]
     keys = ["dataset", "model", "preset", "batch_size"] + (["threads"] if _swept(frame) else [])
     reference = ok[ok["optimization"] == baseline][[*keys, "latency_ms_p50", "top1"]]
-    others = ok[ok["optimization"] != baseline]
-    merged = others.merge(reference, on=keys, suffixes=("", "_ref"))
+    merged = ok[ok["optimization"] != baseline].merge(reference, on=keys, suffixes=("", "_ref"))
+    recorded = _column(merged, "speedup")
+    interleaved = recorded.notna()
+    speedup = recorded.where(interleaved, merged["latency_ms_p50_ref"] / merged["latency_ms_p50"])
+    low = _column(merged, "speedup_ci95_low").where(interleaved)
+    high = _column(merged, "speedup_ci95_high").where(interleaved)
     threads = {"threads": merged["threads"].astype(int)} if _swept(frame) else {}
     return pd.DataFrame(
         {
@@ -247,14 +356,65 @@ def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             "optimization": merged["optimization"],
             "batch": merged["batch_size"].astype(int),
             **threads,
-            "speedup x": (merged["latency_ms_p50_ref"] / merged["latency_ms_p50"]).round(2),
+            "speedup": speedup,
+            "low": low,
+            "high": high,
+            "interleaved": interleaved,
+            "uncertain": _uncertain(merged, low, high, speedup).where(interleaved, None),
             "top-1 delta (points)": ((merged["top1"] - merged["top1_ref"]) * 100).round(2),
         }
     )
 
 
+def _interval_text(low: float, high: float) -> str:
+    return "-" if pd.isna(low) or pd.isna(high) else f"{low:.2f}-{high:.2f}"
+
+
+def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Each ok row of another optimization against the baseline's row of the same model and batch: speedup and
+    top-1 delta. The speedup is the row's own (median over interleaved rounds of the per-round p50 ratio) where
+    it carries one, with its 95 % interval and whether that interval is wider than +-10 % (``uncertain``);
+    otherwise (runs before interleaved timing) baseline p50 / optimized p50."""
+    rows = _speedup_rows(frame, baseline)
+    table = rows.drop(columns=["low", "high", "interleaved", "uncertain"]).rename(columns={"speedup": "speedup x"})
+    table["speedup x"] = table["speedup x"].round(2)
+    if rows["interleaved"].any():
+        at = table.columns.get_loc("top-1 delta (points)")
+        table.insert(at, "uncertain", rows["uncertain"])
+        intervals = [_interval_text(*pair) for pair in zip(rows["low"], rows["high"], strict=True)]
+        table.insert(at, "95% interval", intervals)
+    return table
+
+
+def _speedup_caption(rows: pd.DataFrame, baseline: str) -> str:
+    """How the speedups of ``rows`` were computed: the interleaved rule, the p50 ratio, or both."""
+    ratio = f"{baseline} p50 / optimized p50 at the same batch"
+    tail = " (>1 is faster); top-1 delta in percentage points."
+    if not rows["interleaved"].any():
+        return f"Speedup = {ratio}{tail}"
+    caption = (
+        f"Speedup = median over the interleaved timing rounds of {baseline}'s round p50 / the optimized artifact's "
+        f"round p50, at the same batch{tail} Error bars and the table's 95% interval: the interval of that median "
+        "(order statistics); uncertain: the interval is wider than +-10% of the speedup."
+    )
+    if not rows["interleaved"].all():
+        caption += f" Rows without interleaved rounds (older runs, artifacts timed alone): {ratio}, no interval."
+    return caption
+
+
+def _speedup_bars(ax: Axes, x: np.ndarray, sub: pd.DataFrame, color: tuple, label: str, width: float) -> None:
+    """One optimization's speedup bars, with the 95 % interval as error bars where the rows carry it."""
+    ax.bar(x, sub["speedup"], width, label=label, color=color)
+    known = (sub["low"].notna() & sub["high"].notna()).to_numpy()
+    if known.any():
+        y, low, high = (sub[c].to_numpy(dtype=float)[known] for c in ("speedup", "low", "high"))
+        yerr = np.vstack([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
+        ax.errorbar(x[known], y, yerr=yerr, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+
+
 def speedup_vs_baseline(run: RunData) -> Figure:
-    """Speedup (baseline p50 / optimized p50) and top-1 delta in points of each optimization, per model."""
+    """Speedup (the interleaved median ratio, with its 95 % interval, where the rows carry it; else baseline p50 /
+    optimized p50) and top-1 delta in points of each optimization, per model."""
     baseline = run.baseline
     fig_key, title = "speedup", f"Speedup and accuracy delta vs {baseline or 'the baseline'}"
     if baseline is None:
@@ -262,31 +422,29 @@ def speedup_vs_baseline(run: RunData) -> Figure:
     ok = run.ok
     if ok[ok["optimization"] == baseline].empty:
         return Figure(fig_key, title, missing=f"no {baseline} cell measured ok: nothing to compare against")
-    table = speedup_table(run.frame, baseline)
-    if table.empty:
+    rows = _speedup_rows(run.frame, baseline)
+    if rows.empty:
         return Figure(fig_key, title, missing=f"no optimization other than {baseline} was measured ok")
-    groups = [f"{m} b{b}" for m, b in zip(table["model"], table["batch"], strict=True)]
-    if "threads" in table:
-        groups = [f"{g} {t}t" for g, t in zip(groups, table["threads"], strict=True)]
-    table = table.assign(group=groups)
-    names, optimizations = list(dict.fromkeys(groups)), sorted(table["optimization"].unique())
+    groups = [f"{m} b{b}" for m, b in zip(rows["model"], rows["batch"], strict=True)]
+    if "threads" in rows:
+        groups = [f"{g} {t}t" for g, t in zip(groups, rows["threads"], strict=True)]
+    rows = rows.assign(group=groups)
+    names, optimizations = list(dict.fromkeys(groups)), sorted(rows["optimization"].unique())
     colors, width = _colors(optimizations), 0.8 / len(optimizations)
     fig, axes = _canvas(2, width=max(4.6, 0.9 * len(names)))
-    for ax, column, baseline in zip(axes, ("speedup x", "top-1 delta (points)"), (1.0, 0.0), strict=True):
-        for i, optimization in enumerate(optimizations):
-            sub = table[table["optimization"] == optimization].set_index("group").reindex(names)
-            ax.bar(
-                np.arange(len(names)) + i * width, sub[column], width, label=optimization, color=colors[optimization]
-            )
-        ax.axhline(baseline, color="black", lw=0.8)
+    for i, optimization in enumerate(optimizations):
+        sub = rows[rows["optimization"] == optimization].set_index("group").reindex(names)
+        x = np.arange(len(names)) + i * width
+        _speedup_bars(axes[0], x, sub, colors[optimization], optimization, width)
+        axes[1].bar(x, sub["top-1 delta (points)"], width, label=optimization, color=colors[optimization])
+    for ax, label, level in zip(axes, ("speedup x", "top-1 delta (points)"), (1.0, 0.0), strict=True):
+        ax.axhline(level, color="black", lw=0.8)
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(column)
+        ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7)
-    caption = (
-        f"Speedup = {baseline} p50 / optimized p50 at the same batch (>1 is faster); top-1 delta in percentage points."
-    )
-    return Figure(fig_key, title, caption, png=_png(fig), table=table.drop(columns="group"))
+    caption = _speedup_caption(rows, baseline)
+    return Figure(fig_key, title, caption, png=_png(fig), table=speedup_table(run.frame, baseline))
 
 
 def latency_histograms(run: RunData) -> Figure:
@@ -337,7 +495,8 @@ def latency_histograms(run: RunData) -> Figure:
     caption = (
         f"Every timed call at batch {batch} (warm-up calls excluded), as kept in logs/<job>/<optimization>/"
         f"latency_ms_bs{batch}.npy; engine artifacts are the calls timed alone in a fresh process. A p99 from fewer "
-        "than 100 calls is marked in the table, and a CV above 10 % marks the row unstable."
+        "than 100 calls is marked in the table, and so is a row whose speedup's 95 % interval is wider than +-10 % "
+        "(uncertain; in runs before interleaved timing, a CV above 10 % marks the row unstable)."
     )
     return Figure(fig_key, title, caption, png=_png(fig))
 

@@ -13,6 +13,8 @@ WITHIN_POINTS = 1.0
 """"Fastest within N points of the best accuracy": N, in top-1 percentage points, for rows that do not record
 their test-split size (the 95 % interval of the best's top-1 is used where they do)."""
 MAX_TIES_NAMED = 6
+SPEEDUP_COLUMNS: tuple[str, str, str] = ("speedup", "speedup_ci95_low", "speedup_ci95_high")
+"""A row's speedup over the baseline from interleaved timing, and its 95 % interval (absent in older runs)."""
 
 
 def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
@@ -113,6 +115,36 @@ def _best(rows: pd.DataFrame) -> tuple[str, float, str]:
     return text, low, "the best's 95% interval"
 
 
+def speed_interval(row: pd.Series) -> tuple[float, float] | None:
+    """The 95 % interval of a row's per-clip p50 implied by the interval of its speedup over the baseline
+    (interleaved timing): per-clip p50 x speedup / high to x speedup / low. The baseline's own row (speedup 1.0,
+    no interval of its own) is the point itself; ``None`` when the row records no speedup interval (rows timed
+    alone, runs before interleaved timing)."""
+    speedup, low, high = (pd.to_numeric(row.get(c), errors="coerce") for c in SPEEDUP_COLUMNS)
+    if pd.isna(speedup) or speedup <= 0:
+        return None
+    ms = per_clip_ms(row)
+    if pd.isna(low) or pd.isna(high) or low <= 0:
+        return (ms, ms) if speedup == 1.0 else None
+    return ms * speedup / high, ms * speedup / low
+
+
+def _speed_ties(timed: pd.DataFrame, fast: pd.Series) -> str:
+    """The clause naming the rows as fast as ``fast``: those whose speed intervals (see :func:`speed_interval`)
+    overlap its own, a tie as for accuracy; empty when ``fast`` has no interval or nothing overlaps."""
+    interval = speed_interval(fast)
+    if interval is None:
+        return ""
+    low, high = interval
+    others = [(r, speed_interval(r)) for _, r in timed[timed.index != fast.name].iterrows()]
+    tied = sorted((r for r, i in others if i is not None and i[0] <= high and low <= i[1]), key=per_clip_ms)
+    if not tied:
+        return ""
+    named = [f"{name(r)} {per_clip_ms(r):.2f} ms" for r in tied[:MAX_TIES_NAMED]]
+    more = f" and {len(tied) - MAX_TIES_NAMED} more" if len(tied) > MAX_TIES_NAMED else ""
+    return f", a tie with {', '.join(named)}{more} (their speedups' 95% intervals overlap)"
+
+
 def _dataset_summary(rows: pd.DataFrame) -> list[str]:
     rows, left_out = _ranked(rows)
     best_text, floor, near = _best(rows)
@@ -124,7 +156,7 @@ def _dataset_summary(rows: pd.DataFrame) -> list[str]:
         fast = timed.loc[timed.apply(per_clip_ms, axis=1).idxmin()]
         parts.append(
             f"fastest within {near}: {name(fast)} at {per_clip_ms(fast):.2f} ms per clip "
-            f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1)"
+            f"(batch {int(fast['batch_size'])}, {fast['top1'] * 100:.1f}% top-1){_speed_ties(timed, fast)}"
         )
     sized = equals[equals["size_mb"].notna()]
     if not sized.empty:

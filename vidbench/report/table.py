@@ -74,7 +74,8 @@ def _several_trainers(frame: pd.DataFrame) -> bool:
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The summary columns, formatted as strings, one row per cell (with the 95 % interval of top-1 where the
-    rows record it, and top-1's mean ± standard deviation over training seeds where the suite had several)."""
+    rows record it, top-1's mean ± standard deviation over training seeds where the suite had several, and the
+    speedup over the baseline with its 95 % interval where the rows carry it)."""
     shown = [(c, h, f) for c, h, f in DISPLAY if c in ("status", "reason") or frame[c].notna().any()]
     columns: dict[str, list[str]] = {}
     several_seeds = "seeds_n" in frame and bool((pd.to_numeric(frame["seeds_n"], errors="coerce") > 1).any())
@@ -95,23 +96,59 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             columns["trainer"] = [str(v) if isinstance(v, str) else "-" for v in frame["trainer"]]
         if col == "batch_size" and "threads" in frame and frame["threads"].nunique() > 1:  # a thread sweep
             columns["threads"] = [_fmt(v, "d") for v in frame["threads"]]
-    _flag(columns, "p99 ms", frame, "latency_p99_trusted", False, " (too few calls)")
-    _flag(columns, "p50 ms", frame, "latency_unstable", True, " unstable")
+        if col == "latency_ms_p50" and "speedup" in frame and frame["speedup"].notna().any():
+            columns["speedup"] = _speedup_texts(frame)
+    _flag(columns, "p99 ms", frame.get("latency_p99_trusted"), False, " (too few calls)")
+    uncertain, unstable = _validity(frame)
+    _flag(columns, "p50 ms", uncertain, True, " uncertain")
+    _flag(columns, "p50 ms", unstable, True, " unstable")
     if "dataset" in frame and frame["dataset"].nunique() > 1:
         columns = {"dataset": list(frame["dataset"]), **columns}
     return pd.DataFrame(columns)
 
 
-def _flag(columns: dict[str, list[str]], header: str, frame: pd.DataFrame, column: str, when: bool, mark: str) -> None:
-    """Append ``mark`` to the shown ``header`` values of the rows whose ``column`` is ``when``."""
-    if header not in columns or column not in frame:
+def _truth(value: Any) -> bool | None:
+    """A row's boolean flag as written (bool), as loaded (1.0 / 0.0) or as read from CSV ("True"); ``None`` when
+    the row does not carry it."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        return {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}.get(value.lower())
+    return bool(value)
+
+
+def _validity(frame: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+    """The rows' verdict flags: ``speedup_uncertain`` (interleaved timing), and ``latency_unstable`` (CV > 10 %)
+    only for rows with no ``speedup_uncertain`` value (runs before interleaved timing)."""
+    uncertain = frame["speedup_uncertain"].map(_truth) if "speedup_uncertain" in frame else None
+    unstable = frame["latency_unstable"].map(_truth) if "latency_unstable" in frame else None
+    if uncertain is not None and unstable is not None:
+        unstable = unstable.where(uncertain.isna(), None)
+    return uncertain, unstable
+
+
+def _flag(columns: dict[str, list[str]], header: str, flags: pd.Series | None, when: bool, mark: str) -> None:
+    """Append ``mark`` to the shown ``header`` values of the rows whose flag is ``when`` (unset flags: no mark)."""
+    if header not in columns or flags is None:
         return
     columns[header] = [
-        text + mark
-        if text != "-" and isinstance(flag, bool | int) and not pd.isna(flag) and bool(flag) == when
-        else text
-        for text, flag in zip(columns[header], frame[column], strict=True)
+        text + mark if text != "-" and _truth(flag) is when else text
+        for text, flag in zip(columns[header], flags, strict=True)
     ]
+
+
+def _speedup_texts(frame: pd.DataFrame) -> list[str]:
+    """Each row's speedup over the baseline as "1.93x [1.85-2.02]" (no interval recorded: "1.93x"; none: "-")."""
+    low = frame["speedup_ci95_low"] if "speedup_ci95_low" in frame else [None] * len(frame)
+    high = frame["speedup_ci95_high"] if "speedup_ci95_high" in frame else [None] * len(frame)
+    texts = []
+    for value, lo, hi in zip(frame["speedup"], low, high, strict=True):
+        if value is None or pd.isna(value):
+            texts.append("-")
+            continue
+        interval = "" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f" [{lo:.2f}-{hi:.2f}]"
+        texts.append(f"{float(value):.2f}x{interval}")
+    return texts
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -133,6 +170,7 @@ TERMINAL_COLUMNS = (
     "agree %",
     "max abs dlogit",
     "p50 ms",
+    "speedup",
     "clips/s",
     "params M",
     "GFLOPs",
@@ -177,9 +215,12 @@ def write_summary(run_dir: Path) -> Path:
         f"python {env.get('python', '?')}, commit {env.get('git_commit', '?')}",
         "- top-1 / top-5 / agreement are measured on the artifact over the whole test split; agreement and "
         "max |dlogit| compare the artifact's logits with the trained model's own on the same clips.",
-        "- Latency is model-only on one batch: warm-up, then at least min_iters calls and min_seconds; "
-        "p50 / p99 of those calls (p99 marked below 100 calls). clips/s = batch x calls / wall time of the timed "
-        "loop.",
+        "- Latency is model-only on one batch. Each artifact of a job is timed in its own warm process in "
+        "alternating rounds (A B C, then C B A, ...), each round at least min_iters/rounds calls and "
+        "min_seconds/rounds seconds; p50 = median over rounds of each round's median call (p99 marked below 100 "
+        "calls). clips/s = batch x calls / timed wall time. speedup = median of the per-round ratios to the "
+        "baseline, with a 95 % interval; a row is marked uncertain when that interval is wider than +-10 % "
+        "(runs before interleaved timing: unstable, a CV above 10 %).",
         "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
         "- rev %: top-1 on the same test clips played backwards (results.csv also has shuffled, frame_drop, "
         "frozen); an order-blind model loses nothing there, a model that uses time does.",

@@ -101,6 +101,19 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_latency(card_json: Path, readme: Path, rows: list[dict[str, Any]]) -> None:
+    """The timings of an artifact's rows added to its card once the job's timing has measured them (the card
+    inside an ONNX file stays as written after the accuracy check: rewriting the file would change what was
+    timed); a missing card is left missing."""
+    try:
+        card = json.loads(card_json.read_text())
+    except (OSError, ValueError):
+        return
+    card["latency"] = {str(row.get("batch_size")): {k: row.get(k) for k in LATENCY_FIELDS} for row in rows}
+    write_json_atomic(card_json, card)
+    readme.write_text(card_markdown(card))
+
+
 def write_card(card_json: Path, readme: Path, files: list[Path], card: dict[str, Any]) -> list[Path]:
     """The card as ``card_json`` and ``readme``, and in each ONNX file's metadata (the weights stay where they
     are: external data is not rewritten). Returns the ONNX files that got it."""

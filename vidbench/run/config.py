@@ -164,8 +164,14 @@ class MeasureSettings(_Strict):
     (``[1, 2]``) is a thread sweep: every cell is measured once per count, one row each (training uses the
     largest)."""
     warmup: int = Field(3, ge=0)
+    """Untimed calls per artifact and batch size, after its cold call."""
     min_iters: int = Field(10, ge=1)
+    """Timed calls per artifact and batch size, at least (spread over the rounds)."""
     min_seconds: float = Field(1.0, ge=0)
+    """Timed seconds per artifact and batch size, at least (spread over the rounds)."""
+    rounds: int = Field(10, ge=1)
+    """The artifacts of a job take turns this many times per batch size (interleaved timing); the speedup over
+    the baseline is the median of the per-round ratios, its 95 % interval needs at least 6 rounds."""
     max_seconds: float = Field(60.0, gt=0)
     timeout_s: float = Field(600, gt=0)
     device: str = "cpu"

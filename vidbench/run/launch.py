@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import multiprocessing.context
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -217,3 +218,78 @@ def torchrun_attached(
     command = torchrun_command([str(write_task(task, folder))], nproc, nnodes, rdzv_endpoint)
     code = subprocess.call(command)
     return Outcome(True) if code == 0 else Outcome(False, failure_reason(folder, code))
+
+
+class TimerError(RuntimeError):
+    """A warm timing process died, hung or answered nonsense; the message carries why."""
+
+
+class TimerProcess:
+    """One artifact's warm timing process (:class:`~vidbench.measure.latency.RoundTimer`): JSON commands on its
+    stdin, one JSON reply a line on its stdout (:func:`~vidbench.measure.latency.serve_rounds`), everything else
+    it prints in ``folder``'s log. Its own session and lifeline, like a task's child; killed on :meth:`stop`."""
+
+    def __init__(self, command: list[str], folder: TaskDir, timeout_s: float, cwd: Path | None = None) -> None:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        folder.error.unlink(missing_ok=True)
+        self.folder, self.timeout_s = folder, timeout_s
+        with open(folder.log, "w") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                preexec_fn=_die_with_parent, env=lifeline_env(),
+            )  # fmt: skip
+
+    def ready(self) -> None:
+        """Wait until the process has loaded its artifact (``ready``), or raise why it did not."""
+        self._answer()
+
+    def warm(self, batch: int, calls: int) -> float:
+        return float(self._ask({"op": "warm", "batch": batch, "calls": calls})["cold_ms"])
+
+    def round(self, batch: int, seconds: float, min_calls: int, warmup: int) -> list[float]:
+        reply = self._ask({"op": "round", "batch": batch, "seconds": seconds, "min_calls": min_calls, "warmup": warmup})
+        return [float(x) for x in reply["samples_ms"]]
+
+    def stop(self) -> None:
+        """Ask it to exit; kill its whole session when it does not within a few seconds."""
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise TimerError(self._why_gone(f"its input is closed ({exc})")) from None
+        return self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
+        if not ready:
+            self.stop_now()
+            raise TimerError(f"timing process gave no answer in {self.timeout_s:g} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise TimerError(self._why_gone("it exited"))
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise TimerError(f"timing process answered {line.strip()[:120]!r}, not JSON") from None
+
+    def stop_now(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _why_gone(self, what: str) -> str:
+        code = self.proc.wait(timeout=10)
+        if code < 0:
+            return f"timing process killed by signal {signal.Signals(-code).name} (see {self.folder.log})"
+        return f"timing process {what}: {failure_reason(self.folder, code)}"

@@ -20,13 +20,16 @@ from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.measure.env import collect_env, env_hash, git_commit
+from vidbench.measure.latency import RoundPlan
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN
+from vidbench.run.card import add_latency
 from vidbench.run.cells import Cell, ModelJob, expand, select, trained_weights
 from vidbench.run.config import Suite
 from vidbench.run.context import job_record
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
+from vidbench.run.interleave import Untimed, time_job
 from vidbench.run.launch import Outcome
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
@@ -165,21 +168,45 @@ class SuiteRun:
         )  # fmt: skip
         label = f"measuring {job.model}/{job.variant} {optimization}" + (f" ({threads} threads)" if threads else "")
         folder = self.rundir.task(job.slug, task_name)
+        folder.untimed.unlink(missing_ok=True)  # an earlier attempt's rows that never got timed
         step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
         return MeasureStep(rows, step, self._key_counts())
 
     def _key_counts(self) -> Counter[str]:
         return Counter(row.get(KEY_COLUMN) for row in self.store.rows())
 
-    def measure_result(self, step: MeasureStep, outcome: Outcome) -> None:
-        """A ``failed`` row for every cell of ``step`` that was not written since it started (matched by cell
-        key, not by position: a torn line in the store must not shift which rows count)."""
+    def measure_result(self, step: MeasureStep, outcome: Outcome) -> Untimed | None:
+        """A ``failed`` row for every cell of ``step`` that was neither written since it started (matched by cell
+        key, not by position: a torn line in the store must not shift which rows count) nor left to be timed;
+        returns what waits for the job's timing."""
         counts = self._key_counts()
+        untimed = Untimed.read(step.task.folder, step.task.task) if step.task is not None else None
+        waiting = {row[KEY_COLUMN] for row in untimed.rows.values()} if untimed else set()
         for row in step.rows.values():
             key = row[KEY_COLUMN]
+            if key in waiting:
+                continue
             if counts[key] <= step.counts_before[key]:
                 reason = outcome.reason if not outcome.ok else "child exited without writing this row"
                 self.store.append({**row, "status": "failed", "reason": reason})
+        return untimed
+
+    def time_job(self, job: ModelJob, untimed: list[Untimed], progress: Progress) -> None:
+        """Time the job's artifacts that passed their gates, in interleaved rounds, and write their rows."""
+        if not untimed:
+            return
+        measure = self.suite.measure
+        plan = RoundPlan.spread(measure.rounds, measure.warmup, measure.min_iters, measure.min_seconds)
+        label = f"timing {job.model}/{job.variant}: {len(untimed)} artifact(s) in {plan.rounds} interleaved rounds"
+        progress.stage(label)
+        rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, self.peak_gmacs)
+        for row in rows:
+            self.store.append(row)
+        for item in untimed:
+            item.folder.untimed.unlink(missing_ok=True)
+            keys = {row[KEY_COLUMN] for row in item.rows.values()}
+            card = self.rundir.artifact_card(job.slug, item.task["task_name"])
+            add_latency(*card, [r for r in rows if r[KEY_COLUMN] in keys])
 
     def execute(self, resume: bool, retry_failed: bool, progress: Progress, executor: Executor | None = None) -> None:
         """Train and measure every cell not in the store (with ``resume``), each task on ``executor`` (default:
@@ -241,9 +268,21 @@ class SuiteRun:
         skip: set[str],
         progress: Progress,
     ) -> None:
-        """Submit one measure task per optimization of a trained job (failed rows when it did not train)."""
+        """Submit one measure task per optimization of a trained job (failed rows when it did not train); once
+        the last has ended, time the artifacts that passed their gates together."""
         job_cells = [c for c in self.cells if c.job == job]
-        for task_name in dict.fromkeys(c.task_name for c in job_cells):
+        names = list(dict.fromkeys(c.task_name for c in job_cells))
+        untimed: list[Untimed] = []
+        left = {"tasks": 0}
+
+        def ended(item: Untimed | None) -> None:
+            untimed.extend([item] if item else [])
+            left["tasks"] -= 1
+            if left["tasks"] == 0:
+                self.time_job(job, untimed, progress)
+
+        steps = []
+        for task_name in names:
             cells = [c for c in job_cells if c.task_name == task_name]
             if not outcome.ok:
                 self.fail_untrained(cells, outcome.reason, skip)
@@ -254,11 +293,15 @@ class SuiteRun:
                 progress.advance(len(cells))
                 continue
 
-            def measured(outcome: Outcome, rows: list[dict[str, Any]], step: MeasureStep = step, n: int = len(cells)):
+            steps.append((step, len(cells)))
+        left["tasks"] = len(steps)
+        for step, n in steps:
+
+            def measured(outcome: Outcome, rows: list[dict[str, Any]], step: MeasureStep = step, n: int = n) -> None:
                 for row in rows:
                     self.store.append(row)
-                self.measure_result(step, outcome)
                 progress.advance(n)
+                ended(self.measure_result(step, outcome))
 
             executor.submit(step.task, measured)
 

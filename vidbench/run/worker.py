@@ -1,16 +1,19 @@
 """The child process of a run: ``python -m vidbench.run.worker TASK.json``.
 
-Two kinds of task: ``train`` (train one model job, save its checkpoint and the reference test logits) and
-``measure`` (one optimization of one job: prepare, parity gate, accuracy, latency per batch size; each
-finished row is appended to the store at once). Any exception is written to the task's ``error.txt`` for
-the parent, which turns it into ``failed`` rows.
+Three kinds of task: ``train`` (train one model job, save its checkpoint and the reference test logits),
+``measure`` (one optimization of one job: prepare, parity gate, accuracy; a row that fails the gate is appended
+to the store at once, one that passes waits in the task's ``untimed.json`` for the job's interleaved timing) and
+``timer`` (the warm timing process of an artifact that runs in torch, driven by that timing). Any exception is
+written to the task's ``error.txt`` for the parent, which turns it into ``failed`` rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -33,10 +36,9 @@ from vidbench.learn.evaluate import (
 )
 from vidbench.learn.train import atomic_save, seed_everything
 from vidbench.learn.weights import load_pretrained, read_state_dict
-from vidbench.measure.alone import AloneError, time_alone
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.end_to_end import end_to_end
-from vidbench.measure.latency import LatencyPlan, measure_latency, synchronizer
+from vidbench.measure.latency import reply_channel, serve_rounds, synchronizer
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
 from vidbench.results import ResultStore
@@ -205,54 +207,48 @@ def run_measure(ctx: Context) -> None:
         with logged_phase(f"multi-view accuracy ({measure.views.temporal} x {measure.views.spatial} views)"):
             common.update(multiview_fields(ctx, artifact, measure.views, acc.top1))
     problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
-    plan = LatencyPlan(measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds)
-    with logged_phase("end-to-end timing"):
-        e2e = {} if problem else timed_end_to_end(ctx, artifact, max(task["batch_sizes"]))
-    peak = task.get("peak_gmacs")
-    sync = synchronizer(str(ctx.device))
-    for bs in task["batch_sizes"]:
-        if problem:
+    if problem:
+        for bs in task["batch_sizes"]:
             write(bs, **common, status="failed", reason=f"parity: {problem}")
-            continue
-        clip = ctx.example(bs).to(ctx.device)
-        with logged_phase(f"batch {bs} timed"):
-            stats = measure_latency(lambda clip=clip: (artifact(clip), sync()), plan)
-        in_process_ms, alone_error = stats.p50_ms, ""
-        if artifact.engine != "torch" and artifact.engine_file is not None:
-            try:
-                with logged_phase(f"batch {bs} timed alone ({artifact.engine}, fresh process)"):
-                    stats = time_alone(artifact.engine, artifact.engine_file, tuple(clip.shape), task["threads"], plan)
-            except AloneError as exc:
-                alone_error = str(exc)
-        samples_file = ctx.run.task(ctx.job.slug, task_name).latency_samples(bs)
-        samples_file.parent.mkdir(parents=True, exist_ok=True)
-        np.save(samples_file, np.asarray(stats.samples_ms, dtype=np.float64))
-        clips_per_s = bs * stats.calls_per_s
-        write(
-            bs,
-            **common,
-            status="ok",
-            reason="",
-            latency_ms_p50=stats.p50_ms,
-            latency_ms_p90=stats.p90_ms,
-            latency_ms_p99=stats.p99_ms,
-            latency_cv_pct=stats.cv_pct,
-            clips_per_s=clips_per_s,
-            frames_per_s=clips_per_s * ctx.job.frames,
-            latency_ms_cold=stats.cold_ms,
-            latency_iterations=stats.iterations,
-            latency_p99_trusted=stats.p99_trusted,
-            latency_unstable=stats.unstable,
-            timed_alone=artifact.engine != "torch" and not alone_error,
-            latency_ms_p50_in_process=in_process_ms,
-            timed_alone_error=alone_error or None,
-            engine=artifact.engine,
-            engine_file=_relative(artifact.engine_file, ctx.run.root),
-            achieved_gmacs_per_s=gflops * clips_per_s,
-            roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
-            **e2e,
-        )
-    _write_card(ctx, spec.name, task_name, artifact, written)
+        _write_card(ctx, spec.name, task_name, artifact, written)
+        return
+    with logged_phase("end-to-end timing"):
+        e2e = timed_end_to_end(ctx, artifact, max(task["batch_sizes"]))
+    untimed = {
+        str(bs): {**task["rows"][str(bs)], **base, **common, **e2e, "peak_rss_mb": peak_rss_mb(),
+                  "cell_wall_s": process_age_s(), "engine": artifact.engine,
+                  "engine_file": _relative(artifact.engine_file, ctx.run.root)}
+        for bs in task["batch_sizes"]
+    }  # fmt: skip
+    folder = ctx.run.task(ctx.job.slug, task_name)
+    engine_file = str(Path(artifact.engine_file).resolve()) if artifact.engine_file is not None else None
+    timer = {"engine": artifact.engine, "engine_file": engine_file, "clip_shape": list(ctx.example(1).shape[1:])}
+    write_json_atomic(folder.untimed, {"timer": timer, "rows": untimed})
+    print(f"accuracy measured; {len(untimed)} row(s) wait for the job's interleaved timing", flush=True)
+    _write_card(ctx, spec.name, task_name, artifact, list(untimed.values()))
+
+
+def run_timer(ctx: Context) -> None:
+    """One artifact's warm timing process for an artifact that lives in torch (no engine file to load alone):
+    prepared again from the trained model, exactly as its measure task prepared it, then timed on command."""
+    replies = reply_channel()
+    task = ctx.task
+    spec = ctx.registry.optimization(task["optimization"])
+    model = ctx.trained_model().to(ctx.device)
+    example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)
+    folder = ctx.run.task(ctx.job.slug, task.get("task_name") or spec.name).timer.root
+    workdir = Path(tempfile.mkdtemp(prefix="artifact-", dir=folder))
+    try:
+        artifact = spec.prepare(model, example, ctx.calibration_clips(ctx.suite.measure.calibration_clips), workdir)
+        sync = synchronizer(str(ctx.device))
+
+        def call_for(batch: int) -> Callable[[], object]:
+            clip = ctx.example(batch).to(ctx.device)
+            return lambda: (artifact(clip), sync())
+
+        serve_rounds(call_for, sys.stdin, replies)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def multiview_fields(ctx: Context, artifact: Any, views: Any, single_top1: float) -> dict[str, Any]:
@@ -315,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(task)
         distributed.setup(ctx.device)  # a no-op unless started by torchrun with several processes
-        {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
+        {"train": run_train, "measure": run_measure, "timer": run_timer}[task["kind"]](ctx)
     except BaseException as exc:
         lines = traceback.format_exception_only(type(exc), exc)
         error_file.write_text(lines[-1].strip() + "\n")

@@ -1,0 +1,158 @@
+"""The timing step of a job: its artifacts timed in interleaved rounds, each in its own warm process.
+
+Once every measure task of a job has ended, each artifact that passed its parity gate waits in its task's
+``untimed.json``. Here each gets a warm timing process (an engine file: ``vidbench.measure.alone --serve``,
+without torch; an artifact that lives in torch: a ``timer`` task of the worker, which prepares it again), and
+:func:`~vidbench.measure.latency.run_rounds` times them in turns per thread count and batch size. Each row gets
+its latency over its rounds and its speedup over the baseline's rounds (the median of per-round ratios, with
+its 95 % interval); the rows come back to the caller, the store's writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidbench.measure.alone import ENGINES, serve_command
+from vidbench.measure.latency import P99_MIN_SAMPLES, RoundPlan, Rounds, run_rounds, speedup
+from vidbench.run.launch import WORKER_MODULE, TimerError, TimerProcess, write_task
+from vidbench.rundir import TaskDir, write_json_atomic
+
+
+@dataclass(frozen=True)
+class Untimed:
+    """One measure task's artifact that passed its gate: its rows by batch size and how to start its timer."""
+
+    optimization: str
+    threads: int
+    folder: TaskDir
+    task: dict[str, Any]
+    """The measure task (a torch artifact's timer task is the same task, of kind ``timer``)."""
+    timer: dict[str, Any]
+    rows: dict[int, dict[str, Any]]
+
+    @classmethod
+    def read(cls, folder: TaskDir, task: dict[str, Any]) -> Untimed | None:
+        """The task's untimed rows, or None when it left none (its rows were written, or it failed)."""
+        try:
+            data = json.loads(folder.untimed.read_text())
+        except (OSError, ValueError):
+            return None
+        rows = {int(bs): row for bs, row in data["rows"].items()}
+        return cls(task["optimization"], int(task["threads"]), folder, task, data["timer"], rows)
+
+    def start(self, timeout_s: float) -> TimerProcess:
+        """This artifact's warm timing process."""
+        engine, file = self.timer.get("engine"), self.timer.get("engine_file")
+        if engine in ENGINES and file:
+            command = serve_command(engine, Path(file), self.timer["clip_shape"], self.threads)
+        else:
+            task_file = write_task({**self.task, "kind": "timer"}, self.folder.timer)
+            command = [sys.executable, "-m", WORKER_MODULE, str(task_file)]
+        return TimerProcess(command, self.folder.timer, timeout_s)
+
+
+def time_job(
+    untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peak_gmacs: float | None
+) -> list[dict[str, Any]]:
+    """Every untimed row of one job, timed: ``ok`` with its latency and speedup, or ``failed`` with why its
+    timing process did not answer. The timing processes are stopped before this returns."""
+    timers: dict[int, TimerProcess] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        for index, item in enumerate(untimed):
+            timers[index] = item.start(timeout_s)
+        ready: dict[int, TimerProcess] = {}
+        for index, timer in timers.items():
+            try:
+                timer.ready()
+                ready[index] = timer
+            except TimerError as exc:
+                rows += [_failed(row, f"timing: {exc}") for row in untimed[index].rows.values()]
+        for threads in sorted({untimed[i].threads for i in ready}):
+            group = {i: t for i, t in ready.items() if untimed[i].threads == threads}
+            rows += _time_group(untimed, group, baseline, plan, peak_gmacs)
+    finally:
+        for timer in timers.values():
+            timer.stop()
+    return rows
+
+
+def _time_group(
+    untimed: list[Untimed], timers: dict[int, TimerProcess], baseline: str | None, plan: RoundPlan,
+    peak_gmacs: float | None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of one thread count: each batch size's artifacts timed in turns, baseline first."""
+    order = sorted(timers, key=lambda i: untimed[i].optimization != baseline)
+    reference = next((i for i in order if untimed[i].optimization == baseline), None)
+    rows: list[dict[str, Any]] = []
+    for batch in sorted({bs for i in order for bs in untimed[i].rows}):
+        present = {i: timers[i] for i in order if batch in untimed[i].rows}
+        measured = run_rounds(present, batch, plan)
+        base = measured.get(reference) if reference is not None else None
+        for index, rounds in measured.items():
+            item = untimed[index]
+            _keep_samples(item.folder, batch, rounds, base, plan)
+            row = item.rows[batch]
+            if rounds.error or not rounds.samples_ms:
+                rows.append(_failed(row, f"timing: {rounds.error or 'no round was timed'}"))
+                continue
+            usable_base = base if base is not None and not base.error and base.samples_ms else None
+            rows.append({**row, **timed_fields(rounds, usable_base, batch, row, peak_gmacs)})
+    return rows
+
+
+def timed_fields(
+    rounds: Rounds, base: Rounds | None, batch: int, row: dict[str, Any], peak_gmacs: float | None
+) -> dict[str, Any]:
+    """The timing columns of a row from its rounds (and the baseline's, for the speedup)."""
+    stats = rounds.stats()
+    clips_per_s = batch * stats.calls_per_s
+    gflops = row.get("gflops_per_clip") or 0.0
+    ratio = speedup(base, rounds) if base is not None else None
+    return {
+        "status": "ok",
+        "reason": "",
+        "latency_ms_p50": stats.p50_ms,
+        "latency_ms_p90": stats.p90_ms,
+        "latency_ms_p99": stats.p99_ms,
+        "latency_cv_pct": stats.cv_pct,
+        "clips_per_s": clips_per_s,
+        "frames_per_s": clips_per_s * (row.get("frames") or 0),
+        "latency_ms_cold": stats.cold_ms,
+        "latency_iterations": stats.iterations,
+        "latency_p99_trusted": stats.iterations >= P99_MIN_SAMPLES,
+        "timing": "interleaved" if ratio is not None else "alone",
+        "timing_rounds": len(rounds.samples_ms),
+        "speedup": ratio.value if ratio else None,
+        "speedup_ci95_low": ratio.low if ratio else None,
+        "speedup_ci95_high": ratio.high if ratio else None,
+        "speedup_uncertain": ratio.uncertain if ratio else None,
+        "timed_alone": row.get("engine") != "torch",
+        "achieved_gmacs_per_s": gflops * clips_per_s,
+        "roofline_pct": gflops * clips_per_s / peak_gmacs * 100 if peak_gmacs else None,
+    }
+
+
+def _keep_samples(folder: TaskDir, batch: int, rounds: Rounds, base: Rounds | None, plan: RoundPlan) -> None:
+    """Every timed call (``.npy``, the report's histograms) and the rounds as they ran, with the baseline's."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    flat = [x for r in rounds.samples_ms for x in r]
+    np.save(folder.latency_samples(batch), np.asarray(flat, dtype=np.float64))
+    record = {
+        "plan": {"rounds": plan.rounds, "warmup": plan.warmup, "seconds": plan.seconds, "min_calls": plan.min_calls},
+        "cold_ms": rounds.cold_ms,
+        "samples_ms": rounds.samples_ms,
+        "error": rounds.error,
+        "baseline_round_p50_ms": base.round_p50s if base is not None else None,
+    }
+    write_json_atomic(folder.latency_rounds(batch), record)
+
+
+def _failed(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**row, "status": "failed", "reason": reason}
