@@ -21,7 +21,7 @@ from markupsafe import escape as html_escape
 from matplotlib.text import Annotation
 
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
-from vidbench.report.compare import compare_runs, parse_rule
+from vidbench.report.compare import compare_runs, parse_rule, wide_table
 from vidbench.report.figures import (
     accuracy_latency,
     accuracy_latency_points,
@@ -276,6 +276,25 @@ def test_compare_fails_on_a_worse_top1_and_passes_identical_runs(run, copy_of) -
     assert "PASS" in same.stdout and "environments differ" not in same.stderr
     loose = compare_runs(a, b, [parse_rule("top1<-6")])  # the threshold matters: a 5-point drop passes -6
     assert not loose.failed and loose.status_changes == []
+
+
+def test_compare_breaks_on_a_speedup_only_outside_both_intervals(run, copy_of) -> None:
+    a, b = copy_of("a"), copy_of("b")
+    onnx = ("r2plus1d", "onnx", "ok")
+
+    def speedup(value: float, half: float):
+        bounds = {"speedup": value, "speedup_ci95_low": value - half, "speedup_ci95_high": value + half}
+        return lambda r: {**r, **bounds} if (r["model"], r["optimization"], r["status"]) == onnx else r
+
+    _rewrite_rows(a, speedup(4.0, 0.3))
+    _rewrite_rows(b, speedup(3.5, 0.3))  # -12.5 %, but 3.7-4.3 and 3.2-3.8 overlap: a tie
+    tied = compare_runs(a, b, [parse_rule("speedup<-10%")])
+    assert not tied.failed, tied.broken
+    row = tied.table[(tied.table["metric"] == "speedup") & (tied.table["optimization"] == "onnx")].iloc[0]
+    assert bool(row["tie"]) and any("a tie" in str(v) for v in wide_table(tied.table).to_numpy().ravel())
+    _rewrite_rows(b, speedup(3.0, 0.3))  # -25 %, 2.7-3.3 lies below 3.7-4.3
+    broken = compare_runs(a, b, [parse_rule("speedup<-10%")])
+    assert broken.failed and all("r2plus1d/tiny/onnx" in message for message in broken.broken), broken.broken
 
 
 def test_compare_says_when_environments_differ(run, copy_of) -> None:

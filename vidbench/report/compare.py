@@ -5,6 +5,8 @@ A rule names the change that breaks the gate, measured from A (the baseline) to 
     top1<-1                 top-1 fell by more than 1 percentage point (fractions compare in points)
     latency_ms_p50>+10%     p50 latency grew by more than 10 % (relative to A)
     size_mb>0.5             size grew by more than 0.5 MB (absolute, in the column's unit)
+    speedup<-10%            the speedup over the baseline fell by more than 10 %, and the two runs' 95 %
+                            intervals of it do not overlap (overlapping intervals are a tie, never a break)
 
 Cells are matched on dataset, model, preset, optimization and batch size.
 """
@@ -36,7 +38,11 @@ FRACTION_METRICS = frozenset(
 )
 """Columns stored as fractions in [0, 1]; their absolute deltas and rules are in percentage points."""
 
-DEFAULT_METRICS: tuple[str, ...] = ("top1", "top5", "latency_ms_p50", "latency_ms_p99", "clips_per_s", "size_mb")
+DEFAULT_METRICS: tuple[str, ...] = (
+    "top1", "top5", "latency_ms_p50", "latency_ms_p99", "clips_per_s", "speedup", "size_mb",
+)  # fmt: skip
+INTERVALS: dict[str, tuple[str, str]] = {"speedup": ("speedup_ci95_low", "speedup_ci95_high")}
+"""Metrics measured with a 95 % interval: a change whose two intervals overlap is a tie."""
 """The metrics the deltas table shows when none are asked for (rules add theirs)."""
 
 ENV_KEYS: tuple[str, ...] = ("cpu", "cores", "threads", "device", "gpu", "python", "platform")
@@ -119,9 +125,22 @@ def deltas(pairs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                     "b": b,
                     "change": _abs_change(metric, a, b) if both else float("nan"),
                     "change_pct": _rel_change(a, b) if both else float("nan"),
+                    "tie": both and _intervals_overlap(row, metric),
                 }
             )
-    return pd.DataFrame(records, columns=[*CELL_COLUMNS, "metric", "a", "b", "change", "change_pct"])
+    return pd.DataFrame(records, columns=[*CELL_COLUMNS, "metric", "a", "b", "change", "change_pct", "tie"])
+
+
+def _intervals_overlap(row: pd.Series, metric: str) -> bool:
+    """Whether both runs measured ``metric`` with an interval and the two intervals overlap."""
+    if metric not in INTERVALS:
+        return False
+    low, high = INTERVALS[metric]
+    bounds = [row.get(f"{column}_{side}") for side in ("a", "b") for column in (low, high)]
+    if any(pd.isna(v) for v in bounds):
+        return False
+    low_a, high_a, low_b, high_b = (float(v) for v in bounds)
+    return low_a <= high_b and low_b <= high_a
 
 
 def status_problems(pairs: pd.DataFrame) -> list[str]:
@@ -144,7 +163,7 @@ def broken_rules(table: pd.DataFrame, rules: list[Rule]) -> list[str]:
         rows = table[(table["metric"] == rule.metric) & table["change"].notna()]
         for _, row in rows.iterrows():
             change = row["change_pct"] if rule.relative else row["change"]
-            if rule.broken_by(change):
+            if rule.broken_by(change) and not row["tie"]:
                 unit = rule.unit()
                 shown = f"{change:+.2f}{'%' if rule.relative else (' ' + unit if unit else '')}"
                 messages.append(
@@ -242,4 +261,5 @@ def _cell_text(metric: str, row: pd.Series) -> str:
         return f"{'-' if pd.isna(a) else _show(metric, a)} -> {'-' if pd.isna(b) else _show(metric, b)}"
     if metric in FRACTION_METRICS:
         return f"{a * 100:.1f} -> {b * 100:.1f} ({row['change']:+.1f} pt)"
-    return f"{a:.4g} -> {b:.4g} ({row['change_pct']:+.1f}%)"
+    tie = ", a tie: the 95 % intervals overlap" if row.get("tie") is True else ""
+    return f"{a:.4g} -> {b:.4g} ({row['change_pct']:+.1f}%{tie})"

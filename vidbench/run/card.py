@@ -102,7 +102,7 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 def add_latency(card_json: Path, readme: Path, rows: list[dict[str, Any]]) -> None:
-    """The timings of an artifact's rows added to its card once the job's timing has measured them (the card
+    """The timings and status of an artifact's rows added to its card once the job's timing has measured them (the card
     inside an ONNX file stays as written after the accuracy check: rewriting the file would change what was
     timed); a missing card is left missing."""
     try:
@@ -110,6 +110,8 @@ def add_latency(card_json: Path, readme: Path, rows: list[dict[str, Any]]) -> No
     except (OSError, ValueError):
         return
     card["latency"] = {str(row.get("batch_size")): {k: row.get(k) for k in LATENCY_FIELDS} for row in rows}
+    if rows:
+        card["measured"].update({"status": rows[0].get("status"), "reason": rows[0].get("reason")})
     write_json_atomic(card_json, card)
     readme.write_text(card_markdown(card))
 
