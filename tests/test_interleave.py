@@ -49,7 +49,7 @@ def mlp_file(path: Path, layers: int, seed: int) -> Path:
 
 
 def timer(tmp_path: Path, name: str, file: Path) -> TimerProcess:
-    process = TimerProcess(serve_command("onnxruntime", file, [WIDTH], 1), TaskDir(tmp_path / name), 60)
+    process = TimerProcess.command(serve_command("onnxruntime", file, [WIDTH], 1), TaskDir(tmp_path / name), 60)
     process.ready()
     return process
 
@@ -78,7 +78,7 @@ def test_round_plan_spreads_a_suites_totals() -> None:
 
 def test_a_timing_process_that_cannot_load_its_file_says_why(tmp_path: Path) -> None:
     missing = tmp_path / "missing.onnx"
-    process = TimerProcess(serve_command("onnxruntime", missing, [WIDTH], 1), TaskDir(tmp_path / "t"), 60)
+    process = TimerProcess.command(serve_command("onnxruntime", missing, [WIDTH], 1), TaskDir(tmp_path / "t"), 60)
     with pytest.raises(TimerError, match="timing process it exited"):
         process.ready()
     process.stop()

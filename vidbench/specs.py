@@ -128,8 +128,9 @@ class Artifact:
     files: list[Path]
     notes: str = ""
     engine: str = "torch"
-    """What runs the artifact. Another engine (``onnxruntime``) is timed the way it is deployed: in a fresh
-    process that loads only that engine and :attr:`engine_file` (``vidbench.measure.alone``)."""
+    """What runs the artifact. Another engine (``onnxruntime``, ``openvino``) is timed the way it is deployed: in
+    a warm process that loads only that engine and :attr:`engine_file` (``vidbench.measure.alone --serve``); a
+    torch artifact is timed in a process that calls the optimization's ``prepare`` again."""
     engine_file: Path | None = None
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:

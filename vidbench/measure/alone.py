@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidbench.measure.latency import LatencyPlan, LatencyStats, measure_latency, reply_channel, serve_rounds
+from vidbench.measure.latency import LatencyPlan, LatencyStats, StdioChannel, measure_latency, serve_rounds
 
 ENGINES = ("onnxruntime", "openvino")
 
@@ -105,11 +105,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shape = [int(x) for x in args.shape.split(",")]
     if args.serve:
-        replies = reply_channel()
+        channel = StdioChannel()
         serving = LOADERS[args.engine](args.file, args.threads)
         if "torch" in sys.modules:
             raise SystemExit("the standalone timing process imported torch")
-        serve_rounds(lambda batch: serving([batch, *shape]), sys.stdin, replies)
+        serve_rounds(lambda batch: serving([batch, *shape]), channel)
         return
     call = LOADERS[args.engine](args.file, args.threads)(shape)
     stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))

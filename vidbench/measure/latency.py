@@ -165,25 +165,41 @@ class RoundTimer(Protocol):
         """One timed round (see :func:`timed_round`)."""
 
 
-def reply_channel() -> IO[str]:
-    """This process's stdout, kept for a timing process's replies alone: whatever else prints from now on (an
-    engine, a plugin) goes to stderr. Called before anything is loaded."""
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return replies
+class Channel(Protocol):
+    """How a warm timing process talks to its coordinator: one message (a dict) at a time each way."""
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next command; None once the coordinator has gone."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One reply."""
 
 
-def serve_rounds(call_for: Callable[[int], Callable[[], object]], commands: IO[str], replies: IO[str]) -> None:
-    """A warm timing process's loop: says ``ready``, then answers one JSON command a line (``warm``, ``round`` or
-    ``stop``) with one JSON line. ``call_for(batch)`` is the call on an input of ``batch`` clips (built once per
+class StdioChannel:
+    """JSON lines: commands on stdin, replies on the stdout this process started with. Whatever else prints
+    from now on (an engine, a plugin) goes to stderr, never into the replies; made before anything loads."""
+
+    def __init__(self) -> None:
+        self.replies: IO[str] = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+
+    def receive(self) -> dict[str, Any] | None:
+        line = sys.stdin.readline()
+        return json.loads(line) if line else None
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.replies.write(json.dumps(message) + "\n")
+        self.replies.flush()
+
+
+def serve_rounds(call_for: Callable[[int], Callable[[], object]], channel: Channel) -> None:
+    """A warm timing process's loop: says ``ready``, then answers each command (``warm``, ``round``; ``stop``
+    ends it) with one reply. ``call_for(batch)`` is the call on an input of ``batch`` clips (built once per
     batch size, at its ``warm``)."""
     calls: dict[int, Callable[[], object]] = {}
-    _reply(replies, {"ready": True})
-    for line in commands:
-        command = json.loads(line)
-        if command["op"] == "stop":
-            break
+    channel.send({"ready": True})
+    while (command := channel.receive()) is not None and command["op"] != "stop":
         batch = int(command["batch"])
         if command["op"] == "warm":
             calls[batch] = call_for(batch)
@@ -192,17 +208,11 @@ def serve_rounds(call_for: Callable[[int], Callable[[], object]], commands: IO[s
             cold_ms = (time.perf_counter() - start) * 1e3
             for _ in range(int(command["calls"])):
                 calls[batch]()
-            _reply(replies, {"cold_ms": cold_ms})
+            channel.send({"cold_ms": cold_ms})
         else:
-            samples = timed_round(
-                calls[batch], float(command["seconds"]), int(command["min_calls"]), int(command.get("warmup", 0))
-            )
-            _reply(replies, {"samples_ms": samples})
-
-
-def _reply(replies: IO[str], message: dict[str, object]) -> None:
-    replies.write(json.dumps(message) + "\n")
-    replies.flush()
+            warmup = int(command.get("warmup", 0))
+            samples = timed_round(calls[batch], float(command["seconds"]), int(command["min_calls"]), warmup)
+            channel.send({"samples_ms": samples})
 
 
 @dataclass

@@ -11,7 +11,6 @@ its 95 % interval); the rows come back to the caller, the store's writer.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from vidbench.measure.alone import ENGINES, serve_command
 from vidbench.measure.latency import P99_MIN_SAMPLES, RoundPlan, Rounds, run_rounds, speedup
-from vidbench.run.launch import WORKER_MODULE, TimerError, TimerProcess, write_task
+from vidbench.run.launch import TimerError, TimerProcess
 from vidbench.rundir import TaskDir, write_json_atomic
 
 
@@ -51,10 +50,8 @@ class Untimed:
         engine, file = self.timer.get("engine"), self.timer.get("engine_file")
         if engine in ENGINES and file:
             command = serve_command(engine, Path(file), self.timer["clip_shape"], self.threads)
-        else:
-            task_file = write_task({**self.task, "kind": "timer"}, self.folder.timer)
-            command = [sys.executable, "-m", WORKER_MODULE, str(task_file)]
-        return TimerProcess(command, self.folder.timer, timeout_s)
+            return TimerProcess.command(command, self.folder.timer, timeout_s)
+        return TimerProcess.forked({**self.task, "kind": "timer"}, self.folder.timer, timeout_s)
 
 
 def time_job(

@@ -14,6 +14,7 @@ import ctypes
 import functools
 import json
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import os
 import select
@@ -132,12 +133,12 @@ class _Subprocess:
 
 
 class _ForkedChild:
-    """A child forked from the run's fork server (see :mod:`vidbench.run.preload`)."""
+    """A child forked from the run's fork server (see :mod:`vidbench.run.preload`); a timer's gets its pipe."""
 
-    def __init__(self, task_file: Path, log_file: Path, cwd: Path | None) -> None:
+    def __init__(self, task_file: Path, log_file: Path, cwd: Path | None, channel: Any = None) -> None:
         where = str(cwd or Path.cwd())
         self.proc = _fork_server().Process(
-            target=_forked_worker, args=(str(task_file), str(log_file), where, lifeline_env()), daemon=False
+            target=_forked_worker, args=(str(task_file), str(log_file), where, lifeline_env(), channel), daemon=False
         )
         with _main_module_hidden():
             self.proc.start()
@@ -177,8 +178,9 @@ def _fork_server() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, str]) -> None:
-    """In the forked child: the launcher's environment and directory, output to the log, then the worker."""
+def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, str], conn: Any = None) -> None:
+    """In the forked child: the launcher's environment and directory, output to the log, then the worker (a
+    timer task talks over ``conn``, the pipe's end)."""
     _die_with_parent()
     os.environ.clear()
     os.environ.update(environ)
@@ -191,7 +193,24 @@ def _forked_worker(task_file: str, log_file: str, cwd: str, environ: dict[str, s
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     from vidbench.run import worker
 
-    sys.exit(worker.main([task_file]))  # multiprocessing flushes, runs its finalizers and exits with the code
+    channel = None if conn is None else _PipeChannel(conn)
+    sys.exit(worker.main([task_file], channel))  # multiprocessing flushes, runs its finalizers and exits with the code
+
+
+class _PipeChannel:
+    """A timer's end of its pipe to the run (:class:`~vidbench.measure.latency.Channel`)."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self.conn = conn
+
+    def receive(self) -> dict[str, Any] | None:
+        try:
+            return self.conn.recv()
+        except EOFError:
+            return None
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.conn.send(message)
 
 
 def torchrun_command(
@@ -225,19 +244,42 @@ class TimerError(RuntimeError):
 
 
 class TimerProcess:
-    """One artifact's warm timing process (:class:`~vidbench.measure.latency.RoundTimer`): JSON commands on its
-    stdin, one JSON reply a line on its stdout (:func:`~vidbench.measure.latency.serve_rounds`), everything else
-    it prints in ``folder``'s log. Its own session and lifeline, like a task's child; killed on :meth:`stop`."""
+    """One artifact's warm timing process (:class:`~vidbench.measure.latency.RoundTimer`), driven one command
+    at a time (:func:`~vidbench.measure.latency.serve_rounds`); what else it prints goes to ``folder``'s log.
+    Its own session and lifeline, like a task's child; killed on :meth:`stop` when it does not exit.
 
-    def __init__(self, command: list[str], folder: TaskDir, timeout_s: float, cwd: Path | None = None) -> None:
+    Two ways to start one: :meth:`command` (a plain subprocess talking JSON lines on its stdin / stdout: an
+    engine file's process, which must not import torch) and :meth:`forked` (a ``timer`` task of the worker,
+    forked from the run's fork server, which has torch imported already, over a pipe)."""
+
+    def __init__(self, folder: TaskDir, timeout_s: float) -> None:
         folder.root.mkdir(parents=True, exist_ok=True)
         folder.error.unlink(missing_ok=True)
         self.folder, self.timeout_s = folder, timeout_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.child: _ForkedChild | None = None
+        self.conn: multiprocessing.connection.Connection | None = None
+
+    @classmethod
+    def command(cls, command: list[str], folder: TaskDir, timeout_s: float, cwd: Path | None = None) -> TimerProcess:
+        """``command`` in a subprocess, commands on its stdin and replies on its stdout."""
+        timer = cls(folder, timeout_s)
         with open(folder.log, "w") as log:
-            self.proc = subprocess.Popen(
+            timer.proc = subprocess.Popen(
                 command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                 preexec_fn=_die_with_parent, env=lifeline_env(),
             )  # fmt: skip
+        return timer
+
+    @classmethod
+    def forked(cls, task: dict[str, Any], folder: TaskDir, timeout_s: float, cwd: Path | None = None) -> TimerProcess:
+        """The worker on ``task`` (kind ``timer``) in a child of the fork server, over a pipe."""
+        timer = cls(folder, timeout_s)
+        task_file = write_task(task, folder)
+        timer.conn, child_end = _fork_server().Pipe()
+        timer.child = _ForkedChild(task_file, folder.log, cwd, child_end)
+        child_end.close()
+        return timer
 
     def ready(self) -> None:
         """Wait until the process has loaded its artifact (``ready``), or raise why it did not."""
@@ -251,45 +293,87 @@ class TimerProcess:
         return [float(x) for x in reply["samples_ms"]]
 
     def stop(self) -> None:
-        """Ask it to exit; kill its whole session when it does not within a few seconds."""
-        with contextlib.suppress(OSError, ValueError):
-            self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        """Ask it to exit; kill its whole session when it has not within a few seconds."""
+        with contextlib.suppress(OSError, ValueError, BrokenPipeError):
+            self._send({"op": "stop"})
+        deadline = time.monotonic() + 5
+        while self._exit_code() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._exit_code() is None:
+            self.stop_now()
+        if self.conn is not None:
+            self.conn.close()
+
+    def stop_now(self) -> None:
+        """Kill its whole session at once."""
+        if self.child is not None:
+            self.child.kill()
+        elif self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.conn is not None:
+            self.conn.send(message)
+        elif self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+
     def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
         try:
-            self.proc.stdin.write(json.dumps(command) + "\n")
-            self.proc.stdin.flush()
-        except OSError as exc:
+            self._send(command)
+        except (OSError, ValueError) as exc:
             raise TimerError(self._why_gone(f"its input is closed ({exc})")) from None
         return self._answer()
 
     def _answer(self) -> dict[str, Any]:
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
-        if not ready:
-            self.stop_now()
-            raise TimerError(f"timing process gave no answer in {self.timeout_s:g} s")
+        """The next reply, checking once a second that the process is still there."""
+        deadline = time.monotonic() + self.timeout_s
+        while not self._readable(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if self._exit_code() is not None:
+                raise TimerError(self._why_gone("it exited"))
+            if time.monotonic() >= deadline:
+                self.stop_now()
+                raise TimerError(f"timing process gave no answer in {self.timeout_s:g} s")
+        try:
+            reply = self._read()
+        except EOFError:
+            raise TimerError(self._why_gone("it exited")) from None
+        if not isinstance(reply, dict):
+            raise TimerError(f"timing process answered {str(reply)[:120]!r}, not a message")
+        return reply
+
+    def _readable(self, timeout: float) -> bool:
+        if self.conn is not None:
+            return self.conn.poll(timeout)
+        assert self.proc is not None and self.proc.stdout is not None
+        return bool(select.select([self.proc.stdout], [], [], timeout)[0])
+
+    def _read(self) -> object:
+        if self.conn is not None:
+            return self.conn.recv()
+        assert self.proc is not None and self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise TimerError(self._why_gone("it exited"))
+            raise EOFError
         try:
             return json.loads(line)
         except json.JSONDecodeError:
-            raise TimerError(f"timing process answered {line.strip()[:120]!r}, not JSON") from None
+            return line.strip()
 
-    def stop_now(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+    def _exit_code(self) -> int | None:
+        if self.child is not None:
+            return self.child.poll()
+        return self.proc.poll() if self.proc is not None else None
 
     def _why_gone(self, what: str) -> str:
-        code = self.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (code := self._exit_code()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if code is None:
+            self.stop_now()
+            return f"timing process {what} and did not end"
         if code < 0:
             return f"timing process killed by signal {signal.Signals(-code).name} (see {self.folder.log})"
         return f"timing process {what}: {failure_reason(self.folder, code)}"

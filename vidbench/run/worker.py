@@ -38,7 +38,7 @@ from vidbench.learn.train import atomic_save, seed_everything
 from vidbench.learn.weights import load_pretrained, read_state_dict
 from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.end_to_end import end_to_end
-from vidbench.measure.latency import reply_channel, serve_rounds, synchronizer
+from vidbench.measure.latency import Channel, StdioChannel, serve_rounds, synchronizer
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
 from vidbench.results import ResultStore
@@ -228,15 +228,17 @@ def run_measure(ctx: Context) -> None:
     _write_card(ctx, spec.name, task_name, artifact, list(untimed.values()))
 
 
-def run_timer(ctx: Context) -> None:
+def run_timer(ctx: Context, channel: Channel | None = None) -> None:
     """One artifact's warm timing process for an artifact that lives in torch (no engine file to load alone):
-    prepared again from the trained model, exactly as its measure task prepared it, then timed on command."""
-    replies = reply_channel()
+    prepared again from the trained model, exactly as its measure task prepared it, then timed on command over
+    ``channel`` (stdin / stdout when none is given)."""
+    channel = channel or StdioChannel()
     task = ctx.task
     spec = ctx.registry.optimization(task["optimization"])
     model = ctx.trained_model().to(ctx.device)
     example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)
     folder = ctx.run.task(ctx.job.slug, task.get("task_name") or spec.name).timer.root
+    folder.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="artifact-", dir=folder))
     try:
         artifact = spec.prepare(model, example, ctx.calibration_clips(ctx.suite.measure.calibration_clips), workdir)
@@ -246,7 +248,7 @@ def run_timer(ctx: Context) -> None:
             clip = ctx.example(batch).to(ctx.device)
             return lambda: (artifact(clip), sync())
 
-        serve_rounds(call_for, sys.stdin, replies)
+        serve_rounds(call_for, channel)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -302,7 +304,8 @@ def parity_problem(agreement: float, max_diff: float, measure: Any, lossy: bool 
     return ""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, channel: Channel | None = None) -> int:
+    """Run the task file named by ``argv``; a ``timer`` task talks over ``channel`` (default: stdin / stdout)."""
     args = sys.argv[1:] if argv is None else argv
     follow_launcher()  # a child of a run dies with the run, whatever killed it
     task_path = Path(args[0])
@@ -311,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(task)
         distributed.setup(ctx.device)  # a no-op unless started by torchrun with several processes
-        {"train": run_train, "measure": run_measure, "timer": run_timer}[task["kind"]](ctx)
+        if task["kind"] == "timer":
+            run_timer(ctx, channel)
+        else:
+            {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
     except BaseException as exc:
         lines = traceback.format_exception_only(type(exc), exc)
         error_file.write_text(lines[-1].strip() + "\n")
