@@ -96,16 +96,21 @@ def measure_latency(call: Callable[[], object], plan: LatencyPlan) -> LatencySta
         if enough or (len(samples) >= plan.min_iters and elapsed >= plan.max_seconds):
             break
     ms = np.asarray(samples) * 1e3
+    return latency_stats(ms, cold_ms, time.perf_counter() - began, float(np.percentile(ms, 50)))
+
+
+def latency_stats(ms: np.ndarray, cold_ms: float, measured_s: float, p50_ms: float) -> LatencyStats:
+    """The percentiles, mean and CV of timed calls ``ms`` (the headline ``p50_ms`` is the caller's rule)."""
     mean = float(ms.mean())
     return LatencyStats(
         cold_ms=cold_ms,
-        p50_ms=float(np.percentile(ms, 50)),
+        p50_ms=p50_ms,
         p90_ms=float(np.percentile(ms, 90)),
         p99_ms=float(np.percentile(ms, 99)),
         mean_ms=mean,
         cv_pct=float(ms.std(ddof=1) / mean * 100) if len(ms) > 1 and mean > 0 else 0.0,
-        iterations=len(samples),
-        measured_s=time.perf_counter() - began,
+        iterations=len(ms),
+        measured_s=measured_s,
         samples_ms=tuple(float(x) for x in ms),
     )
 
@@ -232,18 +237,7 @@ class Rounds:
         """Percentiles of every call, except the headline p50: the median of the rounds' medians (a slow spell
         that spans a round moves one round, not the figure)."""
         ms = np.concatenate([np.asarray(r) for r in self.samples_ms])
-        mean = float(ms.mean())
-        return LatencyStats(
-            cold_ms=self.cold_ms,
-            p50_ms=float(np.median(self.round_p50s)),
-            p90_ms=float(np.percentile(ms, 90)),
-            p99_ms=float(np.percentile(ms, 99)),
-            mean_ms=mean,
-            cv_pct=float(ms.std(ddof=1) / mean * 100) if len(ms) > 1 and mean > 0 else 0.0,
-            iterations=len(ms),
-            measured_s=float(ms.sum()) / 1e3,
-            samples_ms=tuple(float(x) for x in ms),
-        )
+        return latency_stats(ms, self.cold_ms, float(ms.sum()) / 1e3, float(np.median(self.round_p50s)))
 
 
 @dataclass(frozen=True)
