@@ -141,7 +141,11 @@ class RoundPlan:
 TURN_WARMUP_CALLS = 1
 """Untimed calls that open each turn of interleaved timing: the artifact's threads and caches were idle or
 another's while the others had their turns (on 2 cores a torch model's first call after another engine's turn
-ran 5-10x its steady time)."""
+ran 5-10x its steady time). Skipped for an artifact whose calls outlast a round: one call is then the round,
+and its warm-up would double the round's cost for a first-call effect that is small beside it."""
+WARMUP_MAX_S = 2.0
+"""Warm-up calls after the cold call stop early past this many seconds (at least one is made): a call of
+seconds (bf16 on a CPU without fast bf16 convolutions) is warm after one."""
 TURN_GAP_S = 0.02
 """A pause before each turn: the previous engine's spinning threads stand down before the next one is timed."""
 
@@ -203,6 +207,7 @@ def serve_rounds(call_for: Callable[[int], Callable[[], object]], channel: Chann
     ends it) with one reply. ``call_for(batch)`` is the call on an input of ``batch`` clips (built once per
     batch size, at its ``warm``)."""
     calls: dict[int, Callable[[], object]] = {}
+    typical_ms: dict[int, float] = {}
     channel.send({"ready": True})
     while (command := channel.receive()) is not None and command["op"] != "stop":
         batch = int(command["batch"])
@@ -211,13 +216,26 @@ def serve_rounds(call_for: Callable[[int], Callable[[], object]], channel: Chann
             start = time.perf_counter()
             calls[batch]()
             cold_ms = (time.perf_counter() - start) * 1e3
-            for _ in range(int(command["calls"])):
-                calls[batch]()
+            typical_ms[batch] = _warm_up(calls[batch], int(command["calls"])) or cold_ms
             channel.send({"cold_ms": cold_ms})
         else:
-            warmup = int(command.get("warmup", 0))
-            samples = timed_round(calls[batch], float(command["seconds"]), int(command["min_calls"]), warmup)
+            seconds = float(command["seconds"])
+            warmup = int(command.get("warmup", 0)) if typical_ms[batch] < seconds * 1e3 else 0
+            samples = timed_round(calls[batch], seconds, int(command["min_calls"]), warmup)
+            typical_ms[batch] = float(np.median(samples))
             channel.send({"samples_ms": samples})
+
+
+def _warm_up(call: Callable[[], object], calls: int) -> float | None:
+    """Up to ``calls`` untimed calls, stopping past :data:`WARMUP_MAX_S` after the first; the last call's ms."""
+    began, last_ms = time.perf_counter(), None
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        last_ms = (time.perf_counter() - t0) * 1e3
+        if time.perf_counter() - began > WARMUP_MAX_S:
+            break
+    return last_ms
 
 
 @dataclass
