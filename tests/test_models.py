@@ -53,3 +53,19 @@ def test_frame_avg_is_blind_to_frame_order() -> None:
     clip = torch.randn(2, 3, 8, 32, 32)
     with torch.inference_mode():
         assert torch.allclose(model(clip), model(clip.flip(2)), atol=1e-5)
+
+
+def test_timesformer_attention_is_scaled_dot_product_attention() -> None:
+    """TimeSformer's attention, written as plain matmuls for the CPU's small sequences, is exactly SDPA's."""
+    from vidbench_plugins.models.timesformer import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(dim=96, heads=4).eval()
+    tokens = torch.randn(6, 16, 96)
+    b, n, d = tokens.shape
+    q, k, v = attention.qkv(tokens).reshape(b, n, 3, 4, d // 4).permute(2, 0, 3, 1, 4).unbind(0)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    reference = attention.proj(fused.transpose(1, 2).reshape(b, n, d))
+    )
+    with torch.no_grad():
+        assert torch.allclose(attention(tokens), reference, atol=1e-5)
