@@ -66,6 +66,5 @@ def test_timesformer_attention_is_scaled_dot_product_attention() -> None:
     q, k, v = attention.qkv(tokens).reshape(b, n, 3, 4, d // 4).permute(2, 0, 3, 1, 4).unbind(0)
     fused = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     reference = attention.proj(fused.transpose(1, 2).reshape(b, n, d))
-    )
     with torch.no_grad():
         assert torch.allclose(attention(tokens), reference, atol=1e-5)
