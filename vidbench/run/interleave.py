@@ -63,7 +63,10 @@ def time_job(
     rows: list[dict[str, Any]] = []
     try:
         for index, item in enumerate(untimed):
-            timers[index] = item.start(timeout_s)
+            try:
+                timers[index] = item.start(timeout_s)
+            except OSError as exc:  # no process could be started (a full disk, no memory left)
+                rows += [_failed(row, f"timing: could not start: {exc}") for row in item.rows.values()]
         ready: dict[int, TimerProcess] = {}
         for index, timer in timers.items():
             try:
