@@ -53,3 +53,15 @@ def median_interval(values: list[float] | tuple[float, ...], confidence: float =
     # [x_(k+1), x_(n-k)] misses the median with probability 2 P(X <= k), X ~ Binomial(n, 1/2)
     k = max((k for k in range(n // 2) if cdf[k] <= tail), default=0)
     return ordered[k], ordered[n - 1 - k]
+
+
+UNCERTAIN_SPAN = 1.5
+"""A ratio whose 95 % interval spans more than this factor (high / low, about +-20 % around it) is uncertain.
+On a 2-vCPU VM a baseline's own round medians moved by up to 1.6x from round to round (eager at batch 1), so
++-10 % flagged nearly every speedup of a compare_all run while its value repeated between runs; an interval
+that contains 1 is a tie with the baseline, a finding, not an uncertainty."""
+
+
+def interval_too_wide(low: float, high: float) -> bool:
+    """Whether a positive ratio's 95 % interval [``low``, ``high``] spans more than :data:`UNCERTAIN_SPAN`."""
+    return low <= 0 or high / low > UNCERTAIN_SPAN

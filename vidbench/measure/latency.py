@@ -13,7 +13,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from vidbench.stats import median_interval
+from vidbench.stats import interval_too_wide, median_interval
 
 P99_MIN_SAMPLES = 100
 """Fewer timed calls than this and a p99 is only the largest sample or near it (MLPerf LoadGen asks far more)."""
@@ -117,9 +117,6 @@ def latency_stats(ms: np.ndarray, cold_ms: float, measured_s: float, p50_ms: flo
 
 # Interleaved timing: the artifacts of one job take turns in short rounds, each in its own warm process, so a
 # slow spell of the machine lands on all of them alike and the per-round ratio to the baseline cancels it.
-
-UNCERTAIN_HALF_WIDTH = 0.10
-"""A speedup whose 95 % interval reaches further than this fraction of it on either side is flagged uncertain."""
 
 
 @dataclass(frozen=True)
@@ -269,8 +266,8 @@ class Speedup:
 
     @property
     def uncertain(self) -> bool:
-        """The interval reaches further than :data:`UNCERTAIN_HALF_WIDTH` of the speedup on some side."""
-        return self.high > self.value * (1 + UNCERTAIN_HALF_WIDTH) or self.low < self.value * (1 - UNCERTAIN_HALF_WIDTH)
+        """The interval is too wide to say how much faster (:func:`vidbench.stats.interval_too_wide`)."""
+        return interval_too_wide(self.low, self.high)
 
 
 def speedup(baseline: Rounds, other: Rounds) -> Speedup | None:

@@ -22,8 +22,8 @@ METHODOLOGY: tuple[str, ...] = (
     "alternating rounds (A B C, then C B A, ...), each round at least min_iters/rounds calls and min_seconds/rounds "
     "seconds; p50 = median over rounds of each round's median call (p99 marked below 100 calls). clips/s = batch x "
     "calls / timed wall time. Speedup = median of the per-round ratios to the baseline, with a 95 % interval; a row "
-    "is uncertain when that interval is wider than +-10 % (runs before interleaved timing mark a CV above 10 % "
-    "unstable instead). Threads are fixed per run and recorded.",
+    "is uncertain when that interval spans more than 1.5x (high / low; runs before interleaved timing mark a CV "
+    "above 10 % unstable instead). Threads are fixed per run and recorded.",
     "End-to-end time (decode / transform / model) is a separate figure, measured file to prediction in one process.",
     "GFLOPs follow fvcore's convention: one fused multiply-add = one FLOP, one clip at the suite's T x crop x crop.",
     "Size on disk counts every file of the artifact. Each optimization runs in its own child process with a "

@@ -24,6 +24,7 @@ from matplotlib.transforms import Bbox
 
 from vidbench.report.rundata import JobFiles, RunData
 from vidbench.report.summary import artifact_rows, per_clip_ms, stopped_by_budget, top1_interval
+from vidbench.stats import interval_too_wide
 
 PROBE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("top1", "intact"),
@@ -329,8 +330,10 @@ def _column(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _uncertain(merged: pd.DataFrame, low: pd.Series, high: pd.Series, speedup: pd.Series) -> pd.Series:
-    """Each row's ``speedup_uncertain``; where absent, whether its interval is wider than +-10 % (NA: no interval)."""
-    wide = ((low < 0.9 * speedup) | (high > 1.1 * speedup)).where(low.notna() & high.notna())
+    """Each row's ``speedup_uncertain``; where absent, whether its interval is too wide (NA: no interval)."""
+    both = low.notna() & high.notna()
+    wide = pd.Series([interval_too_wide(a, b) if ok else None for a, b, ok in zip(low, high, both, strict=True)],
+                     index=merged.index, dtype=object)  # fmt: skip
     recorded = merged["speedup_uncertain"] if "speedup_uncertain" in merged else pd.Series(None, index=merged.index)
     return recorded.where(recorded.notna(), wide).map(lambda v: None if pd.isna(v) else bool(v))
 
@@ -373,7 +376,7 @@ def _interval_text(low: float, high: float) -> str:
 def speedup_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Each ok row of another optimization against the baseline's row of the same model and batch: speedup and
     top-1 delta. The speedup is the row's own (median over interleaved rounds of the per-round p50 ratio) where
-    it carries one, with its 95 % interval and whether that interval is wider than +-10 % (``uncertain``);
+    it carries one, with its 95 % interval and whether that interval is too wide (``uncertain``);
     otherwise (runs before interleaved timing) baseline p50 / optimized p50."""
     rows = _speedup_rows(frame, baseline)
     table = rows.drop(columns=["low", "high", "interleaved", "uncertain"]).rename(columns={"speedup": "speedup x"})
@@ -395,7 +398,7 @@ def _speedup_caption(rows: pd.DataFrame, baseline: str) -> str:
     caption = (
         f"Speedup = median over the interleaved timing rounds of {baseline}'s round p50 / the optimized artifact's "
         f"round p50, at the same batch{tail} Error bars and the table's 95% interval: the interval of that median "
-        "(order statistics); uncertain: the interval is wider than +-10% of the speedup."
+        "(order statistics); uncertain: the interval spans more than 1.5x (high / low, about +-20%)."
     )
     if not rows["interleaved"].all():
         caption += f" Rows without interleaved rounds (older runs, artifacts timed alone): {ratio}, no interval."

@@ -219,8 +219,8 @@ def write_summary(run_dir: Path) -> Path:
         "alternating rounds (A B C, then C B A, ...), each round at least min_iters/rounds calls and "
         "min_seconds/rounds seconds; p50 = median over rounds of each round's median call (p99 marked below 100 "
         "calls). clips/s = batch x calls / timed wall time. speedup = median of the per-round ratios to the "
-        "baseline, with a 95 % interval; a row is marked uncertain when that interval is wider than +-10 % "
-        "(runs before interleaved timing: unstable, a CV above 10 %).",
+        "baseline, with a 95 % interval; a row is marked uncertain when that interval spans more than 1.5x "
+        "(high / low; runs before interleaved timing: unstable, a CV above 10 %).",
         "- GFLOPs: fvcore, one fused multiply-add = one FLOP, one clip at the cell's T x crop x crop.",
         "- rev %: top-1 on the same test clips played backwards (results.csv also has shuffled, frame_drop, "
         "frozen); an order-blind model loses nothing there, a model that uses time does.",
