@@ -17,6 +17,7 @@ import numpy as np
 
 from vidbench.report.compare import paired
 from vidbench.report.rundata import load_frame
+from vidbench.stats import UNCERTAIN_SPAN, interval_too_wide
 
 CLOSE = 0.10
 """Two speedups "differ by at most 10 %": |b - a| / a <= this."""
@@ -58,7 +59,11 @@ def main() -> None:
     for name, frame in zip(("A", "B"), frames, strict=True):
         ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()] if "speedup" in frame else frame.iloc[0:0]
         flagged = int(ok["speedup_uncertain"].fillna(False).astype(bool).sum()) if not ok.empty else 0
-        print(f"run {name}: {flagged} of {len(ok)} ok rows flagged uncertain ({flagged / max(len(ok), 1):.0%})")
+        bounds = zip(ok["speedup_ci95_low"], ok["speedup_ci95_high"], strict=True)
+        rule = sum(interval_too_wide(low, high) for low, high in bounds)
+        share = flagged / max(len(ok), 1)
+        print(f"run {name}: {flagged} of {len(ok)} ok rows flagged uncertain in the run ({share:.0%}); "
+              f"{rule} by today's rule (interval wider than {UNCERTAIN_SPAN}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
