@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vidbench.measure.alone import ENGINES, serve_command
-from vidbench.measure.latency import P99_MIN_SAMPLES, RoundPlan, Rounds, run_rounds, speedup
+from vidbench.measure.latency import RoundPlan, Rounds, run_rounds, speedup
 from vidbench.run.launch import TimerError, TimerProcess
 from vidbench.rundir import TaskDir, write_json_atomic
 
@@ -126,7 +126,7 @@ def timed_fields(
         "frames_per_s": clips_per_s * (row.get("frames") or 0),
         "latency_ms_cold": stats.cold_ms,
         "latency_iterations": stats.iterations,
-        "latency_p99_trusted": stats.iterations >= P99_MIN_SAMPLES,
+        "latency_p99_trusted": stats.p99_trusted,
         "timing": "interleaved" if ratio is not None else "alone",
         "timing_rounds": len(rounds.samples_ms),
         "speedup": ratio.value if ratio else None,

@@ -168,8 +168,7 @@ def run_measure(ctx: Context) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)  # compile: one shape fewer
-        artifact = spec.prepare(model, example, ctx.calibration_clips(measure.calibration_clips), workdir)
+        artifact = prepare_artifact(ctx, spec, model, workdir)
     except Unsupported as exc:
         for bs in task["batch_sizes"]:
             write(bs, status="unsupported", reason=str(exc))
@@ -228,6 +227,13 @@ def run_measure(ctx: Context) -> None:
     _write_card(ctx, spec.name, task_name, artifact, list(untimed.values()))
 
 
+def prepare_artifact(ctx: Context, spec: Any, model: torch.nn.Module, workdir: Path) -> Any:
+    """``spec``'s artifact of the trained ``model``, prepared the one way both its measure task and its timing
+    process prepare it."""
+    example = ctx.example(max(2, *ctx.task["batch_sizes"])).to(ctx.device)  # compile: one shape fewer
+    return spec.prepare(model, example, ctx.calibration_clips(ctx.suite.measure.calibration_clips), workdir)
+
+
 def run_timer(ctx: Context, channel: Channel | None = None) -> None:
     """One artifact's warm timing process for an artifact that lives in torch (no engine file to load alone):
     prepared again from the trained model, exactly as its measure task prepared it, then timed on command over
@@ -236,12 +242,11 @@ def run_timer(ctx: Context, channel: Channel | None = None) -> None:
     task = ctx.task
     spec = ctx.registry.optimization(task["optimization"])
     model = ctx.trained_model().to(ctx.device)
-    example = ctx.example(max(2, *task["batch_sizes"])).to(ctx.device)
     folder = ctx.run.task(ctx.job.slug, task.get("task_name") or spec.name).timer.root
     folder.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="artifact-", dir=folder))
     try:
-        artifact = spec.prepare(model, example, ctx.calibration_clips(ctx.suite.measure.calibration_clips), workdir)
+        artifact = prepare_artifact(ctx, spec, model, workdir)
         sync = synchronizer(str(ctx.device))
 
         def call_for(batch: int) -> Callable[[], object]:
