@@ -57,7 +57,7 @@ def median_interval(values: list[float] | tuple[float, ...], confidence: float =
 
 UNCERTAIN_SPAN = 1.5
 """A ratio whose 95 % interval spans more than this factor (high / low, about +-20 % around it) is uncertain.
-On a 2-vCPU VM a baseline's own round medians moved by up to 1.6x from round to round (eager at batch 1), so
+On a 2-vCPU VM a baseline's own round medians moved by up to 1.6x from round to round (the baseline at batch 1), so
 +-10 % flagged nearly every speedup of a compare_all run while its value repeated between runs; an interval
 that contains 1 is a tie with the baseline, a finding, not an uncertainty."""
 
