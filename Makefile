@@ -23,10 +23,13 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
-# The layering contracts of pyproject.toml ([tool.importlinter]) first: a broken layer fails fast.
+# The layering contracts of pyproject.toml ([tool.importlinter]) first: a broken layer fails fast. Then the tests
+# on two workers (a suite run leaves about half of 2 cores idle: waits on children, I/O), then alone the tests
+# marked serial (a wall-clock bound, or their own CPU load), which another test's load would break.
 test: $(RAY_STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not serial' -n 2 --dist loadfile
+	$(BIN)/python -m pytest -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check vidbench plugins tests benchmarks

@@ -116,6 +116,7 @@ class SpellAfter:
         return self.inner.round(batch, seconds, min_calls, warmup)
 
 
+@pytest.mark.serial
 def test_a_slow_spell_moves_a_back_to_back_ratio_but_not_an_interleaved_one(tmp_path: Path) -> None:
     small, large = mlp_file(tmp_path / "small.onnx", 4, 0), mlp_file(tmp_path / "large.onnx", 12, 1)
     timers = {"small": timer(tmp_path, "small", small), "large": timer(tmp_path, "large", large)}

@@ -328,6 +328,7 @@ def test_rules_and_pareto_front() -> None:
     assert list(pareto_front(points, "ms", "acc").index) == [4, 0, 1, 2]
 
 
+@pytest.mark.serial
 def test_kinetics50_fails_fast_naming_the_layout(tmp_path: Path) -> None:
     start = time.monotonic()
     proc = vidbench("run", str(REPO / "suites" / "kinetics50.yaml"), "--quiet", cwd=tmp_path, timeout=120)

@@ -259,6 +259,7 @@ def test_a_torn_tail_neither_swallows_the_next_row_nor_fails_its_cell(tmp_path: 
     assert rows[1]["cell_key"] == json.loads(second)["cell_key"]
 
 
+@pytest.mark.serial
 def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder(
     tmp_path: Path, data_root: Path
 ) -> None:
@@ -279,6 +280,7 @@ def test_a_second_run_into_a_run_directory_being_written_fails_naming_the_holder
     assert took < 2, f"the second run took {took:.1f} s to refuse"  # before torch or any plugin is imported
 
 
+@pytest.mark.serial
 def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, data_root: Path) -> None:
     suite = write_suite(
         tmp_path, data_root, optimizations=["eager", "onnx"], models=[{"name": "frame_avg", "presets": ["tiny"]}]

@@ -27,6 +27,8 @@ from tests.serve_helpers import Server, trained_run
 from vidbench.data.decode import DecodeLimits, LimitExceeded, probe
 from vidbench.serve.artifact import load_served, parse_ref
 
+pytestmark = pytest.mark.serial  # answers within ANSWER_S seconds, a bound another test's load would break
+
 RSS_BUDGET_MB = 300
 ANSWER_S = 5.0
 BOUNDARY = "vidbench-hostile"
