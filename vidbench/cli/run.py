@@ -55,6 +55,10 @@ def run(
         raise fail("--retry-failed re-runs the failed cells of an earlier run: add --resume")
     overrides = list(override or [])
     _refuse_a_busy_run_dir(suite_file, resume, run_id, overrides)  # first: a refusal should not wait for torch
+    if not dry_run and executor is Executor.local:
+        from vidbench.run.launch import start_fork_server
+
+        start_fork_server()  # its imports run beside this process's own (the suite's plugins)
     from vidbench.cli.progress import RichProgress
     from vidbench.data.loader import read_skip_log
     from vidbench.data.scan import DatasetError

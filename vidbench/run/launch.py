@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -168,6 +169,32 @@ def _main_module_hidden() -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(main, name, value)
+
+
+_started_early: list[bool] = []
+
+
+def start_fork_server() -> None:
+    """Start the run's fork server now, in the background: its imports (seconds of torch and the plugins)
+    overlap the caller's own instead of following them at the first launch."""
+    _fork_server()
+    multiprocessing.forkserver.ensure_running()
+    _started_early.append(True)
+
+
+def wait_for_fork_server() -> None:
+    """Return once a fork server started by :func:`start_fork_server` has finished its imports (the server
+    accepts a child only then), so that a measurement does not share the CPU with them; else at once."""
+    if not _started_early:
+        return
+    child = _fork_server().Process(target=_nothing, daemon=False)
+    with _main_module_hidden():
+        child.start()
+    child.join()
+
+
+def _nothing() -> None:
+    """The child that :func:`wait_for_fork_server` starts."""
 
 
 @functools.cache

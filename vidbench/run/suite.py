@@ -30,7 +30,7 @@ from vidbench.run.config import Suite
 from vidbench.run.context import job_record
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
 from vidbench.run.interleave import Untimed, time_job
-from vidbench.run.launch import Outcome
+from vidbench.run.launch import Outcome, wait_for_fork_server
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
 
@@ -76,6 +76,7 @@ class SuiteRun:
 
     def write_env(self) -> None:
         if self.peak_gmacs is None:
+            wait_for_fork_server()  # the peak is timed on a CPU that nothing else imports on
             self.peak_gmacs = matmul_peak_gmacs(self.threads, device=self.suite.measure.device)
         env = {
             "fp32_matmul_gmacs_per_s": self.peak_gmacs,
