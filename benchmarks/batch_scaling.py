@@ -75,7 +75,7 @@ def _eager_child(run_dir: str, slug: str, shape: tuple[int, ...], threads: int) 
     """In the fresh process: the trained PyTorch model, rebuilt as a cell rebuilds it, timed."""
     import torch
 
-    from vidbench.run.context import Context
+    from vidbench.job.context import Context
     from vidbench.rundir import RunDir
 
     torch.set_num_threads(threads)

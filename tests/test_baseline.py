@@ -15,9 +15,10 @@ import yaml
 
 from tests.conftest import only_run_dir, suite_dict, vidbench, write_suite
 from tests.serve_helpers import Server
-from vidbench.run.config import SuiteError, load_suite
 from vidbench.rundir import RunDir
 from vidbench.serve.artifact import load_served, parse_ref
+from vidbench.suite.compose import load_suite
+from vidbench.suite.schema import SuiteError
 
 REFERENCE_PLUGIN = '''
 """``reference``: the trained model as it is, declared as the suite's baseline under its own name."""

@@ -98,7 +98,8 @@ measure: {device: cuda, threads: 4, warmup: 5, min_iters: 50, min_seconds: 1.0, 
 
 
 def test_extends_gives_the_hand_written_suite_it_replaced(tmp_path: Path) -> None:
-    from vidbench.run.config import SuiteError, load_suite
+    from vidbench.suite.compose import load_suite
+    from vidbench.suite.schema import SuiteError
 
     hand = tmp_path / "hand.yaml"
     hand.write_text(HAND_WRITTEN_GPU_SUITE)

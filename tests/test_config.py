@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from tests.conftest import suite_dict, vidbench
-from vidbench.run.config import SuiteError, load_suite
+from vidbench.suite.compose import load_suite
+from vidbench.suite.schema import SuiteError
 
 BAD_SUITES = [
     (
@@ -114,8 +115,8 @@ def _recipe_suite(tmp_path: Path, preset: str, model_train: dict | None = None, 
 def test_recipe_precedence_model_over_recipe_over_suite(tmp_path: Path) -> None:
     """The suite's train block < the preset's recipe < the model's own train block; ``recipes: false`` keeps the
     suite's; the lr scales with the global batch from the recipe's ``lr_batch``; the job names the recipe."""
-    from vidbench.run.cells import expand
-    from vidbench.run.config import train_sources
+    from vidbench.suite.cells import expand
+    from vidbench.suite.schema import train_sources
 
     suite, registry = load_suite(_recipe_suite(tmp_path, "tuned", {"epochs": 4}))
     job = expand(suite, registry)[0][0]
@@ -139,7 +140,7 @@ def test_a_recipe_may_set_only_recipe_fields(tmp_path: Path) -> None:
 
 
 def test_seeds_make_one_job_per_seed_and_seed_zero_is_the_single_run(tmp_path: Path) -> None:
-    from vidbench.run.cells import expand
+    from vidbench.suite.cells import expand
 
     (tmp_path / "recipe_plugin.py").write_text(RECIPE_PLUGIN)
     single, registry = load_suite(_recipe_suite(tmp_path, "plain"))

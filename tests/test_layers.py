@@ -45,11 +45,11 @@ def test_a_plugin_importing_the_run_machinery_breaks_the_contract(tmp_path: Path
     shutil.copytree(CORE, tmp_path / "vidbench", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "plugins", tmp_path / "vidbench_plugins", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path)
-    (tmp_path / "vidbench_plugins" / "models" / "sneaky.py").write_text("from vidbench.run import suite  # noqa\n")
+    (tmp_path / "vidbench_plugins" / "models" / "sneaky.py").write_text("from vidbench.run import scheduler  # noqa\n")
     proc = lint_imports(tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert "Plugins import only the contract, the kit and vidbench.data BROKEN" in proc.stdout
-    assert "vidbench_plugins.models.sneaky -> vidbench.run.suite" in proc.stdout
+    assert "vidbench_plugins.models.sneaky -> vidbench.run.scheduler" in proc.stdout
 
 
 def _core_modules() -> list[Path]:
@@ -97,3 +97,23 @@ def test_no_run_directory_path_outside_rundir() -> None:
     offenders = [hit for path in scanned for hit in _path_literals(path)]
     assert not offenders, offenders
     assert _path_literals(CORE / "rundir.py"), "the scan finds nothing even where the paths are spelled"
+
+
+def test_the_design_doc_names_every_column_of_a_row() -> None:
+    """``docs/design.md``'s result schema lists each column of ``results.Row`` under its group, so a column added
+    to the code without a line in the design fails here."""
+    import re
+
+    from vidbench.results import ROW_GROUPS
+
+    text = (REPO / "docs" / "design.md").read_text()
+    section = text[text.index("## Result schema") :]
+    section = section[: section.index("\n## ", 3)]
+    for group, columns in ROW_GROUPS.items():
+        listed = re.search(rf"^- \*\*{group}\*\* \(`Row{group.title()}`\):(.*?)(?=^- \*\*|\Z)", section, re.M | re.S)
+        assert listed, f"design.md's result schema has no line for the {group} columns"
+        named = set(re.findall(r"`([a-z0-9_]+)`", listed.group(1)))
+        missing = sorted(set(columns.__annotations__) - named)
+        assert not missing, f"design.md's {group} columns miss {missing}"
+    overlap = [c for g in ROW_GROUPS.values() for c in g.__annotations__]
+    assert len(overlap) == len(set(overlap)), "a column in two groups"

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, only_run_dir, suite_dict, vidbench, write_suite
-from vidbench.results import SCHEMA, ResultStore
+from vidbench.results import COLUMNS, SCHEMA, ResultStore
 from vidbench.rundir import RunDir
 
 FAULTY_PLUGIN = """
@@ -127,6 +127,8 @@ def test_result_files_have_every_schema_column(tmp_path: Path, data_root: Path) 
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4)
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     assert all(set(SCHEMA) <= set(json.loads(line)) for line in lines)
+    unknown = {column for line in lines for column in json.loads(line)} - set(COLUMNS)
+    assert not unknown, f"columns that results.Row does not declare: {sorted(unknown)}"
     env = json.loads((run_dir / "env.json").read_text())
     for key in ("python", "cpu", "isa", "cores", "threads", "git_commit", "suite_hash", "packages"):
         assert key in env, key

@@ -226,7 +226,7 @@ def test_embed_on_ray_writes_the_same_store_as_locally(
 
 
 def test_the_default_paths_do_not_import_ray() -> None:
-    modules = "vidbench.cli, vidbench.run.suite, vidbench.run.worker, vidbench.serve.features"
+    modules = "vidbench.cli, vidbench.run.scheduler, vidbench.run.worker, vidbench.serve.features"
     code = f"import sys, {modules}; print('ray' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

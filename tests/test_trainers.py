@@ -22,15 +22,16 @@ from vidbench_plugins.trainers.ssl import motion_statistics
 
 from tests.conftest import only_run_dir, suite_dict, vidbench, write_suite
 from vidbench.data.scan import labelled_subset
+from vidbench.job.context import Context
+from vidbench.job.train import run_train
 from vidbench.learn.train import Trainer, config_from_settings, seed_everything
-from vidbench.run.cells import trained_weights
-from vidbench.run.config import SuiteError, load_suite
-from vidbench.run.context import Context
 from vidbench.run.progress import Silent
-from vidbench.run.suite import SuiteRun
-from vidbench.run.worker import run_train
+from vidbench.run.scheduler import SuiteRun
 from vidbench.rundir import JobDir, RunDir
 from vidbench.specs import VideoSample
+from vidbench.suite.cells import trained_weights
+from vidbench.suite.compose import load_suite
+from vidbench.suite.schema import SuiteError
 
 TEACHER = {"name": "frame_avg", "presets": ["tiny"]}
 TAUGHT_BY = {"teacher": "frame_avg/tiny"}

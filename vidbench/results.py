@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 
@@ -60,6 +60,125 @@ SCHEMA: tuple[str, ...] = (
 issue 6: multi-label mAP, calibration error and the temporal probes); extra columns follow them."""
 
 STATUSES = ("ok", "unsupported", "failed")
+
+
+class RowIdentity(TypedDict, total=False):
+    """Which cell a row measures: the suite, run, job and its input, the optimization, batch and threads, and its
+    key (config, environment and trained weights); its status and, unless ok, why."""
+
+    suite: str
+    run_id: str
+    dataset: str
+    model: str
+    preset: str
+    optimization: str
+    device: str
+    threads: int
+    measure_task: str
+    frames: int
+    crop: int
+    batch_size: int
+    job: str
+    seed: int | None
+    cell_key: str
+    status: str
+    reason: str
+
+
+class RowTraining(TypedDict, total=False):
+    """How the row's model was trained (the job summary's figures, the same for every row of the job)."""
+
+    recipe: str | None
+    trainer: str
+    trainer_default: bool
+    label_fraction: float
+    teacher: str | None
+    lr: float
+    train_s: float | None
+    epochs_run: int | None
+    best_epoch: int | None
+    stopped_by: str | None
+    converged: bool | None
+    train_clips: int | None
+    train_pflops: float | None
+
+
+class RowMeasurement(TypedDict, total=False):
+    """What the measure task found: the artifact's size and cost, its parity with the trained model, its accuracy
+    (single view, views, temporal probes) and the end-to-end throughput over the test files."""
+
+    params_m: float
+    gflops_per_clip: float
+    size_mb: float
+    prepare_s: float
+    top1: float
+    top1_ci95_low: float
+    top1_ci95_high: float
+    test_clips: int
+    top5: float
+    mean_class_acc: float
+    map: float | None
+    ece: float | None
+    agreement_top1: float
+    max_abs_logit_diff: float
+    top1_reversed: float | None
+    top1_shuffled: float | None
+    top1_frame_drop: float | None
+    top1_frozen: float | None
+    views: str
+    views_error: str
+    top1_single_view: float
+    notes: dict[str, Any]
+    e2e_clips_per_s: float | None
+    e2e_decode_ms: float | None
+    e2e_transform_ms: float | None
+    e2e_model_ms: float | None
+    peak_rss_mb: float
+    cell_wall_s: float
+    engine: str
+    engine_file: str | None
+
+
+class RowTiming(TypedDict, total=False):
+    """The job's interleaved timing of the artifact: latency percentiles over its rounds, throughput, the speedup
+    over the baseline with its 95 % interval, and the share of the machine's matmul peak."""
+
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_cv_pct: float
+    clips_per_s: float
+    frames_per_s: float
+    latency_ms_cold: float | None
+    latency_iterations: int
+    latency_p99_trusted: bool
+    timing: str
+    timing_rounds: int
+    speedup: float | None
+    speedup_ci95_low: float | None
+    speedup_ci95_high: float | None
+    speedup_uncertain: bool | None
+    timed_alone: bool
+    achieved_gmacs_per_s: float
+    roofline_pct: float | None
+
+
+class Row(RowIdentity, RowTraining, RowMeasurement, RowTiming, total=False):
+    """One result row, one cell: identity, training, measurement, timing. The files hold these columns only
+    (SCHEMA's first, in its order); a failed or unsupported row leaves the measurement and timing it lacks empty."""
+
+
+ROW_GROUPS: dict[str, type] = {
+    "identity": RowIdentity,
+    "training": RowTraining,
+    "measurement": RowMeasurement,
+    "timing": RowTiming,
+}
+"""The row's columns by what sets them: the scheduler (identity, training), the measure task, the timing."""
+
+COLUMNS: tuple[str, ...] = (*SCHEMA, *(name for name in Row.__annotations__ if name not in SCHEMA))
+"""Every column a row may have: SCHEMA's, then the rest of :class:`Row`'s."""
+
 KEY_COLUMN = "cell_key"
 
 

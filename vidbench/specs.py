@@ -211,7 +211,7 @@ class TrainingSession(Protocol):
     model: nn.Module
     """The job's model, built (and loaded from ``pretrained`` when the suite says so), on the CPU."""
     settings: Any
-    """The job's resolved train settings (``vidbench.run.config.TrainSettings``: epochs, lr, until...)."""
+    """The job's resolved train settings (``vidbench.suite.schema.TrainSettings``: epochs, lr, until...)."""
     options: TrainerOptions
     """This trainer's options, validated."""
     num_classes: int

@@ -11,8 +11,8 @@ from rich.table import Table
 from vidbench.cli.common import ExitCode, console, fail
 
 if TYPE_CHECKING:
-    from vidbench.run.cells import ModelJob
-    from vidbench.run.suite import SuiteRun
+    from vidbench.run.scheduler import SuiteRun
+    from vidbench.suite.cells import ModelJob
 
 
 def _select_job(
@@ -20,11 +20,12 @@ def _select_job(
 ) -> tuple[SuiteRun, ModelJob]:
     """The suite's run machinery for one model job, writing into ``out``."""
     from vidbench.data.scan import DatasetError
-    from vidbench.run.cells import expand
-    from vidbench.run.config import SuiteError, load_suite
     from vidbench.run.progress import Silent
-    from vidbench.run.suite import SuiteRun
+    from vidbench.run.scheduler import SuiteRun
     from vidbench.rundir import RunDir
+    from vidbench.suite.cells import expand
+    from vidbench.suite.compose import load_suite
+    from vidbench.suite.schema import SuiteError
 
     try:
         suite, registry = load_suite(suite_file)
@@ -68,15 +69,15 @@ def train(
     ] = None,
 ) -> None:
     """Train one model of a suite outside the suite run: checkpoints every epoch, TensorBoard, analysis."""
-    from vidbench.run.context import Context
+    from vidbench.job.context import Context
+    from vidbench.job.train import run_train
     from vidbench.run.launch import torchrun_attached
-    from vidbench.run.worker import run_train
 
     run, job = _select_job(suite_file, model, preset, out, trainer)
     files = run.rundir.job(job.slug)
-    if job.teacher is not None and run.trained_by_slug(job.teacher) is None:
+    if job.teacher is not None and run.trained(job.teacher) is None:
         raise fail(
-            f"{job.model}/{job.variant} learns from {job.teacher}, not trained in {run.run_dir}: train its teacher "
+            f"{job.model}/{job.variant} learns from {job.teacher}, not trained in {run.rundir.root}: train its teacher "
             "first with the same --out"
         )
     if files.train_state.exists() and not resume:
@@ -107,8 +108,8 @@ def evaluate(
     """Evaluate a trained model on the test split: accuracy, calibration, temporal probes, retrieval, errors."""
     import json
 
-    from vidbench.run.context import Context
-    from vidbench.run.worker import evaluate_job
+    from vidbench.job.context import Context
+    from vidbench.job.train import evaluate_job
 
     run, job = _select_job(suite_file, model, preset, out)
     files = run.rundir.job(job.slug)

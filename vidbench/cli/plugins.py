@@ -47,7 +47,8 @@ def plugins_list(
 ) -> None:
     """List every model, dataset, optimization and trainer with where it comes from."""
     from vidbench.plugins import PluginError, load_plugins
-    from vidbench.run.config import SuiteError, load_suite
+    from vidbench.suite.compose import load_suite
+    from vidbench.suite.schema import SuiteError
 
     try:
         registry = load_suite(suite_file)[1] if suite_file else load_plugins()

@@ -63,10 +63,11 @@ def run(
     from vidbench.data.loader import read_skip_log
     from vidbench.data.scan import DatasetError
     from vidbench.report.table import rich_table, write_summary
-    from vidbench.run.cells import parse_only
-    from vidbench.run.config import SuiteError, load_suite
     from vidbench.run.progress import Silent
-    from vidbench.run.suite import run_suite
+    from vidbench.run.scheduler import run_suite
+    from vidbench.suite.cells import parse_only
+    from vidbench.suite.compose import load_suite
+    from vidbench.suite.schema import SuiteError
 
     require_executor(executor)
     try:
@@ -131,7 +132,7 @@ def _exit_on_failures(files: RunDir, reported: bool, exit_zero: bool) -> None:
 def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set[str]]) -> None:
     """``--dry-run``: the cells a run would measure, the jobs it would train, and each cell's time in the latest
     earlier run of the suite (its measuring child's wall time) where there is one."""
-    from vidbench.run.cells import expand, select
+    from vidbench.suite.cells import expand, select
 
     jobs, cells = select(*expand(suite, registry, suite_file.parent), only)
     earlier = RunDir.latest(suite.output_dir, suite.name)
@@ -161,7 +162,8 @@ def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set
 
 def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, overrides: list[str]) -> None:
     """Fail at once, before the plugins load, when the run directory to resume is being written."""
-    from vidbench.run.config import SuiteError, compose_suite
+    from vidbench.suite.compose import compose_suite
+    from vidbench.suite.schema import SuiteError
 
     if not (resume or run_id):
         return

@@ -179,7 +179,7 @@ def _set_numpy_rng_state(state: dict[str, Any]) -> None:
 
 
 def config_from_settings(settings: Any, multilabel: bool) -> TrainConfig:
-    """The loop's config from a suite's train settings (``vidbench.run.config.TrainSettings``), the lr scaled."""
+    """The loop's config from a suite's train settings (``vidbench.suite.schema.TrainSettings``), the lr scaled."""
     fields = {f: getattr(settings, f) for f in TrainConfig.__dataclass_fields__ if hasattr(settings, f)}
     return TrainConfig(**{**fields, "lr": settings.effective_lr()}, multilabel=multilabel)
 

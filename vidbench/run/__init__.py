@@ -1,7 +1,5 @@
-"""Running a suite: its config, its cells, the orchestration, the launching of child processes, the executors
-(local, Ray) and the child's entry point.
-
-What other layers may use: :mod:`vidbench.run.config` (suites), :mod:`vidbench.run.cells` (jobs and cells),
-:mod:`vidbench.run.context` (one job's context) and :mod:`vidbench.run.cluster` (joining Ray); the rest is the
-run machinery's own (import-linter keeps ``serve`` out of it).
+"""Running a suite: scheduling its jobs' tasks (:mod:`.scheduler`), the executors that run them (local, Ray),
+launching each in a child process (:mod:`.launch`), the child's entry point (:mod:`.worker`), and the job's
+interleaved timing (:mod:`.interleave`). What a suite is lives in :mod:`vidbench.suite`, what one task does
+in :mod:`vidbench.job`.
 """

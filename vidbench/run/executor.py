@@ -1,4 +1,4 @@
-"""Executors: where a suite's tasks run. The suite's per-job loop (:mod:`vidbench.run.suite`) submits each task
+"""Executors: where a suite's tasks run. The suite's per-job loop (:mod:`vidbench.run.scheduler`) submits each task
 with a callback; an executor runs it and calls back with the outcome and any rows that travelled back.
 
 ``local`` runs each task here, in a child process, at once (so a job's tasks run in order: training, then
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vidbench.run.cells import ModelJob
 from vidbench.run.launch import Outcome, launch
 from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
+from vidbench.suite.cells import ModelJob
 
 Done = Callable[[Outcome, list[dict[str, Any]]], None]
 """Called once a task ended: its outcome and the rows it sent back (none when it wrote them itself)."""

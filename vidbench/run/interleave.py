@@ -19,6 +19,7 @@ import numpy as np
 
 from vidbench.measure.alone import ENGINES, serve_command
 from vidbench.measure.latency import RoundPlan, Rounds, run_rounds, speedup
+from vidbench.results import RowTiming
 from vidbench.run.launch import TimerError, TimerProcess
 from vidbench.rundir import TaskDir, write_json_atomic
 
@@ -109,34 +110,34 @@ def _time_group(
 
 def timed_fields(
     rounds: Rounds, base: Rounds | None, batch: int, row: dict[str, Any], peak_gmacs: float | None
-) -> dict[str, Any]:
+) -> RowTiming:
     """The timing columns of a row from its rounds (and the baseline's, for the speedup)."""
     stats = rounds.stats()
     clips_per_s = batch * stats.calls_per_s
     gflops = row.get("gflops_per_clip") or 0.0
     ratio = speedup(base, rounds) if base is not None else None
-    return {
-        "status": "ok",
-        "reason": "",
-        "latency_ms_p50": stats.p50_ms,
-        "latency_ms_p90": stats.p90_ms,
-        "latency_ms_p99": stats.p99_ms,
-        "latency_cv_pct": stats.cv_pct,
-        "clips_per_s": clips_per_s,
-        "frames_per_s": clips_per_s * (row.get("frames") or 0),
-        "latency_ms_cold": stats.cold_ms,
-        "latency_iterations": stats.iterations,
-        "latency_p99_trusted": stats.p99_trusted,
-        "timing": "interleaved" if ratio is not None else "alone",
-        "timing_rounds": len(rounds.samples_ms),
-        "speedup": ratio.value if ratio else None,
-        "speedup_ci95_low": ratio.low if ratio else None,
-        "speedup_ci95_high": ratio.high if ratio else None,
-        "speedup_uncertain": ratio.uncertain if ratio else None,
-        "timed_alone": row.get("engine") != "torch",
-        "achieved_gmacs_per_s": gflops * clips_per_s,
-        "roofline_pct": gflops * clips_per_s / peak_gmacs * 100 if peak_gmacs else None,
-    }
+    return RowTiming(
+        status="ok",
+        reason="",
+        latency_ms_p50=stats.p50_ms,
+        latency_ms_p90=stats.p90_ms,
+        latency_ms_p99=stats.p99_ms,
+        latency_cv_pct=stats.cv_pct,
+        clips_per_s=clips_per_s,
+        frames_per_s=clips_per_s * (row.get("frames") or 0),
+        latency_ms_cold=stats.cold_ms,
+        latency_iterations=stats.iterations,
+        latency_p99_trusted=stats.p99_trusted,
+        timing="interleaved" if ratio is not None else "alone",
+        timing_rounds=len(rounds.samples_ms),
+        speedup=ratio.value if ratio else None,
+        speedup_ci95_low=ratio.low if ratio else None,
+        speedup_ci95_high=ratio.high if ratio else None,
+        speedup_uncertain=ratio.uncertain if ratio else None,
+        timed_alone=row.get("engine") != "torch",
+        achieved_gmacs_per_s=gflops * clips_per_s,
+        roofline_pct=gflops * clips_per_s / peak_gmacs * 100 if peak_gmacs else None,
+    )
 
 
 def _keep_samples(folder: TaskDir, batch: int, rounds: Rounds, base: Rounds | None, plan: RoundPlan) -> None:

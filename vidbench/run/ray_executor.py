@@ -17,12 +17,12 @@ from typing import Any
 
 import ray
 
-from vidbench.run.cluster import connect
-from vidbench.run.config import Suite
+from vidbench.cluster import connect
 from vidbench.run.executor import Done, TaskStep
 from vidbench.run.launch import Outcome, launch
 from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
+from vidbench.suite.schema import Suite
 
 
 def run_task(task: dict[str, Any], task_dir: str, timeout_s: float, cwd: str) -> tuple[Outcome, list[dict[str, Any]]]:

@@ -24,7 +24,7 @@ from vidbench.data.decode import DecodeError
 from vidbench.data.loader import ClipDataset
 from vidbench.data.transforms import frames_to_clip
 from vidbench.hashing import file_sha256
-from vidbench.run.context import Context, JobFileError
+from vidbench.job.context import Context, JobFileError
 from vidbench.rundir import RunDir
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported, VideoSample
 

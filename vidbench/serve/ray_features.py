@@ -19,10 +19,10 @@ import numpy as np
 import ray
 import torch
 
+from vidbench.cluster import connect
 from vidbench.data.decode import DecodeError
 from vidbench.data.transforms import frames_to_clip
-from vidbench.run.cluster import connect
-from vidbench.run.context import Context
+from vidbench.job.context import Context
 from vidbench.specs import VideoSample
 
 Batch = dict[str, np.ndarray]

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vidbench.job.context import Context
 from vidbench.learn.train import Trainer, config_from_settings
-from vidbench.run.context import Context
 from vidbench.rundir import JobDir
 from vidbench.specs import Fitted, Objective, TrainerOptions
 

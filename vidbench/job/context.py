@@ -4,7 +4,7 @@ it from the job's ``job.json``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from vidbench.data.transforms import Augment
 from vidbench.learn import distributed
 from vidbench.learn.weights import load_checkpoint
 from vidbench.plugins import Registry, load_plugins
-from vidbench.run.cells import ModelJob
-from vidbench.run.config import Suite
 from vidbench.rundir import JobDir, RunDir, read_json
 from vidbench.specs import PreparedDataset, VideoSample
+from vidbench.suite.cells import ModelJob
+from vidbench.suite.schema import Suite
 
 
 class JobFileError(Exception):
@@ -159,3 +159,10 @@ class Context:
         dataset = self.clips("train", train_mode=False)
         for index in range(min(limit, len(dataset))):
             yield dataset[index][0].unsqueeze(0)
+
+
+def on_device(predict: Callable[[torch.Tensor], Any], device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """``predict`` fed with batches moved to ``device`` (loaders yield CPU tensors)."""
+    if device.type == "cpu":
+        return predict
+    return lambda clips: predict(clips.to(device, non_blocking=True))

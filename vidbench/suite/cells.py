@@ -8,17 +8,10 @@ from typing import Any
 
 from vidbench.hashing import file_sha256, json_digest
 from vidbench.plugins import Registry
-from vidbench.results import KEY_COLUMN, cell_key
-from vidbench.run.config import (
-    DatasetEntry,
-    ExcludeRule,
-    ModelEntry,
-    Suite,
-    TrainSettings,
-    teacher_of,
-    trainer_name,
-)
+from vidbench.results import Row, cell_key
 from vidbench.rundir import job_slug
+from vidbench.suite.checks import teacher_of, trainer_name
+from vidbench.suite.schema import DatasetEntry, ExcludeRule, ModelEntry, Suite, TrainSettings
 
 NEW_DEFAULTS: dict[str, Any] = {
     "nproc": 1, "until": "epochs", "min_delta": 0.0, "lr_batch": None, "schedule": "cosine", "drop_path": None,
@@ -148,39 +141,39 @@ class Cell:
         """The cell's key in the store: its identity, the environment and the trained weights."""
         return cell_key(self.identity(measure), env_hash, checkpoint_sha)
 
-    def row(self, suite: Suite, run_id: str, threads: int, key: str, training: dict[str, Any]) -> dict[str, Any]:
+    def row(self, suite: Suite, run_id: str, threads: int, key: str, training: dict[str, Any]) -> Row:
         """The identifying columns of this cell's row and how its job trained (``training``: the job summary,
         empty when it did not train); the measurement adds the rest."""
         job = self.job
-        return {
-            "suite": suite.name,
-            "run_id": run_id,
-            "dataset": job.dataset,
-            "model": job.model,
-            "preset": job.preset,
-            "optimization": self.optimization,
-            "device": suite.measure.device,
-            "threads": self.threads or threads,
-            "measure_task": self.task_name,
-            "frames": job.frames,
-            "crop": job.crop,
-            "batch_size": self.batch_size,
-            "job": job.slug,
-            "seed": job.seed,
-            "recipe": job.recipe,
-            "trainer": job.trainer_name,
-            "trainer_default": job.trainer is None,
-            "label_fraction": job.train_settings().label_fraction,
-            "teacher": training.get("teacher"),
-            "lr": job.train_settings().effective_lr(),
-            "train_s": training.get("train_s"),
-            "epochs_run": training.get("epochs_done"),
-            "best_epoch": training.get("best_epoch"),
-            "stopped_by": training.get("stopped"),
-            "converged": training.get("converged"),
-            "train_clips": training.get("train_clips"),
-            KEY_COLUMN: key,
-        }
+        return Row(
+            suite=suite.name,
+            run_id=run_id,
+            dataset=job.dataset,
+            model=job.model,
+            preset=job.preset,
+            optimization=self.optimization,
+            device=suite.measure.device,
+            threads=self.threads or threads,
+            measure_task=self.task_name,
+            frames=job.frames,
+            crop=job.crop,
+            batch_size=self.batch_size,
+            job=job.slug,
+            seed=job.seed,
+            recipe=job.recipe,
+            trainer=job.trainer_name,
+            trainer_default=job.trainer is None,
+            label_fraction=job.train_settings().label_fraction,
+            teacher=training.get("teacher"),
+            lr=job.train_settings().effective_lr(),
+            train_s=training.get("train_s"),
+            epochs_run=training.get("epochs_done"),
+            best_epoch=training.get("best_epoch"),
+            stopped_by=training.get("stopped"),
+            converged=training.get("converged"),
+            train_clips=training.get("train_clips"),
+            cell_key=key,
+        )
 
 
 def trained_weights(summary: dict[str, Any]) -> str:

@@ -19,20 +19,20 @@ from typing import Any
 from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
+from vidbench.job.card import add_latency
+from vidbench.job.context import job_record
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN
-from vidbench.run.card import add_latency
-from vidbench.run.cells import Cell, ModelJob, expand, select, trained_weights
-from vidbench.run.config import Suite
-from vidbench.run.context import job_record
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
 from vidbench.run.interleave import Untimed, time_job
 from vidbench.run.launch import Outcome, wait_for_fork_server
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
+from vidbench.suite.cells import Cell, ModelJob, expand, select, trained_weights
+from vidbench.suite.schema import Suite
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,6 @@ class SuiteRun:
         self.students: dict[str, list[ModelJob]] = {}
         """Jobs waiting for their teacher's training, by the teacher's folder."""
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
-
-    @property
-    def run_dir(self) -> Path:
-        return self.rundir.root
 
     def write_env(self) -> None:
         if self.peak_gmacs is None:
@@ -117,30 +113,26 @@ class SuiteRun:
     def _row(self, cell: Cell, key: str, summary: dict[str, Any] | None) -> dict[str, Any]:
         return cell.row(self.suite, self.rundir.run_id, self.threads, key, summary or {})
 
-    def trained(self, job: ModelJob) -> dict[str, Any] | None:
-        """The summary of a job already trained and evaluated in this run, else None."""
-        return self.rundir.job(job.slug).read_summary()
-
     def train_step(self, job: ModelJob) -> TaskStep:
         """The train task of ``job`` (with its teacher's folder and weights' hash when it learns from one)."""
         label = f"training {job.model}/{job.variant}"
         folder = self.rundir.task(job.slug, "train")
         extra: dict[str, Any] = {}
         if job.teacher is not None:
-            teacher = self.trained_by_slug(job.teacher) or {}
+            teacher = self.trained(job.teacher) or {}
             extra["teacher"] = {"slug": job.teacher, "checkpoint_sha": teacher.get("checkpoint_sha")}
         task = self.task("train", job, **extra)
         return TaskStep("train", job, task, folder, job.train_settings().timeout_s, label)
 
-    def trained_by_slug(self, slug: str) -> dict[str, Any] | None:
-        """The summary of the job in folder ``slug``, when trained and evaluated in this run."""
+    def trained(self, slug: str) -> dict[str, Any] | None:
+        """The summary of the job in folder ``slug``, when trained and evaluated in this run, else None."""
         return self.rundir.job(slug).read_summary()
 
     def train_result(self, job: ModelJob, outcome: Outcome) -> tuple[Outcome, dict[str, Any]]:
         """How the train task ended, with the job's summary when it trained."""
         if not outcome.ok:
             return Outcome(False, f"training failed: {outcome.reason}"), {}
-        summary = self.trained(job)
+        summary = self.trained(job.slug)
         if summary is None:
             where = self.rundir.job(job.slug).summary
             reason = f"training failed: its summary {where} is not readable here (on a cluster: is the run "
@@ -235,7 +227,7 @@ class SuiteRun:
     def start_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
         """Train ``job`` (unless this run trained it already), then measure each of its optimizations."""
         self.write_job_file(job)
-        summary = self.trained(job)
+        summary = self.trained(job.slug)
         if summary is not None:
             self.measure_job(job, Outcome(True), summary, executor, skip, progress)
             self.start_students(job, Outcome(True), executor, skip, progress)
@@ -343,7 +335,7 @@ def run_suite(
     only: dict[str, set[str]] | None = None,
 ) -> Path:
     """Execute a validated suite (``executor``: ``local`` or ``ray``; ``only``: the cells to run, as
-    :func:`~vidbench.run.cells.select` takes them); returns its run directory."""
+    :func:`~vidbench.suite.cells.select` takes them); returns its run directory."""
     run = None
     if run_id:
         run = RunDir.for_suite(suite.output_dir, suite.name, run_id)
@@ -361,4 +353,4 @@ def run_suite(
 
             chosen = RayExecutor(suite, suite_run.threads, progress)
         suite_run.execute(resume, retry_failed, progress, chosen)
-    return suite_run.run_dir
+    return suite_run.rundir.root
