@@ -1,8 +1,8 @@
 """The result schema and the store of result rows: a JSONL file (append-only) mirrored to a CSV table.
 
-Every row is appended to the JSONL file and fsynced the moment its cell ends, so a kill loses
-nothing already measured; the CSV is rewritten from the JSONL (atomically) after each row. Where the
-files lie is :class:`vidbench.rundir.RunDir`'s business.
+Every row is appended to the JSONL file and fsynced the moment the run's ledger has it (its task ended,
+or its job's timing did), so a kill loses nothing already written; the CSV is rewritten from the JSONL
+(atomically) after each row. Where the files lie is :class:`vidbench.rundir.RunDir`'s business.
 """
 
 from __future__ import annotations

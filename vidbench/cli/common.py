@@ -42,7 +42,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdo
 """``--json``: the command prints one JSON document on stdout and nothing else."""
 
 
-class Executor(StrEnum):
+class ExecutorChoice(StrEnum):
     """Where a suite's (or an embedding run's) tasks run."""
 
     local = "local"
@@ -57,7 +57,7 @@ class DecodeBackend(StrEnum):
     pyav = "pyav"
 
 
-def require_executor(executor: Executor) -> None:
+def require_executor(executor: ExecutorChoice) -> None:
     """Fail with the install line when ``--executor ray`` is asked for without Ray installed."""
-    if executor is Executor.ray and importlib.util.find_spec("ray") is None:
+    if executor is ExecutorChoice.ray and importlib.util.find_spec("ray") is None:
         raise fail("--executor ray needs Ray: pip install 'vidbench[ray]'")

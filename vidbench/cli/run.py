@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from vidbench.cli.common import (
-    Executor,
+    ExecutorChoice,
     ExitCode,
     JsonOpt,
     QuietOpt,
@@ -29,8 +29,9 @@ def run(
     run_id: Annotated[str | None, typer.Option(help="Write into (or resume) this run id.")] = None,
     quiet: QuietOpt = False,
     executor: Annotated[
-        Executor, typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray).")
-    ] = Executor.local,
+        ExecutorChoice,
+        typer.Option(help="local: child processes here; ray: Ray tasks (RAY_ADDRESS, else a local Ray)."),
+    ] = ExecutorChoice.local,
     override: Annotated[
         list[str] | None,
         typer.Option("--override", "-o", help="KEY.PATH=VALUE on top of the suite (YAML value), e.g. train.epochs=3."),
@@ -53,9 +54,15 @@ def run(
     2 a usage or suite error; 3 the dataset could not be read; 4 the run directory is busy; 130 Ctrl-C."""
     if retry_failed and not resume:
         raise fail("--retry-failed re-runs the failed cells of an earlier run: add --resume")
-    overrides = list(override or [])
-    _refuse_a_busy_run_dir(suite_file, resume, run_id, overrides)  # first: a refusal should not wait for torch
-    if not dry_run and executor is Executor.local:
+    from vidbench.suite.compose import compose_suite, with_plugins
+    from vidbench.suite.schema import SuiteError
+
+    try:
+        composed = compose_suite(suite_file, list(override or []))  # the one read of the file: no plugin, no torch
+    except SuiteError as exc:
+        raise fail(str(exc)) from None
+    _refuse_a_busy_run_dir(composed, resume, run_id)  # first: a refusal should not wait for torch
+    if not dry_run and executor is ExecutorChoice.local:
         from vidbench.run.launch import start_fork_server
 
         start_fork_server()  # its imports run beside this process's own (the suite's plugins)
@@ -66,12 +73,10 @@ def run(
     from vidbench.run.progress import Silent
     from vidbench.run.scheduler import run_suite
     from vidbench.suite.cells import parse_only
-    from vidbench.suite.compose import load_suite
-    from vidbench.suite.schema import SuiteError
 
     require_executor(executor)
     try:
-        suite, registry = load_suite(suite_file, overrides=overrides)
+        suite, registry = with_plugins(composed, suite_file)
         chosen = parse_only(only or [])
     except (SuiteError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -160,17 +165,10 @@ def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set
     console.print(f"cells: {len(cells)}; jobs: {len(jobs)}; measured before: {len(known)}{where}")
 
 
-def _refuse_a_busy_run_dir(suite_file: Path, resume: bool, run_id: str | None, overrides: list[str]) -> None:
+def _refuse_a_busy_run_dir(suite: Any, resume: bool, run_id: str | None) -> None:
     """Fail at once, before the plugins load, when the run directory to resume is being written."""
-    from vidbench.suite.compose import compose_suite
-    from vidbench.suite.schema import SuiteError
-
     if not (resume or run_id):
         return
-    try:
-        suite = compose_suite(suite_file, overrides)
-    except SuiteError:
-        return  # load_suite reports it in full
     run = (
         RunDir.for_suite(suite.output_dir, suite.name, run_id)
         if run_id

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from vidbench.cli.common import Executor, JsonOpt, QuietOpt, console, fail, require_executor
+from vidbench.cli.common import ExecutorChoice, JsonOpt, QuietOpt, console, fail, require_executor
 from vidbench.data.decode import DecodeLimits
 
 if TYPE_CHECKING:
@@ -86,8 +86,9 @@ def embed(
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (DataLoader workers).")] = 2,
     threads: ThreadsOpt = None,
     executor: Annotated[
-        Executor, typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray).")
-    ] = Executor.local,
+        ExecutorChoice,
+        typer.Option(help="local: a DataLoader here; ray: ray.data actors (RAY_ADDRESS, else a local Ray)."),
+    ] = ExecutorChoice.local,
     quiet: QuietOpt = False,
 ) -> None:
     """Embed every video into a feature store keyed by file hash: a re-run decodes only new or changed files."""
@@ -102,7 +103,7 @@ def embed(
     if not inputs:
         raise fail(f"{source}: no video files")
     store = out or served.ref.run.features(served.slug)
-    where = " on Ray" if executor is Executor.ray else ""
+    where = " on Ray" if executor is ExecutorChoice.ray else ""
     console.print(f"embedding {len(inputs)} file(s) with {served.slug}{where} ({EMBED_NOTE})")
     with Progress(console=console, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task("embedding", total=None)

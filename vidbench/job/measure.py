@@ -19,35 +19,21 @@ from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.end_to_end import end_to_end
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
-from vidbench.results import ResultStore
+from vidbench.results import ResultStore, Row
 from vidbench.rundir import write_json_atomic
 from vidbench.specs import Unsupported
 from vidbench.stats import wilson_interval
 
 
 def run_measure(ctx: Context) -> None:
-    """Prepare one optimization's artifact, gate it on parity, re-measure accuracy, time each batch size."""
+    """Prepare one optimization's artifact, gate it on parity, re-measure its accuracy and its end-to-end
+    throughput; settle the rows that fail (``rows_file``), leave the rest for the job's timing."""
     task = ctx.task
-    rows_file = task.get("rows_file")  # a task folder's file when rows travel back (Ray)
-    store = ResultStore(Path(rows_file)) if rows_file else ctx.run.store()
-    measure = ctx.suite.measure
+    settled = _Settled(ctx)
     model = ctx.trained_model()
-    params_m = count_params(model) / 1e6
     print(f"process up {process_age_s():.1f} s, {torch.get_num_threads()} threads", flush=True)
-    with logged_phase("FLOPs counted"):
-        gflops = gflops_per_clip(model, ctx.example(1))  # fvcore traces on the CPU, before the move
+    settled.cost.update(cost_fields(ctx, model))
     model.to(ctx.device)
-    base: dict[str, Any] = {"params_m": params_m, "gflops_per_clip": gflops}
-    clips_seen = next(iter(task["rows"].values())).get("train_clips")
-    if clips_seen is not None:  # forward + backward ~ 3 forwards per training clip
-        base["train_pflops"] = gflops * 3 * clips_seen / 1e6
-
-    written: list[dict[str, Any]] = []
-
-    def write(batch_size: int, **fields: Any) -> None:
-        row = {**task["rows"][str(batch_size)], **base, "peak_rss_mb": peak_rss_mb(), "cell_wall_s": process_age_s()}
-        written.append(store.append({**row, **fields}))
-
     spec = ctx.registry.optimization(task["optimization"])
     task_name = task.get("task_name") or spec.name  # with the thread count in a thread sweep
     workdir = ctx.run.artifacts(ctx.job.slug, task_name)
@@ -56,13 +42,61 @@ def run_measure(ctx: Context) -> None:
     try:
         artifact = prepare_artifact(ctx, spec, model, workdir)
     except Unsupported as exc:
-        for bs in task["batch_sizes"]:
-            write(bs, status="unsupported", reason=str(exc))
+        settled.write_all(status="unsupported", reason=str(exc))
         return
     prepare_s = time.perf_counter() - start
-    size_mb = artifact.size_bytes / 2**20
-    reference = np.load(ctx.files.reference_logits)
     print(f"prepared in {prepare_s:.1f} s", flush=True)
+    measured = {"size_mb": artifact.size_bytes / 2**20, "prepare_s": prepare_s, **accuracy_fields(ctx, spec, artifact)}
+    problem = parity_problem(measured["agreement_top1"], measured["max_abs_logit_diff"], ctx.suite.measure, spec.lossy)
+    if problem:
+        settled.write_all(**measured, status="failed", reason=f"parity: {problem}")
+        _write_card(ctx, spec.name, task_name, artifact, settled.rows)
+        return
+    with logged_phase("end-to-end timing"):
+        measured.update(timed_end_to_end(ctx, artifact, max(task["batch_sizes"])))
+    untimed = leave_untimed(ctx, task_name, artifact, {**settled.cost, **measured})
+    print(f"accuracy measured; {len(untimed)} row(s) wait for the job's interleaved timing", flush=True)
+    _write_card(ctx, spec.name, task_name, artifact, untimed)
+
+
+class _Settled:
+    """The rows a measure task settles itself (unsupported, failed at the gate), into its ``rows_file``: the
+    parent's ledger writes them to the run once the task has ended."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.task = ctx.task
+        self.store = ResultStore(Path(self.task["rows_file"]))
+        self.cost: dict[str, Any] = {}
+        self.rows: list[Row] = []
+
+    def write_all(self, **fields: Any) -> None:
+        """One row per batch size of the task, with the cost measured so far and ``fields``."""
+        for batch_size in self.task["batch_sizes"]:
+            row = {**self.task["rows"][str(batch_size)], **self.cost, **_process_fields(), **fields}
+            self.rows.append(self.store.append(row))
+
+
+def _process_fields() -> dict[str, float]:
+    return {"peak_rss_mb": peak_rss_mb(), "cell_wall_s": process_age_s()}
+
+
+def cost_fields(ctx: Context, model: torch.nn.Module) -> dict[str, float]:
+    """The trained model's size and cost: parameters, GFLOPs per clip (fvcore, on the CPU: call before the
+    model moves) and, when the job trained here, the training's PFLOPs (forward + backward ~ 3 forwards a clip)."""
+    with logged_phase("FLOPs counted"):
+        gflops = gflops_per_clip(model, ctx.example(1))
+    fields = {"params_m": count_params(model) / 1e6, "gflops_per_clip": gflops}
+    clips_seen = next(iter(ctx.task["rows"].values())).get("train_clips")
+    if clips_seen is not None:
+        fields["train_pflops"] = gflops * 3 * clips_seen / 1e6
+    return fields
+
+
+def accuracy_fields(ctx: Context, spec: Any, artifact: Any) -> dict[str, Any]:
+    """The artifact's outputs over the whole test split: its parity with the trained model's own logits, its
+    accuracy (with the temporal probes when asked, and over several views when the suite sets them)."""
+    measure = ctx.suite.measure
+    reference = np.load(ctx.files.reference_logits)
     test = ctx.loader("test", measure.eval_batch_size)
     probed = measure.probes == "all" or (measure.probes == "baseline" and spec.name == ctx.baseline)
     probes = list(TEMPORAL_PROBES) if probed else []
@@ -70,11 +104,8 @@ def run_measure(ctx: Context) -> None:
         outputs = run_split(on_device(artifact, ctx.device), test, probes=probes)
     match = parity(reference["logits"], outputs.logits)
     acc = accuracy(outputs.logits, outputs.labels)
-    single = outputs.labels.ndim == 1
     top1_low, top1_high = wilson_interval(acc.top1, len(outputs.labels))
-    common = {
-        "size_mb": size_mb,
-        "prepare_s": prepare_s,
+    fields = {
         "top1": acc.top1,
         "top1_ci95_low": top1_low,
         "top1_ci95_high": top1_high,
@@ -85,32 +116,28 @@ def run_measure(ctx: Context) -> None:
         "agreement_top1": match.agreement_top1,
         "max_abs_logit_diff": match.max_abs_logit_diff,
         **probe_accuracy(outputs),
-        "ece": expected_calibration_error(outputs.logits, outputs.labels) if single else None,
+        "ece": expected_calibration_error(outputs.logits, outputs.labels) if outputs.labels.ndim == 1 else None,
         "notes": artifact.notes,
     }
     if measure.views is not None:
         with logged_phase(f"multi-view accuracy ({measure.views.temporal} x {measure.views.spatial} views)"):
-            common.update(multiview_fields(ctx, artifact, measure.views, acc.top1))
-    problem = parity_problem(match.agreement_top1, match.max_abs_logit_diff, measure, spec.lossy)
-    if problem:
-        for bs in task["batch_sizes"]:
-            write(bs, **common, status="failed", reason=f"parity: {problem}")
-        _write_card(ctx, spec.name, task_name, artifact, written)
-        return
-    with logged_phase("end-to-end timing"):
-        e2e = timed_end_to_end(ctx, artifact, max(task["batch_sizes"]))
-    untimed = {
-        str(bs): {**task["rows"][str(bs)], **base, **common, **e2e, "peak_rss_mb": peak_rss_mb(),
-                  "cell_wall_s": process_age_s(), "engine": artifact.engine,
-                  "engine_file": _relative(artifact.engine_file, ctx.run.root)}
-        for bs in task["batch_sizes"]
+            fields.update(multiview_fields(ctx, artifact, measure.views, acc.top1))
+    return fields
+
+
+def leave_untimed(ctx: Context, task_name: str, artifact: Any, measured: dict[str, Any]) -> list[Row]:
+    """Write the rows that passed the gate, and how to start the artifact's timing process, to the task's
+    ``untimed.json``, where the job's interleaved timing finds them; returns the rows."""
+    engine_file = _relative(artifact.engine_file, ctx.run.root)
+    rows = {
+        str(bs): {**ctx.task["rows"][str(bs)], **measured, **_process_fields(), "engine": artifact.engine,
+                  "engine_file": engine_file}
+        for bs in ctx.task["batch_sizes"]
     }  # fmt: skip
-    folder = ctx.run.task(ctx.job.slug, task_name)
-    engine_file = str(Path(artifact.engine_file).resolve()) if artifact.engine_file is not None else None
-    timer = {"engine": artifact.engine, "engine_file": engine_file, "clip_shape": list(ctx.example(1).shape[1:])}
-    write_json_atomic(folder.untimed, {"timer": timer, "rows": untimed})
-    print(f"accuracy measured; {len(untimed)} row(s) wait for the job's interleaved timing", flush=True)
-    _write_card(ctx, spec.name, task_name, artifact, list(untimed.values()))
+    resolved = str(Path(artifact.engine_file).resolve()) if artifact.engine_file is not None else None
+    timer = {"engine": artifact.engine, "engine_file": resolved, "clip_shape": list(ctx.example(1).shape[1:])}
+    write_json_atomic(ctx.run.task(ctx.job.slug, task_name).untimed, {"timer": timer, "rows": rows})
+    return list(rows.values())  # type: ignore[arg-type]
 
 
 def prepare_artifact(ctx: Context, spec: Any, model: torch.nn.Module, workdir: Path) -> Any:

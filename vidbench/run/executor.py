@@ -12,13 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vidbench.run.launch import Outcome, launch
+from vidbench.results import ResultStore, Row
+from vidbench.run.launch import Outcome, StatusFn, launch
 from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
 from vidbench.suite.cells import ModelJob
 
-Done = Callable[[Outcome, list[dict[str, Any]]], None]
-"""Called once a task ended: its outcome and the rows it sent back (none when it wrote them itself)."""
+Done = Callable[[Outcome, list[Row]], None]
+"""Called once a task ended: its outcome and the rows it settled (read back from its task folder)."""
+
+
+def run_step(
+    task: dict[str, Any], folder: TaskDir, timeout_s: float, status: StatusFn | None = None, cwd: Path | None = None
+) -> tuple[Outcome, list[Row]]:
+    """Run ``task``'s child process (here: on this machine or a Ray worker) and read back the rows it settled in
+    its task folder (a measure task's ``rows_file``), whatever way it ended: the parent's ledger writes them."""
+    outcome = launch(task, folder, timeout_s, status, cwd)
+    rows_file = task.get("rows_file")
+    rows = ResultStore(Path(rows_file)).rows() if rows_file and Path(rows_file).exists() else []
+    return outcome, rows
 
 
 @dataclass(frozen=True)
@@ -52,10 +64,8 @@ class LocalExecutor:
 
     def submit(self, step: TaskStep, done: Done) -> None:
         self.progress.stage(step.label)
-        outcome = launch(
-            step.task, step.folder, step.timeout_s, lambda line: self.progress.stage(f"{step.label}: {line}")
-        )
-        done(outcome, [])  # the child appended its rows to the run's store itself
+        status = lambda line: self.progress.stage(f"{step.label}: {line}")  # noqa: E731
+        done(*run_step(step.task, step.folder, step.timeout_s, status, self.cwd))
 
     def wait(self) -> None:
         """Nothing is ever pending: every task ran inside :meth:`submit`."""

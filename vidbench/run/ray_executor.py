@@ -18,23 +18,18 @@ from typing import Any
 import ray
 
 from vidbench.cluster import connect
-from vidbench.run.executor import Done, TaskStep
-from vidbench.run.launch import Outcome, launch
+from vidbench.results import Row
+from vidbench.run.executor import Done, TaskStep, run_step
+from vidbench.run.launch import Outcome
 from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
 from vidbench.suite.schema import Suite
 
 
-def run_task(task: dict[str, Any], task_dir: str, timeout_s: float, cwd: str) -> tuple[Outcome, list[dict[str, Any]]]:
-    """On a Ray worker: run ``task``'s child process as the local executor does. A measure task writes its
-    rows into its own task folder; they are read back and returned with the outcome."""
-    folder = TaskDir(Path(task_dir))
-    folder.rows.unlink(missing_ok=True)  # rows of an earlier attempt of this task
-    if task["kind"] == "measure":
-        task = {**task, "rows_file": str(folder.rows)}
-    outcome = launch(task, folder, timeout_s, cwd=Path(cwd) if Path(cwd).is_dir() else None)
-    rows = folder.store().rows() if folder.rows.exists() else []
-    return outcome, rows
+def run_task(task: dict[str, Any], task_dir: str, timeout_s: float, cwd: str) -> tuple[Outcome, list[Row]]:
+    """On a Ray worker: run ``task``'s child process as the local executor does; the rows it settled travel
+    back with the outcome to the driver's ledger."""
+    return run_step(task, TaskDir(Path(task_dir)), timeout_s, cwd=Path(cwd) if Path(cwd).is_dir() else None)
 
 
 def task_options(suite: Suite, threads: int, step: TaskStep) -> dict[str, Any]:

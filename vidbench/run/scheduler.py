@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +24,11 @@ from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
-from vidbench.results import KEY_COLUMN
+from vidbench.results import KEY_COLUMN, Row
 from vidbench.run.executor import Executor, LocalExecutor, TaskStep
 from vidbench.run.interleave import Untimed, time_job
 from vidbench.run.launch import Outcome, wait_for_fork_server
+from vidbench.run.ledger import Ledger, keys_of
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
 from vidbench.suite.cells import Cell, ModelJob, expand, select, trained_weights
@@ -37,13 +37,11 @@ from vidbench.suite.schema import Suite
 
 @dataclass(frozen=True)
 class MeasureStep:
-    """One job x optimization to measure: the row of each batch size still to do, the child's task (None
-    when nothing has to run: the rows are already written as unsupported) and how many rows the store held
-    for each of its cell keys before (a row counts as written by the step when its key's count grew)."""
+    """One job x optimization to measure: the row of each batch size still to do, and the child's task (None
+    when nothing has to run: the rows are already written as unsupported)."""
 
-    rows: dict[str, dict[str, Any]]
+    rows: dict[str, Row]
     task: TaskStep | None
-    counts_before: Counter[str]
 
 
 def new_run_id() -> str:
@@ -60,7 +58,7 @@ class SuiteRun:
         self.registry = registry
         self.suite_path = suite_path
         self.rundir = run
-        self.store = run.store()
+        self.ledger = Ledger(run.store())
         self.threads = max(suite.measure.thread_counts(os.cpu_count() or 1))  # training, and every unswept cell
         self.env = collect_env(self.threads, suite.measure.device, resolve_backend(suite.data.backend))
         self.peak_gmacs: float | None = None
@@ -110,7 +108,7 @@ class SuiteRun:
             measure.pop("views", None)  # single view, as before views existed: earlier keys hold
         return cell.key(measure, self.env_hash, checkpoint_sha)
 
-    def _row(self, cell: Cell, key: str, summary: dict[str, Any] | None) -> dict[str, Any]:
+    def _row(self, cell: Cell, key: str, summary: dict[str, Any] | None) -> Row:
         return cell.row(self.suite, self.rundir.run_id, self.threads, key, summary or {})
 
     def train_step(self, job: ModelJob) -> TaskStep:
@@ -152,8 +150,8 @@ class SuiteRun:
         supported, why = self.registry.optimization(optimization).supported(self.suite.measure.device)
         if not supported:
             for row in rows.values():
-                self.store.append({**row, "status": "unsupported", "reason": why})
-            return MeasureStep(rows, None, Counter())
+                self.ledger.unsupported(row, why)
+            return MeasureStep(rows, None)
         threads, task_name = cells[0].threads, cells[0].task_name
         task = self.task(
             "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs,
@@ -162,26 +160,22 @@ class SuiteRun:
         label = f"measuring {job.model}/{job.variant} {optimization}" + (f" ({threads} threads)" if threads else "")
         folder = self.rundir.task(job.slug, task_name)
         folder.untimed.unlink(missing_ok=True)  # an earlier attempt's rows that never got timed
+        folder.rows.unlink(missing_ok=True)  # and the rows it settled
+        task["rows_file"] = str(folder.rows)  # the child's rows come back to the ledger from there
         step = TaskStep("measure", job, task, folder, self.suite.measure.timeout_s, label)
-        return MeasureStep(rows, step, self._key_counts())
+        return MeasureStep(rows, step)
 
-    def _key_counts(self) -> Counter[str]:
-        return Counter(row.get(KEY_COLUMN) for row in self.store.rows())
-
-    def measure_result(self, step: MeasureStep, outcome: Outcome) -> Untimed | None:
-        """A ``failed`` row for every cell of ``step`` that was neither written since it started (matched by cell
-        key, not by position: a torn line in the store must not shift which rows count) nor left to be timed;
-        returns what waits for the job's timing."""
-        counts = self._key_counts()
+    def measure_result(self, step: MeasureStep, outcome: Outcome, settled: list[Row]) -> Untimed | None:
+        """Write the rows the child settled (``settled``), and a ``failed`` row for every cell of ``step`` that it
+        neither settled (matched by cell key, not by position: a torn line must not shift which rows count) nor
+        left to be timed; returns what waits for the job's timing."""
+        self.ledger.write_all(settled)
         untimed = Untimed.read(step.task.folder, step.task.task) if step.task is not None else None
-        waiting = {row[KEY_COLUMN] for row in untimed.rows.values()} if untimed else set()
+        done = keys_of(settled) | (keys_of(untimed.rows.values()) if untimed else set())
         for row in step.rows.values():
-            key = row[KEY_COLUMN]
-            if key in waiting:
-                continue
-            if counts[key] <= step.counts_before[key]:
+            if row[KEY_COLUMN] not in done:
                 reason = outcome.reason if not outcome.ok else "child exited without writing this row"
-                self.store.append({**row, "status": "failed", "reason": reason})
+                self.ledger.failed(row, reason)
         return untimed
 
     def time_job(self, job: ModelJob, untimed: list[Untimed], progress: Progress) -> None:
@@ -193,8 +187,7 @@ class SuiteRun:
         label = f"timing {job.model}/{job.variant}: {len(untimed)} artifact(s) in {plan.rounds} interleaved rounds"
         progress.stage(label)
         rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, self.peak_gmacs)
-        for row in rows:
-            self.store.append(row)
+        self.ledger.write_all(rows)
         for item in untimed:
             item.folder.untimed.unlink(missing_ok=True)
             keys = {row[KEY_COLUMN] for row in item.rows.values()}
@@ -205,10 +198,13 @@ class SuiteRun:
         """Train and measure every cell not in the store (with ``resume``), each task on ``executor`` (default:
         child processes here, one after another)."""
         self.write_env()
-        torn = self.store.unreadable_lines()
+        torn = self.ledger.unreadable_lines()
         if torn:
-            print(f"warning: {self.store.jsonl}: lines {torn} are not rows (a torn write); skipped", file=sys.stderr)
-        skip = self.store.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
+            print(
+                f"warning: {self.ledger.store.jsonl}: lines {torn} are not rows (a torn write); skipped",
+                file=sys.stderr,
+            )
+        skip = self.ledger.keys(("ok", "unsupported") if retry_failed else ("ok", "unsupported", "failed"))
         if not resume:
             skip = set()
         progress.start(len(self.cells))
@@ -290,11 +286,9 @@ class SuiteRun:
         left["tasks"] = len(steps)
         for step, n in steps:
 
-            def measured(outcome: Outcome, rows: list[dict[str, Any]], step: MeasureStep = step, n: int = n) -> None:
-                for row in rows:
-                    self.store.append(row)
+            def measured(outcome: Outcome, rows: list[Row], step: MeasureStep = step, n: int = n) -> None:
                 progress.advance(n)
-                ended(self.measure_result(step, outcome))
+                ended(self.measure_result(step, outcome, rows))
 
             executor.submit(step.task, measured)
 
@@ -320,7 +314,7 @@ class SuiteRun:
         for cell in cells:
             key = self._key(cell, "untrained")
             if key not in skip:
-                self.store.append({**self._row(cell, key, None), "status": "failed", "reason": reason})
+                self.ledger.failed(self._row(cell, key, None), reason)
 
 
 def run_suite(

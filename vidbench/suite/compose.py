@@ -117,11 +117,16 @@ def load_suite(
 ) -> tuple[Suite, Registry]:
     """Read a suite file (with the files it ``extends``, then the ``-o`` ``overrides``), validate and check it;
     load the plugins it needs. Raises :class:`SuiteError`."""
+    path = Path(path)
+    return with_plugins(compose_suite(path, overrides), path, registry_loader)
+
+
+def with_plugins(suite: Suite, path: Path, registry_loader: Any = None) -> tuple[Suite, Registry]:
+    """A composed suite (read from ``path``) checked against the plugins it needs, loaded here, with its baseline
+    resolved. Raises :class:`SuiteError`."""
     from vidbench.plugins import PluginError, load_plugins
 
-    path = Path(path)
     where = str(path)
-    suite = compose_suite(path, overrides)
     try:
         registry = (registry_loader or load_plugins)(suite.plugins, base_dir=path.parent)
     except PluginError as exc:
