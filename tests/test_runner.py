@@ -177,10 +177,14 @@ def _wait_for_rows(path: Path, count: int, timeout: float) -> None:
     raise AssertionError(f"{path} never reached {count} rows")
 
 
-def _wait_for_a_running_cell(runner: int, timeout: float = 120) -> None:
-    """Until a cell's child runs: a process forked by the run's fork server."""
+def _wait_for_a_running_cell(runner: int, cwd: Path, timeout: float = 120) -> None:
+    """Until a cell's child runs: a task file under the run's logs, and a process forked by the run's fork server
+    (the server, started beside the runner's own imports, also forks a probe before the run has begun)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not list(cwd.glob("results/*/*/logs/*/*/task.json")):
+            time.sleep(0.1)
+            continue
         for process in psutil.Process(runner).children():
             with contextlib.suppress(psutil.Error):
                 if "forkserver" in " ".join(process.cmdline()) and process.children():
@@ -224,7 +228,7 @@ def test_resume_after_a_kill_runs_only_the_missing_cells(tmp_path: Path, data_ro
         time.sleep(0.2)
     jsonl = next(results_dir.glob("*/results.jsonl"))
     _wait_for_rows(jsonl, 2, 300)
-    _wait_for_a_running_cell(proc.pid)
+    _wait_for_a_running_cell(proc.pid, tmp_path)
     left = _kill_only_the_runner(proc)
     assert not left, f"processes of the killed run still alive 5 s later: {left}"
     before = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
@@ -288,7 +292,7 @@ def test_ctrl_c_stops_the_run_in_seconds_and_resume_finishes_it(tmp_path: Path, 
         tmp_path, data_root, optimizations=["eager", "onnx"], models=[{"name": "frame_avg", "presets": ["tiny"]}]
     )
     proc = _start_run(suite, tmp_path, stderr=subprocess.PIPE)
-    _wait_for_a_running_cell(proc.pid)
+    _wait_for_a_running_cell(proc.pid, tmp_path)
     family = psutil.Process(proc.pid).children(recursive=True)
     started = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends (to the runner alone here)

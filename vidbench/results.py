@@ -56,8 +56,8 @@ SCHEMA: tuple[str, ...] = (
     "top1_frame_drop",
     "top1_frozen",
 )
-"""Columns every results file has, in this order (shared/DESIGN.md's, then the evaluation columns of
-issue 6: multi-label mAP, calibration error and the temporal probes); extra columns follow them."""
+"""Columns every results file has, in this order (the first plan's result schema, then the evaluation columns:
+multi-label mAP, calibration error and the temporal probes); the rest of :class:`Row`'s follow them."""
 
 STATUSES = ("ok", "unsupported", "failed")
 

@@ -1,7 +1,7 @@
 """Timing an artifact the way it is deployed: in a fresh process that loads only its engine and its file.
 
 In the harness's own process torch has run, and its thread pool competes with another engine's for the
-same cores (ONNX Runtime measured 1.4x slower there than alone, issue 18). :func:`time_alone` runs
+same cores (ONNX Runtime measured 1.4x slower there than alone). :func:`time_alone` runs
 ``python -m vidbench.measure.alone ENGINE FILE ...`` instead: that process imports numpy, the engine and
 the timer (``import vidbench`` does not import torch), feeds random input of the clip's shape, times it
 with the suite's plan and prints the samples as JSON. With ``--serve`` it stays up as one artifact's warm
