@@ -16,20 +16,6 @@ REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
 TINY_DATA = {"size": "tiny", "resolution": 32, "length": 8}
 
 
-HEAVIEST_FIRST = (
-    "test_scale_out.py", "test_runner.py", "test_docs.py", "test_cli.py", "test_training.py", "test_trainers.py",
-    "test_report.py", "test_plugins.py", "test_serve.py", "test_baseline.py", "test_pipeline.py",
-)  # fmt: skip
-"""The modules that took longest under ``make test`` (2 cores, 2 workers), longest first."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slowest modules first: ``make test``'s workers take whole modules in collection order, and a long one
-    taken last leaves one worker running it alone at the end (the rest keep their order)."""
-    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding the tiny synthetic-motion set (160 real MP4 files), made once."""
