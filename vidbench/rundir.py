@@ -169,11 +169,8 @@ class TaskDir:
 
     @property
     def rows(self) -> Path:
-        """Rows a task writes here instead of the run's store when they travel back (Ray)."""
+        """The rows a measure task settles itself (its ``rows_file``), read back for the run's ledger."""
         return self.root / "results.jsonl"
-
-    def store(self) -> ResultStore:
-        return ResultStore(self.rows)
 
     def latency_samples(self, batch_size: int) -> Path:
         """Every timed call's milliseconds of one measured batch size (``.npy``, in call order)."""

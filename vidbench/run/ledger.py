@@ -14,7 +14,7 @@ from vidbench.results import KEY_COLUMN, ResultStore, Row
 
 
 class Ledger:
-    """Appends rows to the run's store; the rows this run has written so far, by cell key."""
+    """Appends rows to the run's store (``results.jsonl``, mirrored to ``results.csv``); the stored keys."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store

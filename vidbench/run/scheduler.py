@@ -1,7 +1,7 @@
 """Run a suite: train each model job once, measure each optimization in its own child process.
 
 A child that raises, dies on a signal or outlives its timeout becomes ``failed`` rows with the
-reason; the suite goes on. Rows are written the moment a cell ends, so a killed run keeps them,
+reason; the suite goes on. Rows are written the moment their task ends, so a killed run keeps them,
 and ``resume`` skips every cell whose key (cell config + environment hash + checkpoint hash) is
 already in the store. Where the tasks run is the executor's business (:mod:`vidbench.run.executor`).
 """
