@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -182,6 +183,16 @@ COLUMNS: tuple[str, ...] = (*SCHEMA, *(name for name in Row.__annotations__ if n
 KEY_COLUMN = "cell_key"
 
 
+def row_with(row: Mapping[str, Any], **fields: Any) -> Row:
+    """``row`` with ``fields`` set (a cell's identity row completed by a task, or settled with a status)."""
+    return Row(**{**row, **fields})  # type: ignore[typeddict-item]
+
+
+def failed_row(row: Mapping[str, Any], reason: str) -> Row:
+    """``row`` as ``failed`` with ``reason``."""
+    return row_with(row, status="failed", reason=reason)
+
+
 def cell_key(cell: Mapping[str, Any], env_hash: str, checkpoint_hash: str) -> str:
     """The identity of a measurement: the cell's config, the environment and the trained weights."""
     return json_digest({"cell": dict(cell), "env": env_hash, "ckpt": checkpoint_hash}, 20)
@@ -302,3 +313,44 @@ class ResultStore:
         tmp = self.csv.with_name(f".{self.csv.name}.{os.getpid()}.tmp")
         self.frame().to_csv(tmp, index=False)
         os.replace(tmp, self.csv)
+
+
+class Ledger:
+    """The one writer of a run's rows, in the parent process whatever executor ran the tasks: each row is
+    appended to the run's store (``results.jsonl``, fsynced, mirrored to ``results.csv``) the moment it is
+    settled. A measure task settles its unsupported and gate-failed rows into its own task folder and leaves
+    the rows that passed in ``untimed.json``; the parent reads both back once the child has ended, and every
+    row passes through here. Safe to call from the threads that run jobs side by side on a cluster."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+
+    def write(self, row: Row) -> None:
+        """Append one finished row (its ``status`` set)."""
+        with self._lock:
+            self.store.append(row)
+
+    def write_all(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def failed(self, row: Row, reason: str) -> None:
+        """Append ``row`` as ``failed`` with ``reason``."""
+        self.write(failed_row(row, reason))
+
+    def unsupported(self, row: Row, reason: str) -> None:
+        """Append ``row`` as ``unsupported`` (the optimization cannot run here) with ``reason``."""
+        self.write(row_with(row, status="unsupported", reason=reason))
+
+    def keys(self, statuses: tuple[str, ...]) -> set[str]:
+        """The cell keys already stored with one of ``statuses`` (what ``--resume`` skips)."""
+        return self.store.keys(statuses)
+
+    def unreadable_lines(self) -> list[int]:
+        return self.store.unreadable_lines()
+
+
+def keys_of(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The cell keys of ``rows``."""
+    return {str(row.get(KEY_COLUMN)) for row in rows}

@@ -19,7 +19,7 @@ from vidbench.measure.complexity import count_params, gflops_per_clip
 from vidbench.measure.end_to_end import end_to_end
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
-from vidbench.results import ResultStore, Row
+from vidbench.results import ResultStore, Row, row_with
 from vidbench.rundir import write_json_atomic
 from vidbench.specs import Unsupported
 from vidbench.stats import wilson_interval
@@ -72,8 +72,9 @@ class _Settled:
     def write_all(self, **fields: Any) -> None:
         """One row per batch size of the task, with the cost measured so far and ``fields``."""
         for batch_size in self.task["batch_sizes"]:
-            row = {**self.task["rows"][str(batch_size)], **self.cost, **_process_fields(), **fields}
-            self.rows.append(self.store.append(row))
+            row = row_with(self.task["rows"][str(batch_size)], **self.cost, **_process_fields(), **fields)
+            self.store.append(row)
+            self.rows.append(row)
 
 
 def _process_fields() -> dict[str, float]:
@@ -130,14 +131,14 @@ def leave_untimed(ctx: Context, task_name: str, artifact: Any, measured: dict[st
     ``untimed.json``, where the job's interleaved timing finds them; returns the rows."""
     engine_file = _relative(artifact.engine_file, ctx.run.root)
     rows = {
-        str(bs): {**ctx.task["rows"][str(bs)], **measured, **_process_fields(), "engine": artifact.engine,
-                  "engine_file": engine_file}
+        str(bs): row_with(ctx.task["rows"][str(bs)], **measured, **_process_fields(), engine=artifact.engine,
+                          engine_file=engine_file)
         for bs in ctx.task["batch_sizes"]
     }  # fmt: skip
     resolved = str(Path(artifact.engine_file).resolve()) if artifact.engine_file is not None else None
     timer = {"engine": artifact.engine, "engine_file": resolved, "clip_shape": list(ctx.example(1).shape[1:])}
     write_json_atomic(ctx.run.task(ctx.job.slug, task_name).untimed, {"timer": timer, "rows": rows})
-    return list(rows.values())  # type: ignore[arg-type]
+    return list(rows.values())
 
 
 def prepare_artifact(ctx: Context, spec: Any, model: torch.nn.Module, workdir: Path) -> Any:

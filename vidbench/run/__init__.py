@@ -1,5 +1,6 @@
-"""Running a suite: scheduling its jobs' tasks (:mod:`.scheduler`), the executors that run them (local, Ray),
-launching each in a child process (:mod:`.launch`), the child's entry point (:mod:`.worker`), and the job's
-interleaved timing (:mod:`.interleave`). What a suite is lives in :mod:`vidbench.suite`, what one task does
-in :mod:`vidbench.job`.
+"""Running a suite: scheduling its jobs' tasks (:mod:`.scheduler`), launching each in a child process and the
+executors that do so (:mod:`.launch`, local; :mod:`.ray_executor`, Ray), the child's entry point
+(:mod:`.worker`), and the job's interleaved timing (:mod:`.interleave`). What a suite is lives in
+:mod:`vidbench.suite`, what one task does in :mod:`vidbench.job`, the rows and their one writer in
+:mod:`vidbench.results`.
 """

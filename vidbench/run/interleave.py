@@ -19,7 +19,7 @@ import numpy as np
 
 from vidbench.measure.alone import ENGINES, serve_command
 from vidbench.measure.latency import RoundPlan, Rounds, run_rounds, speedup
-from vidbench.results import RowTiming
+from vidbench.results import Row, RowTiming, failed_row, row_with
 from vidbench.run.launch import TimerError, TimerProcess
 from vidbench.rundir import TaskDir, write_json_atomic
 
@@ -34,7 +34,7 @@ class Untimed:
     task: dict[str, Any]
     """The measure task (a torch artifact's timer task is the same task, of kind ``timer``)."""
     timer: dict[str, Any]
-    rows: dict[int, dict[str, Any]]
+    rows: dict[int, Row]
 
     @classmethod
     def read(cls, folder: TaskDir, task: dict[str, Any]) -> Untimed | None:
@@ -57,24 +57,24 @@ class Untimed:
 
 def time_job(
     untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peak_gmacs: float | None
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Every untimed row of one job, timed: ``ok`` with its latency and speedup, or ``failed`` with why its
     timing process did not answer. The timing processes are stopped before this returns."""
     timers: dict[int, TimerProcess] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     try:
         for index, item in enumerate(untimed):
             try:
                 timers[index] = item.start(timeout_s)
             except OSError as exc:  # no process could be started (a full disk, no memory left)
-                rows += [_failed(row, f"timing: could not start: {exc}") for row in item.rows.values()]
+                rows += [failed_row(row, f"timing: could not start: {exc}") for row in item.rows.values()]
         ready: dict[int, TimerProcess] = {}
         for index, timer in timers.items():
             try:
                 timer.ready()
                 ready[index] = timer
             except TimerError as exc:
-                rows += [_failed(row, f"timing: {exc}") for row in untimed[index].rows.values()]
+                rows += [failed_row(row, f"timing: {exc}") for row in untimed[index].rows.values()]
         for threads in sorted({untimed[i].threads for i in ready}):
             group = {i: t for i, t in ready.items() if untimed[i].threads == threads}
             rows += _time_group(untimed, group, baseline, plan, peak_gmacs)
@@ -87,11 +87,11 @@ def time_job(
 def _time_group(
     untimed: list[Untimed], timers: dict[int, TimerProcess], baseline: str | None, plan: RoundPlan,
     peak_gmacs: float | None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[Row]:  # fmt: skip
     """The rows of one thread count: each batch size's artifacts timed in turns, baseline first."""
     order = sorted(timers, key=lambda i: untimed[i].optimization != baseline)
     reference = next((i for i in order if untimed[i].optimization == baseline), None)
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for batch in sorted({bs for i in order for bs in untimed[i].rows}):
         present = {i: timers[i] for i in order if batch in untimed[i].rows}
         measured = run_rounds(present, batch, plan)
@@ -101,10 +101,10 @@ def _time_group(
             _keep_samples(item.folder, batch, rounds, base, plan)
             row = item.rows[batch]
             if rounds.error or not rounds.samples_ms:
-                rows.append(_failed(row, f"timing: {rounds.error or 'no round was timed'}"))
+                rows.append(failed_row(row, f"timing: {rounds.error or 'no round was timed'}"))
                 continue
             usable_base = base if base is not None and not base.error and base.samples_ms else None
-            rows.append({**row, **timed_fields(rounds, usable_base, batch, row, peak_gmacs)})
+            rows.append(row_with(row, **timed_fields(rounds, usable_base, batch, row, peak_gmacs)))
     return rows
 
 
@@ -153,7 +153,3 @@ def _keep_samples(folder: TaskDir, batch: int, rounds: Rounds, base: Rounds | No
         "baseline_round_p50_ms": base.round_p50s if base is not None else None,
     }
     write_json_atomic(folder.latency_rounds(batch), record)
-
-
-def _failed(row: dict[str, Any], reason: str) -> dict[str, Any]:
-    return {**row, "status": "failed", "reason": reason}

@@ -1,4 +1,6 @@
-"""Launching: one task in one fresh child process, with a timeout, a kill of its whole group, and a reason.
+"""Launching: one task in one fresh child process, with a timeout, a kill of its whole group, and a reason;
+the executors that run a suite's steps that way (``local``: here, one task after another; ``ray``:
+:mod:`vidbench.run.ray_executor`); and the warm timing processes of a job's timing step.
 
 A child is forked from a pre-imported fork server (:mod:`vidbench.run.preload`): a fresh process per task
 without paying the imports each time. A multi-process training runs under ``torchrun`` as a plain
@@ -23,13 +25,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from vidbench.results import ResultStore, Row
 from vidbench.run.lifeline import lifeline_env, mark_launcher
+from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
+from vidbench.suite.cells import ModelJob
 
 StatusFn = Callable[[str], None]
 WORKER_MODULE = "vidbench.run.worker"
@@ -264,6 +269,62 @@ def torchrun_attached(
     command = torchrun_command([str(write_task(task, folder))], nproc, nnodes, rdzv_endpoint)
     code = subprocess.call(command)
     return Outcome(True) if code == 0 else Outcome(False, failure_reason(folder, code))
+
+
+# --- executors: where a step's tasks run ----------------------------------------------------------------------
+def run_step(
+    task: dict[str, Any], folder: TaskDir, timeout_s: float, status: StatusFn | None = None, cwd: Path | None = None
+) -> tuple[Outcome, list[Row]]:
+    """Run ``task``'s child process (here: on this machine or a Ray worker) and read back the rows it settled in
+    its task folder (a measure task's ``rows_file``), whatever way it ended: the parent's ledger writes them."""
+    outcome = launch(task, folder, timeout_s, status, cwd)
+    rows_file = task.get("rows_file")
+    rows = ResultStore(Path(rows_file)).rows() if rows_file and Path(rows_file).exists() else []
+    return outcome, rows  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """One child process to run: its task, its log folder, its time limit, and a label for the progress display."""
+
+    kind: str
+    """``train`` or ``measure``."""
+    job: ModelJob
+    task: dict[str, Any]
+    folder: TaskDir
+    timeout_s: float
+    label: str
+
+
+Ended = tuple[TaskStep, Outcome, list[Row]]
+"""A task that ended: the step, how it ended, and the rows it settled (read back from its task folder)."""
+
+
+class Executor(Protocol):
+    """Runs tasks for the suite's loop."""
+
+    def run(self, steps: Sequence[TaskStep]) -> Iterator[Ended]:
+        """Run ``steps``; yield each as it ends (here one after another; on a cluster side by side)."""
+
+    def each(self, jobs: Sequence[ModelJob], work: Callable[[ModelJob], None]) -> None:
+        """``work`` on every job of ``jobs``; returns when all are done."""
+
+
+class LocalExecutor:
+    """Each task in a child process on this machine, one at a time, and the jobs one after another."""
+
+    def __init__(self, progress: Progress, cwd: Path | None = None) -> None:
+        self.progress, self.cwd = progress, cwd
+
+    def run(self, steps: Sequence[TaskStep]) -> Iterator[Ended]:
+        for step in steps:
+            self.progress.stage(step.label)
+            status = lambda line, step=step: self.progress.stage(f"{step.label}: {line}")  # noqa: E731
+            yield (step, *run_step(step.task, step.folder, step.timeout_s, status, self.cwd))
+
+    def each(self, jobs: Sequence[ModelJob], work: Callable[[ModelJob], None]) -> None:
+        for job in jobs:
+            work(job)
 
 
 class TimerError(RuntimeError):

@@ -3,15 +3,17 @@
 Each task is the very child process the local executor runs (the same timeout, kill and error handling,
 :func:`vidbench.run.launch.launch`), started by a Ray task on a node with the resources the suite declares
 (``resources:`` cpus, gpus, memory). A measure task's rows come back in the Ray task's return value and the
-driver writes them as each task finishes, so the store has one writer. The suite's loop submits a job's
-measure tasks only once its training has ended; the checkpoint, the reference logits and the job summary
-are shared through the run directory, which must therefore be on a filesystem every node sees (so must
-the data root). Ray is imported only here.
+driver writes them as each task finishes, so the store has one writer. The suite's loop runs each job in a
+driver thread, which submits the job's measure tasks once its training has ended; the checkpoint, the
+reference logits and the job summary are shared through the run directory, which must therefore be on a
+filesystem every node sees (so must the data root). Ray is imported only here.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,10 @@ import ray
 
 from vidbench.cluster import connect
 from vidbench.results import Row
-from vidbench.run.executor import Done, TaskStep, run_step
-from vidbench.run.launch import Outcome
+from vidbench.run.launch import Ended, Outcome, TaskStep, run_step
 from vidbench.run.progress import Progress
 from vidbench.rundir import TaskDir
+from vidbench.suite.cells import ModelJob
 from vidbench.suite.schema import Suite
 
 
@@ -55,32 +57,39 @@ def infeasible(options: dict[str, Any]) -> str:
 
 
 class RayExecutor:
-    """Submits each task to the cluster at once; :meth:`wait` collects them as they finish (``ray.wait``)."""
+    """A step's tasks go to the cluster at once and come back as they end (``ray.wait``); jobs run side by side,
+    each in a thread of the driver that waits on its own tasks."""
 
     def __init__(self, suite: Suite, threads: int, progress: Progress) -> None:
         connect()
         self.suite, self.threads, self.progress = suite, threads, progress
         self.remote = ray.remote(run_task)
-        self.pending: dict[Any, Done] = {}
         self.cwd = os.getcwd()
 
-    def submit(self, step: TaskStep, done: Done) -> None:
-        options = task_options(self.suite, self.threads, step)
-        why = infeasible(options)
-        if why:
-            done(Outcome(False, why), [])
-            return
-        ref = self.remote.options(**options).remote(step.task, str(step.folder.root), step.timeout_s, self.cwd)
-        self.pending[ref] = done
-
-    def wait(self) -> None:
-        while self.pending:
-            self.progress.stage(f"ray: {len(self.pending)} task(s) queued or running")
-            ready, _ = ray.wait(list(self.pending), num_returns=1)
-            done = self.pending.pop(ready[0])
+    def run(self, steps: Sequence[TaskStep]) -> Iterator[Ended]:
+        pending: dict[Any, TaskStep] = {}
+        for step in steps:
+            options = task_options(self.suite, self.threads, step)
+            why = infeasible(options)
+            if why:
+                yield step, Outcome(False, why), []
+                continue
+            remote = self.remote.options(**options)
+            pending[remote.remote(step.task, str(step.folder.root), step.timeout_s, self.cwd)] = step
+        while pending:
+            self.progress.stage(f"ray: {len(pending)} task(s) of this step queued or running")
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            step = pending.pop(ready[0])
             try:
                 outcome, rows = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 lines = [line for line in str(exc).splitlines() if line.strip()]
                 outcome, rows = Outcome(False, f"ray task failed: {lines[0] if lines else type(exc).__name__}"), []
-            done(outcome, rows)
+            yield step, outcome, rows
+
+    def each(self, jobs: Sequence[ModelJob], work: Callable[[ModelJob], None]) -> None:
+        if not jobs:
+            return
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="job") as pool:
+            for future in [pool.submit(work, job) for job in jobs]:
+                future.result()  # a job's exception is the run's, as under the local executor

@@ -3,13 +3,14 @@
 A child that raises, dies on a signal or outlives its timeout becomes ``failed`` rows with the
 reason; the suite goes on. Rows are written the moment their task ends, so a killed run keeps them,
 and ``resume`` skips every cell whose key (cell config + environment hash + checkpoint hash) is
-already in the store. Where the tasks run is the executor's business (:mod:`vidbench.run.executor`).
+already in the store. Where the tasks run is the executor's business (:mod:`vidbench.run.launch`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +25,9 @@ from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
 from vidbench.measure.peak import matmul_peak_gmacs
 from vidbench.plugins import Registry
-from vidbench.results import KEY_COLUMN, Row
-from vidbench.run.executor import Executor, LocalExecutor, TaskStep
+from vidbench.results import KEY_COLUMN, Ledger, Row, keys_of
 from vidbench.run.interleave import Untimed, time_job
-from vidbench.run.launch import Outcome, wait_for_fork_server
-from vidbench.run.ledger import Ledger, keys_of
+from vidbench.run.launch import Executor, LocalExecutor, Outcome, TaskStep, wait_for_fork_server
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
 from vidbench.suite.cells import Cell, ModelJob, expand, select, trained_weights
@@ -64,8 +63,8 @@ class SuiteRun:
         self.peak_gmacs: float | None = None
         self.env_hash = env_hash(self.env)
         self.jobs, self.cells = select(*expand(suite, registry, suite_path.parent), only)
-        self.students: dict[str, list[ModelJob]] = {}
-        """Jobs waiting for their teacher's training, by the teacher's folder."""
+        self.timing = threading.Lock()
+        """Held by a job's timing step: timed rounds never share this machine with another job's."""
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     def write_env(self) -> None:
@@ -179,14 +178,16 @@ class SuiteRun:
         return untimed
 
     def time_job(self, job: ModelJob, untimed: list[Untimed], progress: Progress) -> None:
-        """Time the job's artifacts that passed their gates, in interleaved rounds, and write their rows."""
+        """Time the job's artifacts that passed their gates, in interleaved rounds, and write their rows (one
+        job's timing at a time on this machine, even when jobs run side by side on a cluster)."""
         if not untimed:
             return
         measure = self.suite.measure
         plan = RoundPlan.spread(measure.rounds, measure.warmup, measure.min_iters, measure.min_seconds)
         label = f"timing {job.model}/{job.variant}: {len(untimed)} artifact(s) in {plan.rounds} interleaved rounds"
-        progress.stage(label)
-        rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, self.peak_gmacs)
+        with self.timing:
+            progress.stage(label)
+            rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, self.peak_gmacs)
         self.ledger.write_all(rows)
         for item in untimed:
             item.folder.untimed.unlink(missing_ok=True)
@@ -210,87 +211,68 @@ class SuiteRun:
         progress.start(len(self.cells))
         self.prepare_datasets(progress)
         executor = executor or LocalExecutor(progress)
-        self.students.clear()
-        for job in self.jobs:  # each started once its teacher has trained (at once when it ran earlier)
-            if job.teacher is not None:
-                self.students.setdefault(job.teacher, []).append(job)
-        for job in self.jobs:
-            if job.teacher is None:
-                self.start_job(job, executor, skip, progress)
-        executor.wait()
+        roots = [job for job in self.jobs if job.teacher is None]
+        executor.each(roots, lambda job: self.run_job(job, executor, skip, progress))
         progress.stop()
 
-    def start_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
-        """Train ``job`` (unless this run trained it already), then measure each of its optimizations."""
+    def run_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
+        """A job from start to end: train it (unless this run trained it already), measure each optimization,
+        time the artifacts that passed their gates; then the jobs that learn from it."""
         self.write_job_file(job)
-        summary = self.trained(job.slug)
-        if summary is not None:
-            self.measure_job(job, Outcome(True), summary, executor, skip, progress)
-            self.start_students(job, Outcome(True), executor, skip, progress)
+        outcome, summary = self.train(job, executor)
+        untimed = self.measure_job(job, outcome, summary, executor, skip, progress)
+        self.time_job(job, untimed, progress)
+        if outcome.ok:
+            executor.each(self.students_of(job), lambda student: self.run_job(student, executor, skip, progress))
             return
+        for student in self.students_of(job):
+            self.fail_job(student, f"teacher {job.model}/{job.variant} did not train: {outcome.reason}", skip, progress)
 
-        def trained(outcome: Outcome, _rows: list[dict[str, Any]]) -> None:
-            outcome, summary = self.train_result(job, outcome)
-            self.measure_job(job, outcome, summary, executor, skip, progress)
-            self.start_students(job, outcome, executor, skip, progress)
-
-        executor.submit(self.train_step(job), trained)
-
-    def start_students(
-        self, teacher: ModelJob, outcome: Outcome, executor: Executor, skip: set[str], progress: Progress
-    ) -> None:
-        """Start the jobs that learn from ``teacher``; when it did not train, their cells fail with its reason."""
-        for job in self.students.pop(teacher.slug, []):
-            if outcome.ok:
-                self.start_job(job, executor, skip, progress)
-                continue
-            self.write_job_file(job)
-            reason = Outcome(False, f"teacher {teacher.model}/{teacher.variant} did not train: {outcome.reason}")
-            self.measure_job(job, reason, {}, executor, skip, progress)
+    def train(self, job: ModelJob, executor: Executor) -> tuple[Outcome, dict[str, Any]]:
+        """How ``job``'s training ended, with its summary when it trained (at once when this run trained it)."""
+        if self.trained(job.slug) is not None:
+            return self.train_result(job, Outcome(True))
+        [(_, outcome, _)] = list(executor.run([self.train_step(job)]))
+        return self.train_result(job, outcome)
 
     def measure_job(
-        self,
-        job: ModelJob,
-        outcome: Outcome,
-        summary: dict[str, Any],
-        executor: Executor,
-        skip: set[str],
+        self, job: ModelJob, outcome: Outcome, summary: dict[str, Any], executor: Executor, skip: set[str],
         progress: Progress,
-    ) -> None:
-        """Submit one measure task per optimization of a trained job (failed rows when it did not train); once
-        the last has ended, time the artifacts that passed their gates together."""
+    ) -> list[Untimed]:  # fmt: skip
+        """One measure task per optimization of a trained job (``failed`` rows when it did not train); returns
+        the artifacts that passed their gates, for the job's timing."""
         job_cells = [c for c in self.cells if c.job == job]
-        names = list(dict.fromkeys(c.task_name for c in job_cells))
-        untimed: list[Untimed] = []
-        left = {"tasks": 0}
-
-        def ended(item: Untimed | None) -> None:
-            untimed.extend([item] if item else [])
-            left["tasks"] -= 1
-            if left["tasks"] == 0:
-                self.time_job(job, untimed, progress)
-
-        steps = []
-        for task_name in names:
+        if not outcome.ok:
+            self.fail_cells(job_cells, outcome.reason, skip, progress)
+            return []
+        steps: dict[Path, tuple[MeasureStep, int]] = {}
+        for task_name in dict.fromkeys(c.task_name for c in job_cells):
             cells = [c for c in job_cells if c.task_name == task_name]
-            if not outcome.ok:
-                self.fail_untrained(cells, outcome.reason, skip)
-                progress.advance(len(cells))
-                continue
             step = self.measure_step(job, cells[0].optimization, cells, summary, skip)
             if step is None or step.task is None:
                 progress.advance(len(cells))
                 continue
+            steps[step.task.folder.root] = (step, len(cells))
+        untimed: list[Untimed] = []
+        for task, ended, settled in executor.run([step.task for step, _ in steps.values() if step.task]):
+            step, cells_n = steps[task.folder.root]
+            progress.advance(cells_n)
+            item = self.measure_result(step, ended, settled)
+            if item is not None:
+                untimed.append(item)
+        return untimed
 
-            steps.append((step, len(cells)))
-        left["tasks"] = len(steps)
-        for step, n in steps:
+    def fail_job(self, job: ModelJob, reason: str, skip: set[str], progress: Progress) -> None:
+        """A job that cannot train (its teacher did not): a ``failed`` row with ``reason`` for each of its cells,
+        and so for the jobs that learn from it."""
+        self.write_job_file(job)
+        self.fail_cells([c for c in self.cells if c.job == job], reason, skip, progress)
+        for student in self.students_of(job):
+            self.fail_job(student, f"teacher {job.model}/{job.variant} did not train: {reason}", skip, progress)
 
-            def measured(outcome: Outcome, rows: list[Row], step: MeasureStep = step, n: int = n) -> None:
-                progress.advance(n)
-                ended(self.measure_result(step, outcome, rows))
-
-            executor.submit(step.task, measured)
+    def students_of(self, job: ModelJob) -> list[ModelJob]:
+        """The jobs that learn from ``job``."""
+        return [other for other in self.jobs if other.teacher == job.slug]
 
     def prepare_datasets(self, progress: Progress) -> None:
         """Prepare each dataset once (raises DatasetError before any training), save its index for the
@@ -309,12 +291,13 @@ class SuiteRun:
         existing = read_skip_log(self.rundir.skipped)
         write_skipped(self.rundir.skipped, sorted(set(existing) | set(skipped)))
 
-    def fail_untrained(self, cells: list[Cell], reason: str, skip: set[str]) -> None:
+    def fail_cells(self, cells: list[Cell], reason: str, skip: set[str], progress: Progress) -> None:
         """A ``failed`` row, with the training's reason, for each cell of a job that did not train."""
         for cell in cells:
             key = self._key(cell, "untrained")
             if key not in skip:
                 self.ledger.failed(self._row(cell, key, None), reason)
+        progress.advance(len(cells))
 
 
 def run_suite(
