@@ -132,6 +132,7 @@ def test_overrides_dry_run_only_and_json(tmp_path: Path, data_root: Path) -> Non
     plan = vidbench("run", str(suite), *overrides, "--dry-run", cwd=tmp_path, timeout=120)
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "cells: 4; jobs: 2; measured before: 0" in plan.stdout, plan.stdout
+    assert "training of each job" in plan.stdout and "(suite)" in plan.stdout, "each job's settings and their source"
     assert not (tmp_path / "results").exists(), "a dry run writes nothing"
     proc = vidbench("run", str(suite), *overrides, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -72,8 +72,9 @@ def test_speedup_pairs_rounds_and_flags_a_wide_interval() -> None:
 
 
 def test_round_plan_spreads_a_suites_totals() -> None:
-    plan = RoundPlan.spread(rounds=10, warmup=3, min_iters=25, min_seconds=2.0)
+    plan = RoundPlan.spread(rounds=10, warmup=3, min_iters=25, min_seconds=2.0, max_seconds=6.0)
     assert (plan.rounds, plan.warmup, plan.min_calls) == (10, 3, 3) and plan.seconds == pytest.approx(0.2)
+    assert plan.max_seconds == 6.0
 
 
 def test_a_timing_process_that_cannot_load_its_file_says_why(tmp_path: Path) -> None:
@@ -96,6 +97,24 @@ def test_rounds_alternate_and_each_artifact_keeps_its_calls(tmp_path: Path) -> N
     assert all(len(calls) >= 3 for r in rounds.values() for calls in r.samples_ms)
     ratio = speedup(rounds["large"], rounds["small"])
     assert ratio is not None and ratio.value > 1.5  # six layers against one
+
+
+def test_an_artifact_past_its_time_cap_sits_out_once_it_has_an_interval(tmp_path: Path) -> None:
+    """``max_seconds`` caps an engine's timed seconds, but never below the rounds an interval needs (here every
+    engine is past a cap of a microsecond at once); the speedup is the median of the rounds they share."""
+    small, large = mlp_file(tmp_path / "small.onnx", 1, 0), mlp_file(tmp_path / "large.onnx", 12, 1)
+    timers = {"small": timer(tmp_path, "small", small), "large": timer(tmp_path, "large", large)}
+    plan = RoundPlan(rounds=10, warmup=1, seconds=0.02, min_calls=2, max_seconds=1e-6)
+    try:
+        rounds = run_rounds(timers, 8, plan)
+    finally:
+        for process in timers.values():
+            process.stop()
+    assert {name: len(r.samples_ms) for name, r in rounds.items()} == {"small": 6, "large": 6}
+    uncapped = RoundPlan(rounds=10, warmup=1, seconds=0.02, min_calls=2)
+    assert not uncapped.done(rounds["large"]) and plan.done(rounds["large"])
+    ratio = speedup(rounds["large"], rounds["small"])
+    assert ratio is not None and ratio.rounds == 6 and ratio.value > 1.5
 
 
 class SpellAfter:

@@ -55,6 +55,10 @@ def median_interval(values: list[float] | tuple[float, ...], confidence: float =
     return ordered[k], ordered[n - 1 - k]
 
 
+MIN_INTERVAL_ROUNDS = 6
+"""The fewest values whose :func:`median_interval` covers the median with 95 % (their whole range)."""
+
+
 UNCERTAIN_SPAN = 1.5
 """A ratio whose 95 % interval spans more than this factor (high / low, about +-20 % around it) is uncertain.
 On a 2-vCPU VM a baseline's own round medians moved by up to 1.6x from round to round (the baseline at batch 1), so

@@ -158,11 +158,34 @@ def _print_plan(suite: Any, registry: Any, suite_file: Path, only: dict[str, set
         shown = "-" if last is None else f"{last:.1f}"
         table.add_row(job.dataset, job.model, job.variant, cell.optimization, str(cell.batch_size), threads, shown)
     console.print(table)
+    console.print(_training_plan(suite, registry, jobs))
     known = [
         seconds[k] for k in ((c.job.model, c.job.variant, c.optimization, c.batch_size) for c in cells) if k in seconds
     ]
     where = f" (from {earlier.root})" if earlier is not None else ""
     console.print(f"cells: {len(cells)}; jobs: {len(jobs)}; measured before: {len(known)}{where}")
+
+
+PLANNED_TRAIN_SETTINGS = ("epochs", "until", "schedule", "lr", "batch_size", "early_stop_patience", "max_minutes")
+"""The train settings ``--dry-run`` shows for each job, each with where it comes from."""
+
+
+def _training_plan(suite: Any, registry: Any, jobs: list[Any]) -> Table:
+    """Each job's main train settings and where each comes from (the suite's ``train:``, the preset's recipe, the
+    model's own ``train:``, or the default): why a model trains as long as it does."""
+    from vidbench.suite.schema import train_sources
+
+    table = Table(title="training of each job: value (from)")
+    for column in ("model", "preset", *PLANNED_TRAIN_SETTINGS):
+        table.add_column(column)
+    for job in jobs:
+        entry = next(e for e in suite.models if e.name == job.model)
+        recipe = registry.model(job.model).presets[job.preset].recipe if suite.recipes else None
+        sources = train_sources(suite, entry, recipe and recipe.settings)
+        settings = job.train_settings()
+        values = [f"{getattr(settings, name)} ({sources[name]})" for name in PLANNED_TRAIN_SETTINGS]
+        table.add_row(job.model, job.variant, *values)
+    return table
 
 
 def _refuse_a_busy_run_dir(suite: Any, resume: bool, run_id: str | None) -> None:

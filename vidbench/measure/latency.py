@@ -4,6 +4,7 @@ several artifacts timed in interleaved rounds, each in its own process, with the
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from vidbench.stats import interval_too_wide, median_interval
+from vidbench.stats import MIN_INTERVAL_ROUNDS, interval_too_wide, median_interval
 
 P99_MIN_SAMPLES = 100
 """Fewer timed calls than this and a p99 is only the largest sample or near it (MLPerf LoadGen asks far more)."""
@@ -127,12 +128,23 @@ class RoundPlan:
     warmup: int = 3
     seconds: float = 0.1
     min_calls: int = 1
+    max_seconds: float = math.inf
+    """Timed seconds of one artifact at one batch size past which it sits out the rest of the rounds, once it has
+    :data:`~vidbench.stats.MIN_INTERVAL_ROUNDS` (an engine whose one call outlasts many rounds' worth of the
+    others' would otherwise set the step's length alone)."""
 
     @classmethod
-    def spread(cls, rounds: int, warmup: int, min_iters: int, min_seconds: float) -> RoundPlan:
+    def spread(
+        cls, rounds: int, warmup: int, min_iters: int, min_seconds: float, max_seconds: float = math.inf
+    ) -> RoundPlan:
         """The totals of a suite's ``measure`` block (at least ``min_iters`` calls and ``min_seconds`` per
-        artifact) spread over ``rounds`` rounds."""
-        return cls(rounds, warmup, min_seconds / rounds, max(1, -(-min_iters // rounds)))
+        artifact, at most ``max_seconds`` once it has enough rounds for an interval) spread over ``rounds``."""
+        return cls(rounds, warmup, min_seconds / rounds, max(1, -(-min_iters // rounds)), max_seconds)
+
+    def done(self, rounds: Rounds) -> bool:
+        """Whether an artifact has had enough: its timed seconds past ``max_seconds`` and enough rounds for an
+        interval."""
+        return len(rounds.samples_ms) >= MIN_INTERVAL_ROUNDS and rounds.timed_s >= self.max_seconds
 
 
 TURN_WARMUP_CALLS = 1
@@ -245,6 +257,11 @@ class Rounds:
     """Why the artifact's timing stopped early (its process died or answered nonsense); empty when it did not."""
 
     @property
+    def timed_s(self) -> float:
+        """Seconds of timed calls so far."""
+        return sum(sum(r) for r in self.samples_ms) / 1e3
+
+    @property
     def round_p50s(self) -> list[float]:
         return [float(np.median(r)) for r in self.samples_ms]
 
@@ -300,7 +317,7 @@ def run_rounds(
     else:
         visits = [n for n in names for _ in range(plan.rounds)]
     for name in visits:
-        if results[name].error:
+        if results[name].error or plan.done(results[name]):
             continue
         time.sleep(TURN_GAP_S)
         try:

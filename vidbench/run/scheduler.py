@@ -183,7 +183,9 @@ class SuiteRun:
         if not untimed:
             return
         measure = self.suite.measure
-        plan = RoundPlan.spread(measure.rounds, measure.warmup, measure.min_iters, measure.min_seconds)
+        plan = RoundPlan.spread(
+            measure.rounds, measure.warmup, measure.min_iters, measure.min_seconds, measure.max_seconds
+        )
         label = f"timing {job.model}/{job.variant}: {len(untimed)} artifact(s) in {plan.rounds} interleaved rounds"
         with self.timing:
             progress.stage(label)

@@ -164,6 +164,9 @@ class MeasureSettings(_Strict):
     """The artifacts of a job take turns this many times per batch size (interleaved timing); the speedup over
     the baseline is the median of the per-round ratios, its 95 % interval needs at least 6 rounds."""
     max_seconds: float = Field(60.0, gt=0)
+    """Timed seconds per artifact and batch size, at most: an artifact past it sits out the remaining rounds
+    once it has the 6 rounds an interval needs (bf16 on a CPU without fast bf16 convolutions: seconds a call).
+    Also the cap of a timing outside the rounds (``benchmarks/retime_artifacts.py``)."""
     timeout_s: float = Field(600, gt=0)
     device: str = "cpu"
     eval_batch_size: int = Field(16, ge=1)
