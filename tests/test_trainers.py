@@ -102,7 +102,7 @@ def test_each_builtin_trainer_resumes_after_sigkill_as_if_never_killed(
     _train(suite, killed, trainer, tmp_path, resume=True)
     _train(suite, straight, trainer, tmp_path)
     runs = [json.loads((out / job / "train.json").read_text()) for out in (killed, straight)]
-    assert runs[0]["top1"] == runs[1]["top1"] and runs[0]["epochs_done"] == runs[1]["epochs_done"] == 3
+    assert runs[0]["top1"] == runs[1]["top1"] and runs[0]["epochs_run"] == runs[1]["epochs_run"] == 3
     assert runs[0]["trainer"] == trainer and runs[0]["train_clips"] == runs[1]["train_clips"]
     curves = [_lines(out / job / "metrics.jsonl") for out in (killed, straight)]
     assert [m["epoch"] for m in curves[0]] == [1, 2, 3]

@@ -75,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     ra = json.loads((folder / "train.json").read_text())
     rb = json.loads((straight / JOB / "train.json").read_text())
-    assert ra["top1"] == rb["top1"] and ra["epochs_done"] == rb["epochs_done"] == 4
+    assert ra["top1"] == rb["top1"] and ra["epochs_run"] == rb["epochs_run"] == 4
 
 
 def test_until_plateau_honours_patience_and_survives_sigkill_and_resume(tmp_path: Path, data_root: Path) -> None:
@@ -96,7 +96,7 @@ def test_until_plateau_honours_patience_and_survives_sigkill_and_resume(tmp_path
     for out in (killed, straight):
         summary = json.loads((out / JOB / "train.json").read_text())
         assert [m["epoch"] for m in _metrics(out / JOB)] == [1, 2, 3]
-        assert (summary["stopped"], summary["converged"], summary["best_epoch"], summary["epochs_done"]) == (
+        assert (summary["stopped_by"], summary["converged"], summary["best_epoch"], summary["epochs_run"]) == (
             "plateau",
             True,
             1,
@@ -284,3 +284,13 @@ def test_plateau_schedule_drops_the_lr_twice_then_stops(tmp_path: Path) -> None:
                    val_loader=DataLoader(data))  # fmt: skip
     assert late.run(resume=False).epochs_done == 5
     assert [h["lr"] for h in late.history] == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.0001])
+
+
+def test_a_train_json_written_before_the_rename_reads_with_the_rows_names(tmp_path: Path) -> None:
+    """``train.json`` keys are the row's (``epochs_run``, ``stopped_by``); an older run's file still reads."""
+    from vidbench.rundir import JobDir
+
+    files = JobDir(tmp_path / "job")
+    files.root.mkdir()
+    files.summary.write_text(json.dumps({"epochs_done": 7, "stopped": "plateau", "converged": True}))
+    assert files.read_summary() == {"epochs_run": 7, "stopped_by": "plateau", "converged": True}

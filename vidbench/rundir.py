@@ -29,6 +29,9 @@ from typing import Any
 from vidbench.hashing import json_digest
 from vidbench.results import ResultStore
 
+RENAMED_SUMMARY_KEYS = {"epochs_done": "epochs_run", "stopped": "stopped_by"}
+"""``train.json`` keys renamed to the row's names, old name -> new (older runs stay readable)."""
+
 
 def job_slug(dataset: str, model: str, preset: str, seed: int | None = None) -> str:
     """The folder name of one trained model job: ``<dataset>__<model>__<preset>``, with ``__seed<n>`` when the
@@ -144,8 +147,14 @@ class JobDir:
         return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
     def read_summary(self) -> dict[str, Any] | None:
-        """``train.json`` as a dict, or ``None`` when absent or unreadable."""
-        return read_json(self.summary)
+        """``train.json`` as a dict, or ``None`` when absent or unreadable; a file written before its training keys
+        took the row's names (``epochs_done``, ``stopped``) reads as written after."""
+        summary = read_json(self.summary)
+        if summary is not None:
+            for old, new in RENAMED_SUMMARY_KEYS.items():
+                if old in summary and new not in summary:
+                    summary[new] = summary.pop(old)
+        return summary
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from vidbench.rundir import write_json_atomic
 from vidbench.suite.checks import trainer_name
 
 SUMMARY_FIELDS = (
-    "train_s", "epochs_done", "stopped", "best_val_top1", "processes", "best_epoch", "converged", "train_clips",
+    "train_s", "epochs_run", "stopped_by", "best_val_top1", "processes", "best_epoch", "converged", "train_clips",
     "trainer", "trainer_notes", "teacher", "teacher_checkpoint_sha",
 )  # fmt: skip
 
@@ -36,7 +36,7 @@ def run_train(ctx: Context) -> None:
     settings = ctx.job.train_settings()
     seed_everything(settings.seed, settings.deterministic)  # before building: the initial weights repeat too
     model = ctx.build_model()
-    info: dict[str, Any] = {"train_s": 0.0, "epochs_done": 0, "stopped": "loaded checkpoint", "converged": None}
+    info: dict[str, Any] = {"train_s": 0.0, "epochs_run": 0, "stopped_by": "loaded checkpoint", "converged": None}
     if ctx.job.pretrained:
         spec = ctx.registry.model(ctx.job.model)
         fresh = load_pretrained(model, ctx.job.pretrained, spec.head)
@@ -52,8 +52,8 @@ def run_train(ctx: Context) -> None:
         model = fitted.model
         info = {
             "train_s": fitted.train_s,
-            "epochs_done": fitted.epochs_done,
-            "stopped": fitted.stopped,
+            "epochs_run": fitted.epochs_done,
+            "stopped_by": fitted.stopped,
             "converged": fitted.stopped == "plateau",
             "best_val_top1": fitted.best_val_top1,
             "best_epoch": fitted.best_epoch,

@@ -659,7 +659,7 @@ def training_curves(run: RunData) -> Figure:
         "From each job's metrics.jsonl (the same scalars as its TensorBoard log). Training compute: forward GFLOPs "
         "per clip x 3 x training clips seen."
     )
-    budget = [f"{j.label} ({(j.train or {}).get('stopped', '?')})" for j in have if j.converged is False]
+    budget = [f"{j.label} ({(j.train or {}).get('stopped_by', '?')})" for j in have if j.converged is False]
     if budget:
         caption += f" Not converged (stopped by a budget, not at a plateau): {', '.join(budget)}."
     if lacking:

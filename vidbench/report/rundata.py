@@ -153,7 +153,7 @@ def load_run(run_dir: Path) -> RunData:
                 model,
                 preset,
                 files,
-                train=read_json(files.summary),
+                train=files.read_summary(),
                 analysis=read_json(files.analysis),
                 history=_read_jsonl(files.metrics),
                 seed=None if seed is None or pd.isna(seed) else int(seed),
