@@ -86,3 +86,31 @@ def test_parity_counts_flips_and_the_largest_difference() -> None:
     match = parity(ref, cand)
     assert match.agreement_top1 == pytest.approx(2 / 3)
     assert match.max_abs_logit_diff == pytest.approx(2.5)
+
+
+def test_each_precision_has_a_measured_peak_named_by_its_kernel() -> None:
+    """fp32, bf16 and int8 each get a real matmul rate here, the best of the kernels that offer it, and say which
+    kernel gave it (int8: torch's or ONNX Runtime's)."""
+    from vidbench.measure.peak import matmul_peaks
+
+    peaks = matmul_peaks(1, seconds=0.1)
+    assert set(peaks) == {"fp32", "bf16", "int8"}, peaks
+    assert all(peak.gmacs_per_s > 0 for peak in peaks.values()), peaks
+    assert peaks["fp32"].method.startswith("torch.mm fp32") and "1 thread(s)" in peaks["fp32"].method
+    assert peaks["int8"].method.startswith(("torch._int_mm", "ONNX Runtime MatMulInteger")), peaks["int8"]
+
+
+def test_a_rows_roofline_divides_by_the_peak_of_its_own_precision() -> None:
+    """An INT8 row is held to the int8 ceiling, not fp32's (where it read 220 % on an AMX CPU); a row with no
+    precision recorded (an older run's) is fp32; a precision without a measured peak gives no roofline."""
+    from vidbench.measure.latency import Rounds
+    from vidbench.run.interleave import timed_fields
+
+    rounds = Rounds(1.0, [[10.0]] * 6)  # 100 calls a second
+    peaks = {"fp32": 10.0, "int8": 40.0}
+    int8 = timed_fields(rounds, None, 2, {"gflops_per_clip": 0.1, "precision": "int8"}, peaks)  # 20 GMAC/s
+    assert (int8["peak_gmacs_per_s"], int8["roofline_pct"]) == (40.0, pytest.approx(50.0))
+    older = timed_fields(rounds, None, 2, {"gflops_per_clip": 0.025}, peaks)
+    assert (older["peak_gmacs_per_s"], older["roofline_pct"]) == (10.0, pytest.approx(50.0))
+    fp16 = timed_fields(rounds, None, 2, {"gflops_per_clip": 0.1, "precision": "fp16"}, peaks)
+    assert fp16["peak_gmacs_per_s"] is None and fp16["roofline_pct"] is None

@@ -112,6 +112,7 @@ class RowMeasurement(TypedDict, total=False):
     gflops_per_clip: float
     size_mb: float
     prepare_s: float
+    precision: str
     top1: float
     top1_ci95_low: float
     top1_ci95_high: float
@@ -161,6 +162,7 @@ class RowTiming(TypedDict, total=False):
     speedup_uncertain: bool | None
     timed_alone: bool
     achieved_gmacs_per_s: float
+    peak_gmacs_per_s: float | None
     roofline_pct: float | None
 
 

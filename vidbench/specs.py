@@ -132,6 +132,10 @@ class Artifact:
     a warm process that loads only that engine and :attr:`engine_file` (``vidbench.measure.alone --serve``); a
     torch artifact is timed in a process that calls the optimization's ``prepare`` again."""
     engine_file: Path | None = None
+    precision: str = "fp32"
+    """The fastest arithmetic the artifact runs (``fp32``, ``bf16``, ``fp16``, ``int8``): its roofline is taken
+    against this precision's matmul peak. A mixed artifact (INT8 with layers kept in fp32, autocast) names its
+    fastest, so its roofline is a floor on how close it runs to the machine's limit, never above it."""
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         return self.run(clip)

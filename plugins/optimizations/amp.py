@@ -41,7 +41,8 @@ def prepare(
     notes = f"autocast {str(dtype).removeprefix('torch.')} on {device}"
     if device == "cpu":
         notes += f"; native bf16 on this CPU: {cpu_bf16_support()}"
-    return Artifact(run=run, files=[weights], notes=notes)
+    precision = "fp16" if dtype == torch.float16 else "bf16"
+    return Artifact(run=run, files=[weights], notes=notes, precision=precision)
 
 
 @hookimpl

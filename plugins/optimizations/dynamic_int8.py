@@ -37,7 +37,8 @@ def prepare(
         return quantized(clip)
 
     layers = ", ".join(f"{n} {c}" for n, c in counts.items() if c)
-    return Artifact(run=run, files=[path], notes=f"torch dynamic INT8 on {layers}; convolutions fp32")
+    notes = f"torch dynamic INT8 on {layers}; convolutions fp32"
+    return Artifact(run=run, files=[path], notes=notes, precision="int8")
 
 
 @hookimpl

@@ -164,7 +164,7 @@ def prepare(
     else:
         notes += f"; agrees with fp32 on {agreed:.1%} of them"
     files = sorted(p for p in workdir.iterdir() if p.is_file() and p.name.startswith(out.name))
-    return Artifact(run=run, files=files, notes=notes, engine="onnxruntime", engine_file=out)
+    return Artifact(run=run, files=files, notes=notes, engine="onnxruntime", engine_file=out, precision="int8")
 
 
 @hookimpl

@@ -181,7 +181,7 @@ def prepare(
             notes += f"; then every {', '.join(kept)} kept fp32 (greedy sensitivity by operation type): {after:.1%}"
     else:
         notes += f"; agrees with fp32 on {agreed:.1%} of them"
-    return Artifact(run=run, files=files, notes=notes, engine="openvino", engine_file=xml)
+    return Artifact(run=run, files=files, notes=notes, engine="openvino", engine_file=xml, precision="int8")
 
 
 @hookimpl

@@ -52,7 +52,8 @@ def _compile(
     def run(clip: torch.Tensor) -> torch.Tensor:
         return engine(clip.cuda()).float().cpu()
 
-    return Artifact(run=run, files=[path], notes=f"torch-tensorrt dynamo, {precision}")
+    named = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(precision, "fp32")
+    return Artifact(run=run, files=[path], notes=f"torch-tensorrt dynamo, {precision}", precision=named)
 
 
 def prepare_fp16(

@@ -46,7 +46,12 @@ def run_measure(ctx: Context) -> None:
         return
     prepare_s = time.perf_counter() - start
     print(f"prepared in {prepare_s:.1f} s", flush=True)
-    measured = {"size_mb": artifact.size_bytes / 2**20, "prepare_s": prepare_s, **accuracy_fields(ctx, spec, artifact)}
+    measured = {
+        "size_mb": artifact.size_bytes / 2**20,
+        "prepare_s": prepare_s,
+        "precision": artifact.precision,
+        **accuracy_fields(ctx, spec, artifact),
+    }
     problem = parity_problem(measured["agreement_top1"], measured["max_abs_logit_diff"], ctx.suite.measure, spec.lossy)
     if problem:
         settled.write_all(**measured, status="failed", reason=f"parity: {problem}")

@@ -83,18 +83,26 @@ def _isa_text(isa: Any) -> str:
     return text
 
 
+def _peaks_text(env: dict[str, Any]) -> str:
+    """Each precision's matmul peak and the kernel that gave it (an older run: its fp32 peak alone)."""
+    peaks = env.get("matmul_peaks")
+    if isinstance(peaks, dict) and peaks:
+        return "; ".join(f"{name} {p['gmacs_per_s']:.1f} GMAC/s ({p['method']})" for name, p in peaks.items())
+    fp32 = env.get("fp32_matmul_gmacs_per_s")
+    return f"fp32 {fp32:.1f} GMAC/s" if isinstance(fp32, int | float) else "?"
+
+
 def environment(env: dict[str, Any]) -> list[tuple[str, str]]:
     """``(name, value)`` pairs of the run's environment: machine, threads, versions, commit, suite."""
     if not env:
         return [("environment", "not available: env.json is missing")]
-    peak = env.get("fp32_matmul_gmacs_per_s")
     items = [
         ("CPU", f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)"),
         ("ISA", _isa_text(env.get("isa"))),
         ("threads", str(env.get("threads", "?"))),
         ("device", f"{env.get('device', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "")),
         ("video decoder", str(env.get("decoder") or "?")),
-        ("fp32 matmul peak", f"{peak:.1f} GMAC/s" if isinstance(peak, int | float) else "?"),
+        ("matmul peaks (roofline ceilings)", _peaks_text(env)),
         ("python", str(env.get("python", "?"))),
         ("platform", str(env.get("platform", "?"))),
         ("git commit", str(env.get("git_commit", "?"))),

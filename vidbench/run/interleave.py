@@ -11,6 +11,7 @@ its 95 % interval); the rows come back to the caller, the store's writer.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class Untimed:
 
 
 def time_job(
-    untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peak_gmacs: float | None
+    untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peaks: Mapping[str, float]
 ) -> list[Row]:
     """Every untimed row of one job, timed: ``ok`` with its latency and speedup, or ``failed`` with why its
     timing process did not answer. The timing processes are stopped before this returns."""
@@ -77,7 +78,7 @@ def time_job(
                 rows += [failed_row(row, f"timing: {exc}") for row in untimed[index].rows.values()]
         for threads in sorted({untimed[i].threads for i in ready}):
             group = {i: t for i, t in ready.items() if untimed[i].threads == threads}
-            rows += _time_group(untimed, group, baseline, plan, peak_gmacs)
+            rows += _time_group(untimed, group, baseline, plan, peaks)
     finally:
         for timer in timers.values():
             timer.stop()
@@ -86,7 +87,7 @@ def time_job(
 
 def _time_group(
     untimed: list[Untimed], timers: dict[int, TimerProcess], baseline: str | None, plan: RoundPlan,
-    peak_gmacs: float | None,
+    peaks: Mapping[str, float],
 ) -> list[Row]:  # fmt: skip
     """The rows of one thread count: each batch size's artifacts timed in turns, baseline first."""
     order = sorted(timers, key=lambda i: untimed[i].optimization != baseline)
@@ -104,18 +105,20 @@ def _time_group(
                 rows.append(failed_row(row, f"timing: {rounds.error or 'no round was timed'}"))
                 continue
             usable_base = base if base is not None and not base.error and base.samples_ms else None
-            rows.append(row_with(row, **timed_fields(rounds, usable_base, batch, row, peak_gmacs)))
+            rows.append(row_with(row, **timed_fields(rounds, usable_base, batch, row, peaks)))
     return rows
 
 
 def timed_fields(
-    rounds: Rounds, base: Rounds | None, batch: int, row: dict[str, Any], peak_gmacs: float | None
+    rounds: Rounds, base: Rounds | None, batch: int, row: Mapping[str, Any], peaks: Mapping[str, float]
 ) -> RowTiming:
-    """The timing columns of a row from its rounds (and the baseline's, for the speedup)."""
+    """The timing columns of a row from its rounds (and the baseline's, for the speedup); its roofline against
+    the matmul peak of the precision it runs (``peaks``, GMAC/s by precision)."""
     stats = rounds.stats()
     clips_per_s = batch * stats.calls_per_s
     gflops = row.get("gflops_per_clip") or 0.0
     ratio = speedup(base, rounds) if base is not None else None
+    peak = peaks.get(str(row.get("precision") or "fp32"))
     return RowTiming(
         status="ok",
         reason="",
@@ -136,7 +139,8 @@ def timed_fields(
         speedup_uncertain=ratio.uncertain if ratio else None,
         timed_alone=row.get("engine") != "torch",
         achieved_gmacs_per_s=gflops * clips_per_s,
-        roofline_pct=gflops * clips_per_s / peak_gmacs * 100 if peak_gmacs else None,
+        peak_gmacs_per_s=peak,
+        roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from vidbench.job.card import add_latency
 from vidbench.job.context import job_record
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
-from vidbench.measure.peak import matmul_peak_gmacs
+from vidbench.measure.peak import Peak, matmul_peaks
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, Ledger, Row, keys_of
 from vidbench.run.interleave import Untimed, time_job
@@ -60,7 +60,8 @@ class SuiteRun:
         self.ledger = Ledger(run.store())
         self.threads = max(suite.measure.thread_counts(os.cpu_count() or 1))  # training, and every unswept cell
         self.env = collect_env(self.threads, suite.measure.device, resolve_backend(suite.data.backend))
-        self.peak_gmacs: float | None = None
+        self.peaks: dict[str, Peak] | None = None
+        """This machine's matmul peak per precision, measured once per run (the rows' roofline ceilings)."""
         self.env_hash = env_hash(self.env)
         self.jobs, self.cells = select(*expand(suite, registry, suite_path.parent), only)
         self.timing = threading.Lock()
@@ -68,11 +69,13 @@ class SuiteRun:
         self.plugin_files = [str((suite_path.parent / p).resolve()) for p in suite.plugins]
 
     def write_env(self) -> None:
-        if self.peak_gmacs is None:
-            wait_for_fork_server()  # the peak is timed on a CPU that nothing else imports on
-            self.peak_gmacs = matmul_peak_gmacs(self.threads, device=self.suite.measure.device)
+        if self.peaks is None:
+            wait_for_fork_server()  # the peaks are timed on a CPU that nothing else imports on
+            self.peaks = matmul_peaks(self.threads, device=self.suite.measure.device)
+        fp32 = self.peaks.get("fp32")
         env = {
-            "fp32_matmul_gmacs_per_s": self.peak_gmacs,
+            "fp32_matmul_gmacs_per_s": fp32.gmacs_per_s if fp32 else None,
+            "matmul_peaks": {name: asdict(peak) for name, peak in self.peaks.items()},
             **self.env,
             "env_hash": self.env_hash,
             "git_commit": git_commit(Path(__file__).parent),
@@ -153,7 +156,7 @@ class SuiteRun:
             return MeasureStep(rows, None)
         threads, task_name = cells[0].threads, cells[0].task_name
         task = self.task(
-            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, peak_gmacs=self.peak_gmacs,
+            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows,
             task_name=task_name, **({} if threads is None else {"threads": threads}),
         )  # fmt: skip
         label = f"measuring {job.model}/{job.variant} {optimization}" + (f" ({threads} threads)" if threads else "")
@@ -189,7 +192,8 @@ class SuiteRun:
         label = f"timing {job.model}/{job.variant}: {len(untimed)} artifact(s) in {plan.rounds} interleaved rounds"
         with self.timing:
             progress.stage(label)
-            rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, self.peak_gmacs)
+            peaks = {name: peak.gmacs_per_s for name, peak in (self.peaks or {}).items()}
+            rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, peaks)
         self.ledger.write_all(rows)
         for item in untimed:
             item.folder.untimed.unlink(missing_ok=True)
