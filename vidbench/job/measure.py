@@ -141,7 +141,12 @@ def leave_untimed(ctx: Context, task_name: str, artifact: Any, measured: dict[st
         for bs in ctx.task["batch_sizes"]
     }  # fmt: skip
     resolved = str(Path(artifact.engine_file).resolve()) if artifact.engine_file is not None else None
-    timer = {"engine": artifact.engine, "engine_file": resolved, "clip_shape": list(ctx.example(1).shape[1:])}
+    timer = {
+        "engine": artifact.engine,
+        "engine_file": resolved,
+        "clip_shape": list(ctx.example(1).shape[1:]),
+        "precision": artifact.precision,
+    }
     write_json_atomic(ctx.run.task(ctx.job.slug, task_name).untimed, {"timer": timer, "rows": rows})
     return list(rows.values())
 

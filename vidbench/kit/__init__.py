@@ -9,7 +9,8 @@ datasets, :mod:`vidbench.data`; nothing else of vidbench (import-linter checks i
   clip -> logits callable over it (the artifact's ``run``).
 - :func:`convert_via_onnx` / :func:`save_ir` / :func:`ov_callable` / :func:`openvino_supported`: OpenVINO IR
   converted from the shared ONNX export, saved with fp32 weights, compiled for the CPU with a fixed thread
-  count and fp32 arithmetic.
+  count and the artifact's floating-point precision (fp32 unless asked); :func:`ov_cpu_capabilities` /
+  :func:`bf16_missing`: what OpenVINO says the CPU runs natively, and why not bf16.
 - :func:`top1` / :func:`agreement` / :func:`named`: top-1 agreement of an artifact with its model on
   calibration clips, and the list of names a row's notes give (the INT8 plugins' fp32 fallbacks).
 - :func:`small_cnn` / :func:`conv_bn_relu_2d`: plain per-frame 2D layers several model plugins share.
@@ -33,6 +34,8 @@ _WHERE = {
     "openvino_missing": "vidbench.kit.openvino_tools",
     "openvino_supported": "vidbench.kit.openvino_tools",
     "ov_callable": "vidbench.kit.openvino_tools",
+    "ov_cpu_capabilities": "vidbench.kit.openvino_tools",
+    "bf16_missing": "vidbench.kit.openvino_tools",
     "save_ir": "vidbench.kit.openvino_tools",
     "fvcore_jit_warning_off": "vidbench.kit.quiet_imports",
 }

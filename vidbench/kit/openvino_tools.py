@@ -5,6 +5,7 @@ No torch at import: :mod:`vidbench.measure.alone` times an IR with this module i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,41 @@ def convert_via_onnx(model: Any, example: Any, workdir: Path) -> Any:
         raise Unsupported(f"OpenVINO conversion failed: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def ov_config(threads: int) -> dict[str, Any]:
-    """CPU compile settings: a fixed thread count, the latency hint, and fp32 arithmetic (on a CPU with
-    AMX-BF16 OpenVINO would otherwise run fp32 layers in bf16, which the parity gate would see)."""
-    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+"""An artifact's precision -> OpenVINO's ``INFERENCE_PRECISION_HINT`` for its floating-point layers."""
 
 
-def ov_compile(path: Path, threads: int) -> Any:
+def ov_config(threads: int, precision: str = "fp32") -> dict[str, Any]:
+    """CPU compile settings: a fixed thread count, the latency hint, and the floating-point layers' arithmetic,
+    always stated (on a CPU with native bf16 OpenVINO would otherwise run an fp32 model's layers in bf16, which
+    the parity gate would see and no row would say). An INT8 artifact's quantized layers run int8 either way."""
+    hint = OV_PRECISIONS.get(precision, "f32")
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+
+
+def ov_compile(path: Path, threads: int, precision: str = "fp32") -> Any:
     """An IR (``.xml`` beside its ``.bin``) compiled for the CPU with :func:`ov_config`."""
     import openvino as ov
 
-    return ov.Core().compile_model(str(path), "CPU", ov_config(threads))
+    return ov.Core().compile_model(str(path), "CPU", ov_config(threads, precision))
+
+
+@functools.cache
+def ov_cpu_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin says this CPU can run fast (``FP32``, ``BF16``, ``INT8``, ...)."""
+    import openvino as ov
+
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def bf16_missing(capabilities: list[str]) -> str:
+    """Why OpenVINO would not run bf16 natively on a CPU with ``capabilities`` (``""`` when it would)."""
+    if "BF16" in capabilities:
+        return ""
+    return (
+        f"this CPU has no native bf16 for OpenVINO (its CPU capabilities: {', '.join(capabilities) or 'none'}); "
+        "bf16 needs AVX512-BF16 or AMX"
+    )
 
 
 def save_ir(model: Any, xml: Path) -> list[Path]:
@@ -65,12 +90,12 @@ def save_ir(model: Any, xml: Path) -> list[Path]:
     return [xml, xml.with_suffix(".bin")]
 
 
-def ov_callable(path: Path, threads: int) -> Callable[[Any], Any]:
+def ov_callable(path: Path, threads: int, precision: str = "fp32") -> Callable[[Any], Any]:
     """A callable clip tensor -> logits tensor over the compiled IR (the conversions are part of the cost)."""
     import numpy as np
     import torch
 
-    compiled = ov_compile(path, threads)
+    compiled = ov_compile(path, threads, precision)
     output = compiled.output(0)
 
     def run(clip: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,8 @@ Loaded = Callable[[Sequence[int]], Callable[[], object]]
 """An engine's file, loaded once: input shape -> the call on random input of that shape."""
 
 
-def _onnxruntime(file: Path, threads: int) -> Loaded:
+def _onnxruntime(file: Path, threads: int, precision: str = "fp32") -> Loaded:
+    """ONNX Runtime runs the precision its graph holds (``precision`` is for the record)."""
     from vidbench.kit.ort_session import ort_session
 
     session = ort_session(file, threads)  # the session the harness runs the artifact in
@@ -63,10 +64,10 @@ def _onnxruntime(file: Path, threads: int) -> Loaded:
     return call_for
 
 
-def _openvino(file: Path, threads: int) -> Loaded:
+def _openvino(file: Path, threads: int, precision: str = "fp32") -> Loaded:
     from vidbench.kit.openvino_tools import ov_compile
 
-    compiled = ov_compile(file, threads)  # the settings the harness compiled the artifact with
+    compiled = ov_compile(file, threads, precision)  # the settings the harness compiled the artifact with
 
     def call_for(shape: Sequence[int]) -> Callable[[], object]:
         array = _random_input(shape)
@@ -79,16 +80,20 @@ def _random_input(shape: Sequence[int]) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(tuple(shape), dtype=np.float32)
 
 
-LOADERS: dict[str, Callable[[Path, int], Loaded]] = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+LOADERS: dict[str, Callable[[Path, int, str], Loaded]] = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+"""Each engine's loader: ``(file, threads, precision)``; OpenVINO compiles its floating-point layers for the
+precision."""
 
 
-def serve_command(engine: str, file: Path, clip_shape: Sequence[int], threads: int) -> list[str]:
+def serve_command(
+    engine: str, file: Path, clip_shape: Sequence[int], threads: int, precision: str = "fp32"
+) -> list[str]:
     """The command of ``file``'s warm timing process (``clip_shape``: one clip, C,T,H,W)."""
     if engine not in ENGINES:
         raise ValueError(f"no standalone timer for engine {engine!r}; known: {', '.join(ENGINES)}")
     shape = ",".join(map(str, clip_shape))
     return [sys.executable, "-m", "vidbench.measure.alone", engine, str(file), "--threads", str(threads),
-            "--serve", "--shape", shape]  # fmt: skip
+            "--serve", "--shape", shape, "--precision", precision]  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,16 +107,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--serve", action="store_true", help="stay up as a warm process of interleaved timing")
+    parser.add_argument("--precision", default="fp32", help="the artifact's precision (OpenVINO compiles for it)")
     args = parser.parse_args(argv)
     shape = [int(x) for x in args.shape.split(",")]
     if args.serve:
         channel = StdioChannel()
-        serving = LOADERS[args.engine](args.file, args.threads)
+        serving = LOADERS[args.engine](args.file, args.threads, args.precision)
         if "torch" in sys.modules:
             raise SystemExit("the standalone timing process imported torch")
         serve_rounds(lambda batch: serving([batch, *shape]), channel)
         return
-    call = LOADERS[args.engine](args.file, args.threads)(shape)
+    call = LOADERS[args.engine](args.file, args.threads, args.precision)(shape)
     stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))
     print(
         json.dumps(

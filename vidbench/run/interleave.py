@@ -51,7 +51,8 @@ class Untimed:
         """This artifact's warm timing process."""
         engine, file = self.timer.get("engine"), self.timer.get("engine_file")
         if engine in ENGINES and file:
-            command = serve_command(engine, Path(file), self.timer["clip_shape"], self.threads)
+            precision = self.timer.get("precision", "fp32")
+            command = serve_command(engine, Path(file), self.timer["clip_shape"], self.threads, precision)
             return TimerProcess.command(command, self.folder.timer, timeout_s)
         return TimerProcess.forked({**self.task, "kind": "timer"}, self.folder.timer, timeout_s)
 
