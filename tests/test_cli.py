@@ -91,10 +91,11 @@ batch_sizes: [1, 16]
 input: {frames: 8, crop: 32, sampling: uniform}
 data: {cache: true}
 train: {epochs: 8, batch_size: 32, lr: 0.005, warmup_epochs: 1, workers: 6}
-measure: {device: cuda, threads: 4, warmup: 5, min_iters: 50, min_seconds: 1.0, rounds: 12, eval_batch_size: 60,
-          timeout_s: 240}
+measure: {device: cuda, threads: 4, warmup: 5, min_iters: 50, min_seconds: 1.0, max_seconds: 6, rounds: 12,
+          eval_batch_size: 60, timeout_s: 240}
 """
-"""suites/compare_all_gpu.yaml as it was written by hand before ``extends`` existed (plus compare_all's rounds)."""
+"""suites/compare_all_gpu.yaml as it was written by hand before ``extends`` existed (plus compare_all's rounds and
+time cap)."""
 
 
 def test_extends_gives_the_hand_written_suite_it_replaced(tmp_path: Path) -> None:
