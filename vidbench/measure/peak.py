@@ -106,7 +106,7 @@ def _onnxruntime_int8_peak(threads: int, size: int, seconds: float) -> float:
     return best_rate(lambda: session.run(None, feeds), size**3, seconds)
 
 
-def matmul_peaks(threads: int, device: str = "cpu", seconds: float = 0.5) -> dict[str, Peak]:
+def matmul_peaks(threads: int, device: str = "cpu", seconds: float = 0.25) -> dict[str, Peak]:
     """This machine's peak per precision (``fp32``, ``bf16``, ``int8`` on a CPU; ``fp32``, ``fp16``, ``bf16`` on
     CUDA), each the best of the kernels tried, named in its ``method``. A kernel that cannot run here is left out
     of its precision; a precision no kernel runs is left out."""
