@@ -133,9 +133,9 @@ class Artifact:
     torch artifact is timed in a process that calls the optimization's ``prepare`` again."""
     engine_file: Path | None = None
     precision: str = "fp32"
-    """The fastest arithmetic the artifact runs (``fp32``, ``bf16``, ``fp16``, ``int8``): its roofline is taken
-    against this precision's matmul peak. A mixed artifact (INT8 with layers kept in fp32, autocast) names its
-    fastest, so its roofline is a floor on how close it runs to the machine's limit, never above it."""
+    """The reduced arithmetic the artifact runs, if any (``fp32``, ``bf16``, ``fp16``, ``int8``): its roofline is
+    taken against the higher of this precision's matmul peak and fp32's (it may run layers in either), so the
+    figure is a floor on how close it runs to the machine's limit, never above it."""
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         return self.run(clip)

@@ -110,6 +110,15 @@ def _time_group(
     return rows
 
 
+def ceiling(peaks: Mapping[str, float], precision: str) -> float | None:
+    """The roofline's ceiling for an artifact of ``precision``: the higher of that precision's peak and fp32's.
+    Every artifact may run some layers in fp32 (autocast keeps some, INT8 keeps its fallbacks), and a precision
+    without a fast kernel here (bf16 through torch on a CPU without one) is slower than fp32, so the ceiling is
+    the fastest arithmetic the artifact could have used; its roofline is a floor, never above 100 %."""
+    known = [peak for peak in (peaks.get(precision), peaks.get("fp32")) if peak]
+    return max(known) if known else None
+
+
 def timed_fields(
     rounds: Rounds, base: Rounds | None, batch: int, row: Mapping[str, Any], peaks: Mapping[str, float]
 ) -> RowTiming:
@@ -119,7 +128,7 @@ def timed_fields(
     clips_per_s = batch * stats.calls_per_s
     gflops = row.get("gflops_per_clip") or 0.0
     ratio = speedup(base, rounds) if base is not None else None
-    peak = peaks.get(str(row.get("precision") or "fp32"))
+    peak = ceiling(peaks, str(row.get("precision") or "fp32"))
     return RowTiming(
         status="ok",
         reason="",
