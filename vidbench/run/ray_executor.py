@@ -12,8 +12,8 @@ filesystem every node sees (so must the data root). Ray is imported only here.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,21 @@ class RayExecutor:
             yield step, outcome, rows
 
     def each(self, jobs: Sequence[ModelJob], work: Callable[[ModelJob], None]) -> None:
-        if not jobs:
-            return
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="job") as pool:
-            for future in [pool.submit(work, job) for job in jobs]:
-                future.result()  # a job's exception is the run's, as under the local executor
+        """Each job in a daemon thread of the driver; joined in short waits, so a Ctrl-C reaches this thread at
+        once (and the driver's exit ends the jobs' threads and, with the driver, their Ray tasks)."""
+        errors: list[BaseException] = []
+
+        def guarded(job: ModelJob) -> None:
+            try:
+                work(job)
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(job,), name=f"job {job.slug}", daemon=True) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+        if errors:
+            raise errors[0]
