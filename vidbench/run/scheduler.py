@@ -230,9 +230,8 @@ class SuiteRun:
         self.time_job(job, untimed, progress)
         if outcome.ok:
             executor.each(self.students_of(job), lambda student: self.run_job(student, executor, skip, progress))
-            return
-        for student in self.students_of(job):
-            self.fail_job(student, f"teacher {job.model}/{job.variant} did not train: {outcome.reason}", skip, progress)
+        else:
+            self.fail_students(job, outcome.reason, skip, progress)
 
     def train(self, job: ModelJob, executor: Executor) -> tuple[Outcome, dict[str, Any]]:
         """How ``job``'s training ended, with its summary when it trained (at once when this run trained it)."""
@@ -273,8 +272,13 @@ class SuiteRun:
         and so for the jobs that learn from it."""
         self.write_job_file(job)
         self.fail_cells([c for c in self.cells if c.job == job], reason, skip, progress)
-        for student in self.students_of(job):
-            self.fail_job(student, f"teacher {job.model}/{job.variant} did not train: {reason}", skip, progress)
+        self.fail_students(job, reason, skip, progress)
+
+    def fail_students(self, teacher: ModelJob, reason: str, skip: set[str], progress: Progress) -> None:
+        """Fail every job that learns from ``teacher``, which did not train for ``reason``."""
+        for student in self.students_of(teacher):
+            why = f"teacher {teacher.model}/{teacher.variant} did not train: {reason}"
+            self.fail_job(student, why, skip, progress)
 
     def students_of(self, job: ModelJob) -> list[ModelJob]:
         """The jobs that learn from ``job``."""
