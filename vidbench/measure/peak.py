@@ -9,9 +9,10 @@ ONNX Runtime's ``MatMulInteger`` (its MLAS kernels: VNNI, AMX where the CPU has 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,27 +53,29 @@ def best_rate(
     return macs / best / 1e9
 
 
-def _torch_peak(dtype: torch.dtype, threads: int, size: int, seconds: float, device: str) -> float:
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside, as they were after."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    cuda = device.startswith("cuda")
-    size = max(size, 4096) if cuda else size
     try:
-        a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-        return best_rate(lambda: torch.mm(a, b), size**3, seconds, synchronizer(device))
+        yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _torch_peak(dtype: torch.dtype, threads: int, size: int, seconds: float, device: str) -> float:
+    size = max(size, 4096) if device.startswith("cuda") else size
+    with _torch_threads(threads):
+        a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+        return best_rate(lambda: torch.mm(a, b), size**3, seconds, synchronizer(device))
 
 
 def _torch_int8_peak(threads: int, size: int, seconds: float) -> float:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         a = torch.randint(-128, 127, (size, size), dtype=torch.int8)
         b = torch.randint(-128, 127, (size, size), dtype=torch.int8)
         return best_rate(lambda: torch._int_mm(a, b), size**3, seconds)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _onnxruntime_int8_peak(threads: int, size: int, seconds: float) -> float:
