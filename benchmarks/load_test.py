@@ -142,6 +142,8 @@ def start_server(args: argparse.Namespace, batching: bool, log: Path) -> tuple[s
     cmd = [sys.executable, "-m", "vidbench.cli", "serve", "--artifact", args.artifact, "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
     cmd += ["--batching" if batching else "--no-batching"] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd += ["--decode-policy", args.decode_policy] if args.decode_policy else []
+    cmd += ["--decode-workers", str(args.decode_workers)] if args.decode_workers else []
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -188,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None, help="server torch / ORT threads")
+    parser.add_argument("--decode-policy", default=None, help="the server's --decode-policy (default: its own)")
+    parser.add_argument("--decode-workers", type=int, default=None, help="the server's --decode-workers")
     parser.add_argument("--json", type=Path, default=None, help="also write the cells as JSON here")
     args = parser.parse_args(argv)
     if args.url and urlparse(args.url).hostname not in LOOPBACK:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from vidbench_plugins.datasets.synthetic import write_mp4
 
 from tests.conftest import REPO, install_into, only_run_dir, vidbench, write_suite
+from vidbench.data.encode import write_mp4
 from vidbench.specs import Unsupported
 
 

@@ -76,6 +76,8 @@ class RowIdentity(TypedDict, total=False):
     device: str
     threads: int
     measure_task: str
+    decode_policy: str
+    decode_threads: int
     frames: int
     crop: int
     batch_size: int
@@ -209,7 +211,7 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-SLOT_COLUMNS = ("job", "optimization", "batch_size", "threads")
+SLOT_COLUMNS = ("job", "optimization", "batch_size", "threads", "measure_task")
 """What a cell measures, without the weights and the environment its key also names."""
 
 
@@ -219,9 +221,24 @@ def _without_superseded_failures(frame: pd.DataFrame) -> pd.DataFrame:
     (kept in ``results.jsonl``), not a result beside the new row."""
     if "job" not in frame.columns:  # not a schema column: without it a slot could span models
         return frame
-    superseded = frame[list(SLOT_COLUMNS)].astype(str).duplicated(keep="last")
+    slot = [column for column in SLOT_COLUMNS if column in frame.columns]  # measure_task: not in the oldest rows
+    superseded = frame[slot].astype(str).duplicated(keep="last")
     named = frame["job"].fillna("").astype(str) != ""  # a row with an empty job names no slot either
     return frame[~(superseded & (frame["status"] == "failed") & named)]
+
+
+def with_decode_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a further decode policy (``data.decode_policy``'s second and later) with ``optimization``
+    naming it (``<baseline>@keyframes``): the same artifact on other frames is another entry of every table, never a
+    second baseline row (the row's ``decode_policy`` column stays)."""
+    if "measure_task" not in frame or "decode_policy" not in frame or frame.empty:
+        return frame
+    further = frame["measure_task"].astype(str).str.contains("@", regex=False)
+    frame = frame.copy()
+    frame.loc[further, "optimization"] = (
+        frame.loc[further, "optimization"].astype(str) + "@" + frame.loc[further, "decode_policy"].astype(str)
+    )
+    return frame
 
 
 def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
@@ -306,7 +323,8 @@ class ResultStore:
             frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
             frame = _without_superseded_failures(frame)
         extras = [c for c in frame.columns if c not in SCHEMA]
-        return with_seed_spread(with_trainer_variants(frame[list(SCHEMA) + extras].reset_index(drop=True)))
+        frame = with_decode_variants(with_trainer_variants(frame[list(SCHEMA) + extras].reset_index(drop=True)))
+        return with_seed_spread(frame)
 
     def write_csv(self) -> None:
         """Rewrite the CSV table from the rows (under a temporary name, then renamed)."""

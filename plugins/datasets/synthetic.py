@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from vidbench import hookimpl
+from vidbench.data.encode import write_mp4
 from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSample
 
 CLIPS_PER_CLASS = {"tiny": 8, "small": 75, "full": 500}
@@ -205,29 +205,6 @@ def render_objects(labels: Sequence[int], rng: np.random.Generator, res: int, le
             image = np.where(inside, image * (1 - pose.alpha) + colour * pose.alpha, image)
         frames.append(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))
     return np.stack(frames)
-
-
-def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
-    """Encode frames as H.264 (yuv420p) in MP4 with PyAV; written to a temp name, then renamed."""
-    import av
-
-    tmp = path.with_name(path.stem + ".part.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        # x264's output must depend on nothing but the frames, so that two generations of a set are the same
-        # bytes and a seed reproduces a training run. Its automatic thread count made a full test run's two
-        # builds differ; with one thread, its macroblock-tree rate control still encoded about 5 % of the clips
-        # differently from one generation to the next under a process pool (up to 45 levels on decode,
-        # 1,500-clip set, 2026-12-03); with mbtree off, 900 encodes of 300 clips were identical.
-        stream.options = {"crf": "14", "preset": "fast", "threads": "1", "x264-params": "mbtree=0"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
 
 
 def _generate_one(args: tuple[int, tuple[int, ...], Path, SyntheticMotionOptions]) -> None:

@@ -130,27 +130,49 @@ def data_bench(
     crop: Annotated[int, typer.Option(help="Crop size of the eval transforms.")] = 112,
     rounds: Annotated[int, typer.Option(help="Passes over the files per backend.")] = 3,
     threads: Annotated[int, typer.Option(help="torch threads for the transforms.")] = 1,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(help="A decode policy to time (repeat; default: every mode, and keyframes+scaled)."),
+    ] = None,
+    decode_threads: Annotated[int, typer.Option(help="Decoder threads per file.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decode + transform clips/s per backend, pytorchvideo's EncodedVideo as the reference, same files."""
+    """Decode + transform clips/s per backend and per decode policy on the same files; ``x exact``: against
+    PyAV's exact reader, ``x pytorchvideo``: against pytorchvideo's EncodedVideo (the reference)."""
     import torch
 
-    from vidbench.data.bench import REFERENCE, bench_backend, decoders
+    from vidbench.data.bench import DEFAULT_POLICIES, REFERENCE, bench_backend, decoders
 
     torch.set_num_threads(threads)
     files = _video_files(path)
-    results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in decoders().items()]
+    try:
+        chosen = decoders(policy or DEFAULT_POLICIES, decode_threads, crop)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in chosen.items()]
     reference = next(r for r in results if r.backend == REFERENCE)
+    exact = next(r for r in results if r.backend == "pyav")
     if as_json:
         backends = [
             {**dataclasses.asdict(r), "clips_per_s": r.clips_per_s, "frames_per_s": r.frames_per_s,
-             "vs_reference": r.clips_per_s / reference.clips_per_s if reference.clips_per_s else None}
+             "vs_reference": r.clips_per_s / reference.clips_per_s if reference.clips_per_s else None,
+             "vs_exact": r.clips_per_s / exact.clips_per_s if exact.clips_per_s else None}
             for r in results
         ]  # fmt: skip
-        document = {"files": len(files), "rounds": rounds, "frames": frames, "crop": crop, "threads": threads}
+        document = {
+            "files": len(files),
+            "rounds": rounds,
+            "frames": frames,
+            "crop": crop,
+            "threads": threads,
+            "decode_threads": decode_threads,
+        }
         print(json.dumps({**document, "reference": REFERENCE, "backends": backends}, indent=2))
         return
-    table = Table(title=f"{len(files)} file(s) x {rounds} round(s), {frames} frames uniform, {crop}px eval transforms")
+    table = Table(
+        title=f"{len(files)} file(s) x {rounds} round(s), {frames} frames uniform, {crop}px eval transforms, "
+        f"{decode_threads} decoder thread(s)"
+    )
     for column in (
         "backend",
         "clips",
@@ -160,6 +182,7 @@ def data_bench(
         "decode ms/clip",
         "transform ms/clip",
         "collate ms/clip",
+        "x exact",
         f"x {REFERENCE}",
     ):
         table.add_column(column, justify="right")
@@ -175,6 +198,7 @@ def data_bench(
             f"{r.decode_s * per:.1f}",
             f"{r.transform_s * per:.1f}",
             f"{r.collate_s * per:.2f}",
+            f"{r.clips_per_s / exact.clips_per_s:.2f}" if exact.clips_per_s else "-",
             f"{ratio:.2f}",
         )
     console.print(table)

@@ -15,7 +15,10 @@ import typer
 from rich.table import Table
 
 from vidbench.cli.common import ExecutorChoice, JsonOpt, QuietOpt, console, fail, require_executor
-from vidbench.data.decode import DecodeLimits
+from vidbench.data.decode import DecodeLimits, policy_from_label
+
+SERVE_DECODE_POLICY = "exact"
+"""The server's decode policy for uploads, chosen from `vidbench data bench` on real clips (docs/serving.md)."""
 
 if TYPE_CHECKING:
     from vidbench.serve.artifact import ServedModel
@@ -223,6 +226,13 @@ def serve(
     decode_memory_mb: Annotated[int, typer.Option(min=64, help="Memory a decode process may add.")] = 1024,
     max_in_flight: Annotated[int, typer.Option(min=1, help="Uploads handled at once; more get 503.")] = 16,
     show_paths: Annotated[bool, typer.Option(help="Show absolute paths in /healthz and /v1/similar.")] = False,
+    decode_policy: Annotated[
+        str,
+        typer.Option(
+            help="How uploads are decoded (docs/serving.md: chosen from `vidbench data bench`); 'run': "
+            "as the run evaluated the model."
+        ),
+    ] = SERVE_DECODE_POLICY,
     threads: ThreadsOpt = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
@@ -251,7 +261,13 @@ def serve(
         ),
         max_in_flight=max_in_flight,
         show_paths=show_paths,
+        decode_policy=None if decode_policy == "run" else decode_policy,
     )
+    if settings.decode_policy is not None:
+        try:
+            policy_from_label(settings.decode_policy)
+        except ValueError as exc:
+            raise fail(f"--decode-policy: {exc}, or run") from None
     try:
         app = create_app(served, settings, loaded)
     except ValueError as exc:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from vidbench.data.decode import DecodeError, open_video, resolve_backend
+from vidbench.data.decode import DecodeError, DecodePolicy, open_video, policy_from_label, resolve_backend
 from vidbench.data.sampling import uniform_indices
-from vidbench.data.transforms import clip_transform, frames_to_clip
+from vidbench.data.transforms import clip_transform, frames_to_clip, resize_size
 
 REFERENCE = "pytorchvideo"
 
@@ -48,9 +48,9 @@ class DecodeBench:
         return self.clips_per_s * self.frames
 
 
-def _ours(backend: str) -> Callable[[Path, int], np.ndarray]:
+def _ours(backend: str, policy: DecodePolicy | None = None) -> Callable[[Path, int], np.ndarray]:
     def decode(path: Path, frames: int) -> np.ndarray:
-        reader = open_video(path, backend)  # type: ignore[arg-type]
+        reader = open_video(path, backend, policy=policy)  # type: ignore[arg-type]
         return reader.read(uniform_indices(reader.meta.frames, frames))
 
     return decode
@@ -69,10 +69,22 @@ def _pytorchvideo(path: Path, frames: int) -> np.ndarray:
     return data[:, index].permute(1, 2, 3, 0).clamp(0, 255).to(torch.uint8).numpy()
 
 
-def decoders() -> dict[str, Callable[[Path, int], np.ndarray]]:
-    """Every backend the bench compares (decord where it is installed), ours first, the reference last."""
+DEFAULT_POLICIES = ("sequential", "seek", "nonref", "keyframes", "exact+scaled", "keyframes+scaled")
+"""The decode policies ``vidbench data bench`` times beside each backend's exact reader."""
+
+
+def decoders(
+    policies: Sequence[str] = DEFAULT_POLICIES, threads: int = 1, crop: int = 112
+) -> dict[str, Callable[[Path, int], np.ndarray]]:
+    """Every backend's exact reader (decord where it is installed), then each decode policy (its label; scaled
+    to the short side ``crop``'s eval transforms resize to), all with ``threads`` decoder threads, and the
+    reference last."""
     ours = ("decord", "pyav") if resolve_backend("auto") == "decord" else ("pyav",)
-    return {**{name: _ours(name) for name in ours}, REFERENCE: _pytorchvideo}
+    found = {name: _ours(name, DecodePolicy(threads=threads)) for name in ours}
+    for label in policies:
+        policy = policy_from_label(label, threads, resize_size(crop))
+        found[f"pyav {policy.label}"] = _ours("pyav", policy)
+    return {**found, REFERENCE: _pytorchvideo}
 
 
 def bench_backend(

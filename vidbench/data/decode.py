@@ -69,6 +69,79 @@ class DecodeLimits:
             raise LimitExceeded("frames", f"over {self.max_frames} frames")
 
 
+DecodeMode = Literal["exact", "sequential", "seek", "keyframes", "nonref"]
+DECODE_MODES: tuple[DecodeMode, ...] = ("exact", "sequential", "seek", "keyframes", "nonref")
+INEXACT_MODES = ("keyframes", "nonref")
+
+
+@dataclass(frozen=True)
+class DecodePolicy:
+    """How a clip's frames are decoded: which frames the decoder produces, with how many threads, at what size.
+
+    ``mode``:
+
+    - ``exact``: the backend's frame-accurate reader (decord; or PyAV, choosing per GOP between decoding on
+      and seeking to the keyframe before the next wanted frame);
+    - ``sequential``: PyAV, one forward pass from the first frame to the last wanted one, no seek;
+    - ``seek``: PyAV, a seek to the keyframe before every wanted frame;
+    - ``keyframes``: PyAV decodes keyframes only (FFmpeg ``skip_frame=NONKEY``); each wanted frame is the
+      nearest keyframe, so a clip with one GOP repeats one picture (inexact: an accuracy cost);
+    - ``nonref``: PyAV skips non-reference frames (``skip_frame=NONREF``); each wanted frame is the nearest
+      decoded one (inexact).
+
+    ``threads``: the decoder's threads (FFmpeg frame and slice threading; decord's ``num_threads``).
+    ``short_side``: frames scaled at decode (FFmpeg's bilinear swscale) so that their short side is this many
+    pixels, before any rotation or transform; ``None`` keeps the coded size.
+    """
+
+    mode: DecodeMode = "exact"
+    threads: int = 1
+    short_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {self.mode!r}; allowed: {', '.join(DECODE_MODES)}")
+        if self.threads < 1 or (self.short_side is not None and self.short_side < 2):
+            raise ValueError(f"decode threads must be >= 1 and short_side >= 2 (got {self.threads}, {self.short_side})")
+
+    @property
+    def exact(self) -> bool:
+        """Whether every wanted frame is the frame at its index, at full size."""
+        return self.mode not in INEXACT_MODES and self.short_side is None
+
+    @property
+    def label(self) -> str:
+        """``mode``, with ``+scaled<side>`` when frames are scaled at decode (the rows' ``decode_policy``)."""
+        return self.mode + (f"+scaled{self.short_side}" if self.short_side else "")
+
+
+def policy_from_label(label: str, threads: int = 1, scaled_side: int | None = None) -> DecodePolicy:
+    """The policy a suite names: a mode, and ``+scaled`` to scale frames at decode to ``scaled_side`` (the
+    short side the eval transforms resize to), e.g. ``keyframes+scaled``."""
+    mode, _, extra = label.partition("+")
+    if mode not in DECODE_MODES or extra not in ("", "scaled"):
+        allowed = ", ".join(f"{m}[+scaled]" for m in DECODE_MODES)
+        raise ValueError(f"unknown decode policy {label!r}; allowed: {allowed}")
+    return DecodePolicy(mode, threads, scaled_side if extra else None)  # type: ignore[arg-type]
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
+    """Even width and height with the short side at ``short_side``, or None to keep the size."""
+    if short_side is None or min(width, height) <= short_side:
+        return None
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _rgb(frame: object, size: tuple[int, int] | None) -> np.ndarray:
+    """A PyAV frame as ``H x W x 3`` uint8 RGB, scaled at conversion when ``size`` is given."""
+    if size is None:
+        return frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+    width, height = size
+    scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")  # type: ignore[attr-defined]
+    return scaled.to_ndarray()
+
+
 @dataclass(frozen=True)
 class VideoMeta:
     """What a file holds, read from its container and packets (nothing here is guessed from the name)."""
@@ -302,12 +375,20 @@ class VideoReader:
     """Whether the library already applies the display rotation (decord does)."""
 
     def __init__(
-        self, path: str | Path, upright: bool = True, square_pixels: bool = False, meta: VideoMeta | None = None
+        self,
+        path: str | Path,
+        upright: bool = True,
+        square_pixels: bool = False,
+        meta: VideoMeta | None = None,
+        policy: DecodePolicy | None = None,
     ) -> None:
         self.path = str(path)
         self.meta = meta or probe(path)
         self.upright = upright
         self.square_pixels = square_pixels
+        self.policy = policy or DecodePolicy()
+        self.size = _scaled_size(self.meta.coded_width, self.meta.coded_height, self.policy.short_side)
+        """The decoded frames' (width, height) when the policy scales them at decode."""
         self.decoded_frames = 0
         """How many frames the decoder produced so far (PyAV counts each; decord does not report)."""
 
@@ -326,17 +407,19 @@ class VideoReader:
 
 
 class DecordReader(VideoReader):
-    """decord backend: frame-accurate random access with keyframe-aware seeking, one thread."""
+    """decord backend: frame-accurate random access with keyframe-aware seeking (exact, full-size frames only)."""
 
     backend: Backend = "decord"
     returns_upright = True
 
-    def __init__(self, path: str | Path, threads: int = 1, **kwargs: object) -> None:
+    def __init__(self, path: str | Path, **kwargs: object) -> None:
         import decord
 
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
+        if self.policy.mode != "exact" or self.size is not None:
+            raise ValueError(f"decord reads exact, full-size frames only; decode policy {self.policy.label} needs PyAV")
         try:
-            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=threads)
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.policy.threads)
         except Exception as exc:
             raise DecodeError(f"{self.path}: decord cannot open: {exc}") from exc
         if len(self._vr) < self.meta.frames:
@@ -380,9 +463,18 @@ class _SeekOvershot(Exception):
 
 
 class PyAVReader(VideoReader):
-    """PyAV backend: for each wanted frame, seek to the keyframe before it unless it is close ahead."""
+    """PyAV backend, in every decode mode (:class:`DecodePolicy`); ``exact`` seeks to the keyframe before a
+    wanted frame unless that frame is close ahead."""
 
     backend: Backend = "pyav"
+
+    def _open_stream(self, container: object, skip: str | None = None) -> object:
+        stream = container.streams.video[0]  # type: ignore[attr-defined]
+        stream.thread_type = "AUTO"  # frame and slice threads, as many as the policy gives
+        stream.thread_count = self.policy.threads
+        if skip is not None:
+            stream.codec_context.skip_frame = skip
+        return stream
 
     def _frames_from(self, container: object, stream: object, start_pts: int | None) -> Iterator[object]:
         if start_pts is not None:
@@ -392,20 +484,29 @@ class PyAVReader(VideoReader):
             yield frame
 
     def _read_raw(self, indices: list[int]) -> np.ndarray:
+        mode = self.policy.mode
+        if mode in INEXACT_MODES:
+            return self._read_nearest(indices, "NONKEY" if mode == "keyframes" else "NONREF")
+        if mode == "sequential" or not self.meta.pts or not self.meta.seekable:
+            return self._read_sequential(indices)
+        try:
+            return self._read_seeking(indices, always=mode == "seek")
+        except _SeekOvershot:
+            return self._read_sequential(indices)
+
+    def _read_seeking(self, indices: list[int], always: bool) -> np.ndarray:
         """Frames are numbered by decoder output order from the seek point: containers such as AVI
         label reordered frames with their decode timestamps, so a frame's own pts cannot be trusted;
-        only the first frame after a seek (a keyframe) is located by its pts."""
+        only the first frame after a seek (a keyframe) is located by its pts. ``always``: a seek before
+        every wanted frame, even one a few frames ahead."""
         import av
 
         meta = self.meta
-        if not meta.pts or not meta.seekable:
-            return self._read_sequential(indices)
         wanted = sorted(set(indices))
         found: dict[int, np.ndarray] = {}
         try:
             with av.open(self.path) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
+                stream = self._open_stream(container)
                 decoder: Iterator[object] | None = None
                 position = -1  # index of the last decoded frame
                 for target in wanted:
@@ -413,7 +514,7 @@ class PyAVReader(VideoReader):
                         continue
                     keyframe = _keyframe_before(meta.keyframe_pts, meta.pts[target])
                     keyframe_index = bisect.bisect_left(meta.pts, keyframe)
-                    if decoder is None or keyframe_index > position + 1 or target <= position:
+                    if always or decoder is None or keyframe_index > position + 1 or target <= position:
                         decoder = self._frames_from(container, stream, keyframe)
                         position = None  # type: ignore[assignment]
                     for frame in decoder:
@@ -425,11 +526,11 @@ class PyAVReader(VideoReader):
                         else:
                             position += 1
                         if position in wanted and position not in found:
-                            found[position] = frame.to_ndarray(format="rgb24")
+                            found[position] = _rgb(frame, self.size)
                         if position >= target:
                             break
         except _SeekOvershot:
-            return self._read_sequential(indices)
+            raise
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
         return _with_tail_filled(found, indices, meta.frames, self.path)
@@ -440,14 +541,51 @@ class PyAVReader(VideoReader):
         wanted, found = set(indices), {}
         try:
             with av.open(self.path) as container:
-                for i, frame in enumerate(self._frames_from(container, container.streams.video[0], None)):
+                for i, frame in enumerate(self._frames_from(container, self._open_stream(container), None)):
                     if i in wanted:
-                        found[i] = frame.to_ndarray(format="rgb24")
+                        found[i] = _rgb(frame, self.size)
                     if i >= max(wanted):
                         break
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
         return _with_tail_filled(found, indices, self.meta.frames, self.path)
+
+    def _read_nearest(self, indices: list[int], skip: str) -> np.ndarray:
+        """One forward pass decoding only the frames FFmpeg's ``skip_frame`` keeps; each wanted index gets
+        the decoded frame nearest to it (located by its pts; without pts, counted as keyframes)."""
+        import av
+
+        meta = self.meta
+        wanted = sorted(set(indices))
+        found: dict[int, np.ndarray] = {}
+        previous: tuple[int, object] | None = None
+        pending = 0  # wanted[pending] is the first wanted index not yet given a frame
+        try:
+            with av.open(self.path) as container:
+                stream = self._open_stream(container, skip)
+                for count, frame in enumerate(self._frames_from(container, stream, None)):
+                    stamp = frame.pts if frame.pts is not None else _nth(meta.keyframe_pts, count)
+                    position = min(bisect.bisect_left(meta.pts, stamp), meta.frames - 1) if meta.pts else count
+                    while pending < len(wanted) and wanted[pending] <= position:
+                        target = wanted[pending]
+                        closer = previous is not None and target - previous[0] < position - target
+                        found[target] = _rgb(previous[1] if closer else frame, self.size)  # type: ignore[index]
+                        pending += 1
+                    if pending == len(wanted):
+                        break
+                    previous = (position, frame)
+        except Exception as exc:
+            raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
+        if previous is not None:  # wanted frames after the last decoded one take it
+            for target in wanted[pending:]:
+                found[target] = _rgb(previous[1], self.size)
+        if not found:
+            raise DecodeError(f"{self.path}: PyAV decoded no frame with skip_frame={skip}")
+        return np.stack([found[i] for i in indices])
+
+
+def _nth(values: Sequence[int], n: int) -> int:
+    return values[min(n, len(values) - 1)] if values else n
 
 
 def _keyframe_before(keyframes: Sequence[int], target: int) -> int:
@@ -468,6 +606,11 @@ def resolve_backend(name: str) -> Backend:
     return "decord"
 
 
+def reader_backend(backend: Backend, policy: DecodePolicy) -> Backend:
+    """The backend that reads under ``policy``: decord reads exact, full-size frames only, PyAV every policy."""
+    return "pyav" if backend == "decord" and (policy.mode != "exact" or policy.short_side is not None) else backend
+
+
 def open_video(
     path: str | Path,
     backend: Backend = "decord",
@@ -475,10 +618,15 @@ def open_video(
     upright: bool = True,
     square_pixels: bool = False,
     meta: VideoMeta | None = None,
+    policy: DecodePolicy | None = None,
 ) -> VideoReader:
-    """Open ``path`` with the named backend."""
+    """Open ``path`` with the named backend; a policy that decord cannot follow (an inexact mode, a seek or
+    sequential mode, scaling at decode) opens with PyAV."""
+    policy = policy or DecodePolicy()
+    backend = reader_backend(backend, policy)
+    kwargs = {"upright": upright, "square_pixels": square_pixels, "meta": meta, "policy": policy}
     if backend == "decord":
-        return DecordReader(path, upright=upright, square_pixels=square_pixels, meta=meta)
+        return DecordReader(path, **kwargs)
     if backend == "pyav":
-        return PyAVReader(path, upright=upright, square_pixels=square_pixels, meta=meta)
+        return PyAVReader(path, **kwargs)
     raise ValueError(f"unknown decode backend {backend!r}; allowed: {', '.join(BACKENDS)}")

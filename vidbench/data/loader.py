@@ -18,7 +18,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vidbench.data.cache import ClipCache, file_fingerprint
-from vidbench.data.decode import Backend, DecodeError, DecodeLimits, VideoMeta, open_video, probe
+from vidbench.data.decode import (
+    Backend,
+    DecodeError,
+    DecodeLimits,
+    DecodePolicy,
+    VideoMeta,
+    VideoReader,
+    open_video,
+    probe,
+    reader_backend,
+)
 from vidbench.data.sampling import PAD, ClipSpec, is_short, sample_indices, temporal_views
 from vidbench.data.transforms import (
     Augment,
@@ -63,6 +73,7 @@ class ClipDataset(Dataset):
         crop: int,
         train: bool,
         backend: Backend = "decord",
+        policy: DecodePolicy | None = None,
         augment: Augment | None = None,
         mirror: Mapping[int, int | None] | None = None,
         square_pixels: bool = False,
@@ -75,6 +86,7 @@ class ClipDataset(Dataset):
         self.clip = clip
         self.train = train
         self.backend = backend
+        self.policy = policy or DecodePolicy()
         self.square_pixels = square_pixels
         self.transform = clip_transform(crop, train, augment)
         augment = augment or Augment()
@@ -112,7 +124,7 @@ class ClipDataset(Dataset):
         if rng is not None and not whole:
             return self._read(sample, meta, indices)
         wanted = list(range(meta.frames)) if whole else indices
-        key = ClipCache.key(self.fingerprint(sample.path), wanted, True, self.square_pixels)
+        key = ClipCache.key(self.fingerprint(sample.path), wanted, True, self.square_pixels, self.policy.label)
         frames = self.cache.get(key)
         if frames is None:
             try:
@@ -140,15 +152,18 @@ class ClipDataset(Dataset):
         """Decode the frames at ``indices`` from the file; PAD positions come back black."""
         real = [i for i in indices if i != PAD]
         try:
-            reader = open_video(sample.path, self.backend, square_pixels=self.square_pixels, meta=meta)
+            reader = self._open(sample.path, self.backend, meta)
             return _padded(reader.read(real), indices)
         except DecodeError:
-            if self.backend == "pyav":
+            if reader_backend(self.backend, self.policy) == "pyav":
                 raise
         # decord cannot open or seek some files FFmpeg reads (or over-trusts a container's frame count):
         # PyAV reads them, forward when seeking fails
-        reader = open_video(sample.path, "pyav", square_pixels=self.square_pixels, meta=meta)
+        reader = self._open(sample.path, "pyav", meta)
         return _padded(reader.read(real), indices)
+
+    def _open(self, path: Path, backend: Backend, meta: VideoMeta) -> VideoReader:
+        return open_video(path, backend, square_pixels=self.square_pixels, meta=meta, policy=self.policy)
 
     def __getitem__(self, index: int) -> Item | None:
         sample = self.samples[index]

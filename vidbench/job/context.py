@@ -12,11 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidbench.data.cache import ClipCache
-from vidbench.data.decode import resolve_backend
+from vidbench.data.decode import DecodePolicy, policy_from_label, resolve_backend
 from vidbench.data.loader import ClipDataset, MultiViewClipDataset, make_loader
 from vidbench.data.sampling import ClipSpec
 from vidbench.data.scan import labelled_subset, load_prepared
-from vidbench.data.transforms import Augment
+from vidbench.data.transforms import Augment, resize_size
 from vidbench.learn import distributed
 from vidbench.learn.weights import load_checkpoint
 from vidbench.plugins import Registry, load_plugins
@@ -77,6 +77,14 @@ class Context:
             self._dataset = load_prepared(self.run.dataset_index(self.job.dataset, dict(self.job.dataset_options)))
         return self._dataset
 
+    @property
+    def decode_policy(self) -> DecodePolicy:
+        """How this task decodes: the suite's first ``data.decode_policy`` or, in a cell of a further policy, that
+        one; ``+scaled`` scales to the short side the eval transforms resize to."""
+        data = self.suite.data
+        label = self.task.get("decode") or data.decode_policy[0]
+        return policy_from_label(label, data.decode_threads, resize_size(self.job.crop))
+
     def clip_spec(self) -> ClipSpec:
         job = self.job
         return ClipSpec(job.frames, job.stride, job.sampling, job.short)  # type: ignore[arg-type]
@@ -102,6 +110,7 @@ class Context:
             self.job.crop,
             train_mode,
             backend=resolve_backend(data.backend),
+            policy=self.decode_policy,
             augment=Augment(augment.random_resized_crop, augment.color_jitter, augment.flip),
             mirror=self.dataset.mirror,
             square_pixels=data.square_pixels,
@@ -111,15 +120,22 @@ class Context:
             whole_video_mb=data.cache_whole_video_mb,
         )
 
-    def reader(self, samples: list[VideoSample], skip_log: Path | None = None) -> ClipDataset:
-        """A dataset reading ``samples`` exactly as the job's evaluation does (eval transforms, no cache)."""
+    def reader(
+        self, samples: list[VideoSample], skip_log: Path | None = None, decode_policy: str | None = None
+    ) -> ClipDataset:
+        """A dataset reading ``samples`` as the job's evaluation does (eval transforms, no cache); ``decode_policy``:
+        another policy's label than the task's (the server's choice)."""
         data = self.suite.data
+        policy = self.decode_policy
+        if decode_policy is not None:
+            policy = policy_from_label(decode_policy, data.decode_threads, resize_size(self.job.crop))
         return ClipDataset(
             samples,
             self.clip_spec(),
             self.job.crop,
             train=False,
             backend=resolve_backend(data.backend),
+            policy=policy,
             square_pixels=data.square_pixels,
             skip_log=skip_log,
         )
@@ -130,6 +146,7 @@ class Context:
         clips = MultiViewClipDataset(
             self.samples(split), self.clip_spec(), self.job.crop, temporal, spatial,
             backend=resolve_backend(data.backend), square_pixels=data.square_pixels, skip_log=self.run.skipped,
+            policy=self.decode_policy,
         )  # fmt: skip
         return make_loader(clips, 1, self.job.train_settings().workers, shuffle=False)
 

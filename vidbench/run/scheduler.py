@@ -60,6 +60,7 @@ class SuiteRun:
         self.ledger = Ledger(run.store())
         self.threads = max(suite.measure.thread_counts(os.cpu_count() or 1))  # training, and every unswept cell
         self.env = collect_env(self.threads, suite.measure.device, resolve_backend(suite.data.backend))
+        self.env["decode"] = {"policies": suite.data.decode_policy, "threads": suite.data.decode_threads}
         self.peaks: dict[str, Peak] | None = None
         """This machine's matmul peak per precision, measured once per run (the rows' roofline ceilings)."""
         self.env_hash = env_hash(self.env)
@@ -154,12 +155,13 @@ class SuiteRun:
             for row in rows.values():
                 self.ledger.unsupported(row, why)
             return MeasureStep(rows, None)
-        threads, task_name = cells[0].threads, cells[0].task_name
+        threads, decode, task_name = cells[0].threads, cells[0].decode, cells[0].task_name
         task = self.task(
-            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows,
-            task_name=task_name, **({} if threads is None else {"threads": threads}),
+            "measure", job, optimization=optimization, batch_sizes=sorted(todo), rows=rows, task_name=task_name,
+            **({} if threads is None else {"threads": threads}), **({} if decode is None else {"decode": decode}),
         )  # fmt: skip
         label = f"measuring {job.model}/{job.variant} {optimization}" + (f" ({threads} threads)" if threads else "")
+        label += f" (decode {decode})" if decode else ""
         folder = self.rundir.task(job.slug, task_name)
         folder.untimed.unlink(missing_ok=True)  # an earlier attempt's rows that never got timed
         folder.rows.unlink(missing_ok=True)  # and the rows it settled

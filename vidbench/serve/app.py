@@ -52,6 +52,8 @@ class ServeSettings:
     default_k: int = 5
     show_paths: bool = False
     """Show the machine's absolute paths in ``/healthz`` and ``/v1/similar`` (off: names relative to the index)."""
+    decode_policy: str | None = None
+    """How uploads are decoded (a ``data.decode_policy`` label); ``None``: as the run evaluated the model."""
 
 
 class ServeError(Exception):
@@ -204,7 +206,8 @@ class Engine:
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.io_pool = ThreadPoolExecutor(2, thread_name_prefix="spool")
         self.decoder: DecodePool | None = None
-        self.reader = served.ctx.reader([])  # the job's evaluation reader, sent to the decode processes
+        # the job's evaluation reader (with the server's decode policy), sent to the decode processes
+        self.reader = served.ctx.reader([], decode_policy=settings.decode_policy)
         self.classifier = DynamicBatcher(served.classify, settings.batch, self.model_pool, metrics.observer("classify"))
         self.embedder = DynamicBatcher(served.embed, settings.batch, self.model_pool, metrics.observer("embed"))
         entries = getattr(index, "entries", None) or []
@@ -397,7 +400,12 @@ def _routes(app: FastAPI, engine: Engine) -> None:
             "decode": asdict(settings.decode),
         }
         batching = asdict(settings.batch)
-        health = {"status": "ok", **served.describe(), "batching": batching, "limits": limits, "index": info}
+        policy = engine.reader.policy
+        decoding = {"policy": policy.label, "threads": policy.threads, "backend": engine.reader.backend}
+        health = {
+            "status": "ok", **served.describe(), "batching": batching, "decoding": decoding, "limits": limits,
+            "index": info,
+        }  # fmt: skip
         return health if settings.show_paths else _scrub_paths(health)
 
     @app.get("/metrics")

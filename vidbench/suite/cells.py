@@ -119,16 +119,21 @@ class Cell:
     batch_size: int
     threads: int | None = None
     """The thread count of one step of a thread sweep (``measure.threads: [1, 2]``); ``None``: the suite's one."""
+    decode: str | None = None
+    """A further decode policy of ``data.decode_policy`` that this baseline cell evaluates the trained model with;
+    ``None``: the suite's first (the one every other cell uses)."""
 
     @property
     def task_name(self) -> str:
         """The folder of the child process measuring this cell (``logs/<job>/<task_name>``), and its artifact's."""
-        return self.optimization if self.threads is None else f"{self.optimization}-{self.threads}t"
+        name = self.optimization if self.threads is None else f"{self.optimization}-{self.threads}t"
+        return name if self.decode is None else f"{name}@{self.decode}"
 
     def identity(self, measure: dict[str, Any]) -> dict[str, Any]:
         """What decides this cell's row: the job, the optimization, the batch size, the measure settings and,
-        in a thread sweep, the thread count."""
+        in a thread sweep, the thread count; for a further decode policy, that policy."""
         extra = {} if self.threads is None else {"threads": self.threads}
+        extra |= {} if self.decode is None else {"decode": self.decode}
         return {
             **self.job.identity(),
             "optimization": self.optimization,
@@ -155,6 +160,8 @@ class Cell:
             device=suite.measure.device,
             threads=self.threads or threads,
             measure_task=self.task_name,
+            decode_policy=self.decode or suite.data.decode_policy[0],
+            decode_threads=suite.data.decode_threads,
             frames=job.frames,
             crop=job.crop,
             batch_size=self.batch_size,
@@ -230,7 +237,7 @@ def _jobs(
             preset=preset,
             **_resolve_input(suite, entry, registry, preset),
             pretrained=str((Path(base_dir or ".") / entry.pretrained).resolve()) if entry.pretrained else None,
-            data=tuple(sorted(suite.data.model_dump(exclude={"cache", "cache_dir"}).items())),
+            data=_training_data(suite),
             train=tuple(sorted(settings.model_copy(update={"seed": seed, "seeds": None}).model_dump().items())),
             per_seed=settings.seeds is not None,
             recipe=recipe.source if recipe else None,
@@ -238,6 +245,22 @@ def _jobs(
         )
         for seed in seeds
     ]
+
+
+def _training_data(suite: Suite) -> tuple[tuple[str, Any], ...]:
+    """The data settings that decide a job's weights: the first decode policy (the one it trains with), left
+    out at ``exact`` so the keys of earlier runs hold; decoder threads and the cache change no pixel."""
+    data = suite.data.model_dump(exclude={"cache", "cache_dir", "decode_threads"})
+    policies = data.pop("decode_policy")
+    if policies[0] != "exact":
+        data["decode_policy"] = policies[0]
+    return tuple(sorted(data.items()))
+
+
+def _decode_cells(suite: Suite, job: ModelJob, job_cells: list[Cell]) -> list[Cell]:
+    """The baseline's cells again for each further decode policy of ``data.decode_policy``."""
+    baseline = [c for c in job_cells if c.optimization == suite.baseline]
+    return [replace(c, decode=label) for label in suite.data.decode_policy[1:] for c in baseline]
 
 
 def _with_teachers(jobs: list[ModelJob], registry: Registry) -> list[ModelJob]:
@@ -286,6 +309,7 @@ def expand(suite: Suite, registry: Registry, base_dir: Path | None = None) -> tu
                             },
                         )
                     ]
+                    job_cells += _decode_cells(suite, job, job_cells)
                     if job_cells:
                         jobs.append(job)
                         cells.extend(job_cells)

@@ -42,6 +42,29 @@ class DataSettings(_Strict):
     cache_whole_video_mb: float = Field(16.0, ge=0)
     """Training draws random frames, so with ``cache`` a video whose decoded frames take at most this many
     MiB is cached whole and each draw indexes it (0: training always decodes from the file)."""
+    decode_policy: list[str] = Field(default_factory=lambda: ["exact"], min_length=1)
+    """How frames are decoded (``vidbench.data.decode.DecodePolicy``): a mode (exact, sequential, seek,
+    keyframes, nonref), ``+scaled`` to scale at decode to the eval resize. The first trains and measures every
+    cell; each further one adds cells of the baseline evaluated on the same trained model with that policy
+    (``<baseline>@keyframes``): its accuracy cost, and its agreement with the first policy's logits."""
+    decode_threads: int = Field(1, ge=1, le=64)
+    """Decoder threads per file (FFmpeg threading; decord's ``num_threads``), in every row and ``env.json``."""
+
+    @field_validator("decode_policy", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("decode_policy")
+    @classmethod
+    def _known_policies(cls, value: list[str]) -> list[str]:
+        from vidbench.data.decode import policy_from_label
+
+        for label in value:
+            policy_from_label(label)  # raises with the allowed values
+        if len(set(value)) != len(value):
+            raise ValueError(f"decode_policy lists a policy twice: {value}")
+        return value
 
 
 class AugmentSettings(_Strict):
