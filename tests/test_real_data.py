@@ -15,8 +15,9 @@ import pytest
 from vidbench_plugins.datasets import moving_digits, real_camera
 
 from tests.conftest import write_suite
-from vidbench.data.decode import open_video
+from vidbench.data.decode import DecodePolicy, open_video, probe
 from vidbench.data.packaged import pypi_file
+from vidbench.data.sampling import uniform_indices
 from vidbench.data.scan import DatasetError
 
 DIGITS = {"size": "tiny", "resolution": 32, "length": 8, "workers": 2}
@@ -87,6 +88,14 @@ def test_the_opencv_doc_clips_are_fetched_once_and_fill_every_split(tmp_path: Pa
     sources = {split: set(_column(prepared.root, split, "source")) for split in ("train", "val", "test")}
     assert sources == {"train": {"bigbuckbunny", "vtest", "box"}, "val": {"bikes"}, "test": {"carphone", "cup", "tree"}}
     assert (tmp_path / "packages" / "opencv-doc" / "SOURCE").read_text().startswith("opencv-doc_")
+    # box.mp4's container promises 456 frames and 455 decode; the last one is wanted by uniform sampling, and the
+    # frame before it is not: every exact reader repeats the last decoded frame (it once raised).
+    box = tmp_path / "sources" / "box.mp4"
+    meta = probe(box)
+    wanted = uniform_indices(meta.frames, 8)
+    for mode in ("exact", "sequential", "seek"):
+        frames = open_video(box, "pyav", policy=DecodePolicy(mode)).read(wanted)  # type: ignore[arg-type]
+        assert frames.shape == (8, 480, 640, 3), mode
 
 
 def test_a_missing_package_is_named_in_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ count (matroska) still gets one, and variable frame rate is detected from the pa
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -328,17 +328,25 @@ SHORTFALL_TOLERANCE = 0.05
 """Frames a container may promise beyond what decodes (a share of them, at least 2) before a read fails."""
 
 
-def _with_tail_filled(found: dict[int, np.ndarray], indices: Sequence[int], frames: int, path: str) -> np.ndarray:
-    """The frames at ``indices``; wanted frames past the last one that decoded (a container that promises
-    more frames than it holds) repeat that last frame, within :data:`SHORTFALL_TOLERANCE`."""
+def _with_tail_filled(
+    found: dict[int, np.ndarray],
+    indices: Sequence[int],
+    frames: int,
+    path: str,
+    tail: tuple[int, Callable[[], np.ndarray]] | None,
+) -> np.ndarray:
+    """The frames at ``indices``; wanted frames past the last frame that decoded (``tail``: its index and how to
+    get its pixels; a container that promises more frames than it holds) repeat that frame, within
+    :data:`SHORTFALL_TOLERANCE`."""
     missing = sorted({i for i in indices if i not in found})
     if missing:
-        last = max(found, default=-1)
+        last = tail[0] if tail is not None else -1
         allowed = max(2, int(frames * SHORTFALL_TOLERANCE))
-        if last < 0 or missing[0] <= last or frames - 1 - last > allowed:
+        if tail is None or missing[0] <= last or frames - 1 - last > allowed:
             raise DecodeError(f"{path}: {len(missing)} wanted frame(s) could not be decoded")
+        pixels = tail[1]()
         for i in missing:
-            found[i] = found[last]
+            found[i] = pixels
     return np.stack([found[i] for i in indices])
 
 
@@ -509,6 +517,7 @@ class PyAVReader(VideoReader):
                 stream = self._open_stream(container)
                 decoder: Iterator[object] | None = None
                 position = -1  # index of the last decoded frame
+                last: tuple[int, object] | None = None  # it and its frame
                 for target in wanted:
                     if target in found:
                         continue
@@ -527,28 +536,39 @@ class PyAVReader(VideoReader):
                             position += 1
                         if position in wanted and position not in found:
                             found[position] = _rgb(frame, self.size)
+                        last = (position, frame)
                         if position >= target:
                             break
         except _SeekOvershot:
             raise
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
-        return _with_tail_filled(found, indices, meta.frames, self.path)
+        return _with_tail_filled(found, indices, meta.frames, self.path, self._tail(last))
 
     def _read_sequential(self, indices: list[int]) -> np.ndarray:
         import av
 
         wanted, found = set(indices), {}
+        last: tuple[int, object] | None = None
         try:
             with av.open(self.path) as container:
                 for i, frame in enumerate(self._frames_from(container, self._open_stream(container), None)):
                     if i in wanted:
                         found[i] = _rgb(frame, self.size)
+                    last = (i, frame)
                     if i >= max(wanted):
                         break
         except Exception as exc:
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
-        return _with_tail_filled(found, indices, self.meta.frames, self.path)
+        return _with_tail_filled(found, indices, self.meta.frames, self.path, self._tail(last))
+
+    def _tail(self, last: tuple[int, object] | None) -> tuple[int, Callable[[], np.ndarray]] | None:
+        """The last decoded frame's index and its pixels when asked, to stand in for frames the container
+        promised past it."""
+        if last is None:
+            return None
+        index, frame = last
+        return index, lambda: _rgb(frame, self.size)
 
     def _read_nearest(self, indices: list[int], skip: str) -> np.ndarray:
         """One forward pass decoding only the frames FFmpeg's ``skip_frame`` keeps; each wanted index gets
