@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import only_run_dir, vidbench, write_suite
 from vidbench.data.decode import DecodePolicy, PyAVReader, open_video, policy_from_label, probe
+from vidbench.job.context import Context
+from vidbench.rundir import RunDir
+from vidbench.serve.artifact import chosen_decode_policy, measured_rows
 
 FRAMES, GOP = 48, 8
 
@@ -129,6 +132,15 @@ def test_a_further_decode_policy_is_measured_on_the_same_trained_model(tmp_path:
         "threads": 2,
     }
     assert len(list((run_dir / "models").glob("*/train.json"))) == 1, "one model trained, evaluated twice"
+
+    # The server's `--decode-policy auto`: the fastest measured policy whose top-1 ties the first policy's.
+    ctx = Context.for_job(RunDir(run_dir), "synthetic-motion__r2plus1d__tiny")
+    label, why = chosen_decode_policy(run_dir, ctx)
+    exact, keyframes = rows.loc[("eager", 1)], rows.loc[("eager@keyframes", 1)]
+    ties = keyframes["top1"] >= exact["top1_ci95_low"]
+    faster = keyframes["e2e_clips_per_s"] > exact["e2e_clips_per_s"]
+    assert label == ("keyframes" if ties and faster else "exact") and label in why
+    assert {r["decode_policy"] for r in measured_rows(run_dir, ctx, "eager")} == {"exact"}
 
 
 def test_a_folder_read_through_short_gop_copies_seeks_within_one_gop(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def data_bench(
     PyAV's exact reader, ``x pytorchvideo``: against pytorchvideo's EncodedVideo (the reference)."""
     import torch
 
-    from vidbench.data.bench import DEFAULT_POLICIES, REFERENCE, bench_backend, decoders
+    from vidbench.data.bench import DEFAULT_POLICIES, REFERENCE, bench_backends, decoders
 
     torch.set_num_threads(threads)
     files = _video_files(path)
@@ -149,7 +149,7 @@ def data_bench(
         chosen = decoders(policy or DEFAULT_POLICIES, decode_threads, crop)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    results = [bench_backend(name, fn, files, frames, crop, rounds=rounds) for name, fn in chosen.items()]
+    results = bench_backends(chosen, files, frames, crop, rounds=rounds)
     reference = next(r for r in results if r.backend == REFERENCE)
     exact = next(r for r in results if r.backend == "pyav")
     if as_json:

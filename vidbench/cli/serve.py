@@ -17,9 +17,6 @@ from rich.table import Table
 from vidbench.cli.common import ExecutorChoice, JsonOpt, QuietOpt, console, fail, require_executor
 from vidbench.data.decode import DecodeLimits, policy_from_label
 
-SERVE_DECODE_POLICY = "exact"
-"""The server's decode policy for uploads, chosen from `vidbench data bench` on real clips (docs/serving.md)."""
-
 if TYPE_CHECKING:
     from vidbench.serve.artifact import ServedModel
 
@@ -229,10 +226,10 @@ def serve(
     decode_policy: Annotated[
         str,
         typer.Option(
-            help="How uploads are decoded (docs/serving.md: chosen from `vidbench data bench`); 'run': "
-            "as the run evaluated the model."
+            help="How uploads are decoded: 'auto' (the fastest policy the run measured whose top-1 ties the run's "
+            "own, docs/serving.md), 'run' (as the run evaluated), or a policy (exact, keyframes+scaled, ...)."
         ),
-    ] = SERVE_DECODE_POLICY,
+    ] = "auto",
     threads: ThreadsOpt = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
@@ -240,11 +237,22 @@ def serve(
     import uvicorn
 
     from vidbench.serve.app import ServeSettings, create_app
+    from vidbench.serve.artifact import chosen_decode_policy
     from vidbench.serve.batcher import BatchSettings
     from vidbench.serve.decoding import DecodeSettings, UploadPolicy
     from vidbench.serve.index import VectorIndex, VectorIndexError
 
+    if decode_policy not in ("auto", "run"):
+        try:
+            policy_from_label(decode_policy)
+        except ValueError as exc:
+            raise fail(f"--decode-policy: {exc}; or auto, run") from None
     served = load_artifact(artifact, model, threads)
+    why = f"{decode_policy}: given"
+    if decode_policy == "auto":
+        decode_policy, why = chosen_decode_policy(served.ref.run_dir, served.ctx)
+    elif decode_policy == "run":
+        decode_policy, why = served.ctx.suite.data.decode_policy[0], "as the run evaluated the model"
     loaded = None
     if index is not None:
         try:
@@ -261,13 +269,8 @@ def serve(
         ),
         max_in_flight=max_in_flight,
         show_paths=show_paths,
-        decode_policy=None if decode_policy == "run" else decode_policy,
+        decode_policy=decode_policy,
     )
-    if settings.decode_policy is not None:
-        try:
-            policy_from_label(settings.decode_policy)
-        except ValueError as exc:
-            raise fail(f"--decode-policy: {exc}, or run") from None
     try:
         app = create_app(served, settings, loaded)
     except ValueError as exc:
@@ -275,6 +278,6 @@ def serve(
     knobs = f"max {settings.batch.max_batch} clips / {settings.batch.max_wait_ms:g} ms" if batching else "off"
     console.print(
         f"serving {served.slug}@{served.optimization} (prepared in {served.prepare_s:.1f} s, max |dlogit| "
-        f"vs the checkpoint {served.parity['max_abs_logit_diff']:.2g}); batching {knobs}"
+        f"vs the checkpoint {served.parity['max_abs_logit_diff']:.2g}); batching {knobs}; decoding {why}"
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)

@@ -1,4 +1,5 @@
-"""Decode + transform throughput per backend, with pytorchvideo's ``EncodedVideo`` as the reference.
+"""Decode + transform throughput per backend and decode policy, with pytorchvideo's ``EncodedVideo`` as the
+reference, timed in interleaved passes over the same files.
 
 Each backend reads the same files with the same clip spec (T frames spread uniformly over the whole
 video) and the same ``transforms.v2`` pipeline; time is split into decode (open, probe, seek, decode,
@@ -7,10 +8,12 @@ rotate) and transform, plus ``default_collate`` per batch.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,35 +90,62 @@ def decoders(
     return {**found, REFERENCE: _pytorchvideo}
 
 
-def bench_backend(
-    name: str,
-    decode: Callable[[Path, int], np.ndarray],
+@dataclass
+class _Tally:
+    """One backend's running totals."""
+
+    decode_s: float = 0.0
+    transform_s: float = 0.0
+    collate_s: float = 0.0
+    clips: int = 0
+    failed: int = 0
+
+
+def _one_pass(
+    decode: Callable[[Path, int], np.ndarray], files: Sequence[Path], frames: int, transform: Any, batch_size: int,
+    tally: _Tally,
+) -> None:  # fmt: skip
+    """Decode and transform every file once, collating every ``batch_size`` clips, into ``tally``."""
+    batch = []
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            raw = decode(path, frames)
+        except Exception:
+            tally.failed += 1
+            continue
+        t1 = time.perf_counter()
+        batch.append((frames_to_clip(raw, transform), 0))
+        t2 = time.perf_counter()
+        tally.decode_s += t1 - t0
+        tally.transform_s += t2 - t1
+        tally.clips += 1
+        if len(batch) == batch_size:
+            t3 = time.perf_counter()
+            default_collate(batch)
+            tally.collate_s += time.perf_counter() - t3
+            batch = []
+
+
+def bench_backends(
+    chosen: dict[str, Callable[[Path, int], np.ndarray]],
     files: Sequence[Path],
     frames: int,
     crop: int,
     batch_size: int = 8,
     rounds: int = 1,
-) -> DecodeBench:
-    """Decode and transform every file ``rounds`` times (after one untimed warm-up file)."""
+) -> list[DecodeBench]:
+    """Every backend over every file, ``rounds`` times, in interleaved passes (A B C ... A B C ...), so a slow
+    spell of the machine hits every backend alike; after one untimed warm-up file each."""
     transform = clip_transform(crop, train=False)
-    decode(files[0], frames)
-    decode_s = transform_s = collate_s = 0.0
-    clips, failed, batch = 0, 0, []
+    for decode in chosen.values():
+        with contextlib.suppress(Exception):  # a file this backend cannot read counts as failed when timed
+            decode(files[0], frames)
+    tallies = {name: _Tally() for name in chosen}
     for _ in range(rounds):
-        for path in files:
-            t0 = time.perf_counter()
-            try:
-                raw = decode(path, frames)
-            except Exception:
-                failed += 1
-                continue
-            t1 = time.perf_counter()
-            batch.append((frames_to_clip(raw, transform), 0))
-            t2 = time.perf_counter()
-            decode_s, transform_s, clips = decode_s + t1 - t0, transform_s + t2 - t1, clips + 1
-            if len(batch) == batch_size:
-                t3 = time.perf_counter()
-                default_collate(batch)
-                collate_s += time.perf_counter() - t3
-                batch = []
-    return DecodeBench(name, clips, failed, decode_s, transform_s, collate_s, frames)
+        for name, decode in chosen.items():
+            _one_pass(decode, files, frames, transform, batch_size, tallies[name])
+    return [
+        DecodeBench(name, t.clips, t.failed, t.decode_s, t.transform_s, t.collate_s, frames)
+        for name, t in tallies.items()
+    ]

@@ -93,17 +93,50 @@ def select_slug(ref: ArtifactRef) -> str:
     return matches[0]
 
 
-def measured_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, Any]]:
-    """The run's result rows for this job under this optimization (every batch size and status)."""
+def _job_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, Any]]:
+    """The run's stored rows of this job under this optimization plugin, every decode policy included."""
     job = ctx.job
+    rows = RunDir(run_dir).store().rows() if RunDir(run_dir).exists() else []
+    return [
+        row for row in rows
+        if (row.get("dataset"), row.get("model"), row.get("preset"), row.get("optimization"))
+        == (job.dataset, job.model, job.preset, optimization)
+    ]  # fmt: skip
+
+
+def _further_policy(row: dict[str, Any]) -> bool:
+    return "@" in str(row.get("measure_task") or "")
+
+
+def measured_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, Any]]:
+    """The run's result rows for this job under this optimization (every batch size and status), as its cells
+    decoded them (not a further decode policy's rows)."""
     keep = ("batch_size", "status", "reason", "clips_per_s", "latency_ms_p50", "latency_ms_p99", "e2e_clips_per_s")
-    keep += ("top1", "agreement_top1", "size_mb", "cell_key")
-    rows = []
-    for row in RunDir(run_dir).store().rows() if RunDir(run_dir).exists() else []:
-        same = (row.get("dataset"), row.get("model"), row.get("preset"), row.get("optimization"))
-        if same == (job.dataset, job.model, job.preset, optimization):
-            rows.append({k: row.get(k) for k in keep})
-    return rows
+    keep += ("top1", "agreement_top1", "size_mb", "cell_key", "decode_policy")
+    return [{k: row.get(k) for k in keep} for row in _job_rows(run_dir, ctx, optimization) if not _further_policy(row)]
+
+
+def chosen_decode_policy(run_dir: Path, ctx: Context) -> tuple[str, str]:
+    """The decode policy to serve this job with, from the run's own measurements, and why: among the policies the
+    run measured on the baseline (``data.decode_policy``), the one with the most end-to-end clips/s whose top-1
+    sits inside the 95 % interval of the first policy's (a tie in accuracy); the first policy when the run measured
+    no other, or none ties."""
+    first = ctx.suite.data.decode_policy[0]
+    rows = [r for r in _job_rows(run_dir, ctx, ctx.baseline or "") if r.get("status") == "ok"]
+    reference = next((r for r in rows if not _further_policy(r) and r.get("top1") is not None), None)
+    others = [r for r in rows if _further_policy(r) and r.get("top1") is not None and r.get("e2e_clips_per_s")]
+    if reference is None or not others:
+        return first, f"{first}: the run measured no other decode policy on this model"
+    low, high = reference.get("top1_ci95_low") or reference["top1"], reference.get("top1_ci95_high")
+    ties = [r for r in others if r["top1"] >= low]
+    best = max([reference, *ties], key=lambda r: r.get("e2e_clips_per_s") or 0.0)
+    label = best.get("decode_policy") or first
+    figures = f"top-1 {best['top1']:.3f} (first policy {reference['top1']:.3f}, 95 % interval {low:.3f}-{high:.3f})"
+    speed = f"{best.get('e2e_clips_per_s') or 0:.1f} end-to-end clips/s"
+    if best is reference:
+        beaten = ", ".join(f"{r.get('decode_policy')} top-1 {r['top1']:.3f}" for r in others if r not in ties)
+        return first, f"{first}: {speed}, {figures}" + (f"; outside the interval: {beaten}" if beaten else "")
+    return label, f"{label}: {speed}, {figures}, fastest of the policies inside the interval"
 
 
 @dataclass
