@@ -129,6 +129,35 @@ def measure(servers: dict[str, str], args: argparse.Namespace, files: list[tuple
     return [measure_cell(url, mode, clients, args, files) for clients in args.clients for mode, url in servers.items()]
 
 
+def verify_labels(url: str, args: argparse.Namespace) -> None:
+    """Each file's top-1 label from the server against the harness's own prediction for it: the same artifact
+    loaded in this process, the file decoded and transformed by the job's evaluation reader under the decode
+    policy the server reports. Prints the agreement; exits non-zero on any difference."""
+    import torch
+
+    from vidbench.serve.artifact import load_served, parse_ref
+
+    health = httpx.get(f"{url}/healthz", timeout=30).json()
+    policy = health["decoding"]["policy"]
+    served = load_served(parse_ref(args.artifact, None), args.threads)
+    reader = served.ctx.reader([], decode_policy=policy)
+    paths = [args.files] if args.files.is_file() else sorted(
+        p for p in args.files.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)[: args.max_files]  # fmt: skip
+    differ = []
+    for path in paths:
+        with torch.inference_mode():
+            logits = served.classify(served.load_clip(path, reader).unsqueeze(0))
+        harness = served.class_names[int(logits.argmax(dim=-1)[0])]
+        with open(path, "rb") as fh:
+            answer = httpx.post(f"{url}/v1/classify?k=1", files={"file": (path.name, fh.read())}, timeout=120)
+        server = answer.json()["labels"][0]["label"] if answer.status_code == 200 else f"HTTP {answer.status_code}"
+        if server != harness:
+            differ.append(f"{path.name}: server {server}, harness {harness}")
+    print(f"labels: {len(paths) - len(differ)} / {len(paths)} files the same as the harness's ({policy})")
+    if differ:
+        raise SystemExit("; ".join(differ))
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -193,6 +222,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode-policy", default=None, help="the server's --decode-policy (default: its own)")
     parser.add_argument("--decode-workers", type=int, default=None, help="the server's --decode-workers")
     parser.add_argument("--json", type=Path, default=None, help="also write the cells as JSON here")
+    parser.add_argument(
+        "--verify", action="store_true",
+        help="with --artifact: first check the server's top-1 label of every file against the harness's own "
+        "prediction (the artifact loaded here, decoded with the policy the server reports in /healthz)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.url and urlparse(args.url).hostname not in LOOPBACK:
         parser.error(f"--url must point at 127.0.0.1 (loopback only), got {args.url}")
@@ -212,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 log = Path(tempfile.gettempdir()) / f"vidbench-load-test-server-{mode}.log"
                 proc, servers[mode] = start_server(args, mode == "on", log)
                 procs.append(proc)
+            if args.verify:
+                verify_labels(next(iter(servers.values())), args)
             cells = measure(servers, args, files)
         finally:
             for proc in procs:
