@@ -491,6 +491,18 @@ class PyAVReader(VideoReader):
             self.decoded_frames += 1
             yield frame
 
+    def _keyframes(self, container: object, stream: object) -> Iterator[object]:
+        """The keyframes only, in order: the decoder is sent the keyframe packets alone (each decodes on its own),
+        so the packets between them are demuxed but never parsed."""
+        for packet in container.demux(stream):  # type: ignore[attr-defined]
+            if packet.is_keyframe and packet.size:
+                for frame in stream.decode(packet):  # type: ignore[attr-defined]
+                    self.decoded_frames += 1
+                    yield frame
+        for frame in stream.decode(None):  # type: ignore[attr-defined]  # what the decoder still holds
+            self.decoded_frames += 1
+            yield frame
+
     def _read_raw(self, indices: list[int]) -> np.ndarray:
         mode = self.policy.mode
         if mode in INEXACT_MODES:
@@ -580,16 +592,25 @@ class PyAVReader(VideoReader):
         found: dict[int, np.ndarray] = {}
         previous: tuple[int, object] | None = None
         pending = 0  # wanted[pending] is the first wanted index not yet given a frame
+        pixels: dict[int, np.ndarray] = {}  # each decoded frame converted once, however many indices take it
+
+        def rgb(position: int, frame: object) -> np.ndarray:
+            if position not in pixels:
+                pixels[position] = _rgb(frame, self.size)
+            return pixels[position]
+
         try:
             with av.open(self.path) as container:
                 stream = self._open_stream(container, skip)
-                for count, frame in enumerate(self._frames_from(container, stream, None)):
+                frames = self._keyframes(container, stream) if skip == "NONKEY" else self._frames_from(
+                    container, stream, None)  # fmt: skip
+                for count, frame in enumerate(frames):
                     stamp = frame.pts if frame.pts is not None else _nth(meta.keyframe_pts, count)
                     position = min(bisect.bisect_left(meta.pts, stamp), meta.frames - 1) if meta.pts else count
                     while pending < len(wanted) and wanted[pending] <= position:
                         target = wanted[pending]
                         closer = previous is not None and target - previous[0] < position - target
-                        found[target] = _rgb(previous[1] if closer else frame, self.size)  # type: ignore[index]
+                        found[target] = rgb(*previous) if closer else rgb(position, frame)  # type: ignore[misc]
                         pending += 1
                     if pending == len(wanted):
                         break
@@ -598,7 +619,7 @@ class PyAVReader(VideoReader):
             raise DecodeError(f"{self.path}: PyAV failed after {len(found)} frames: {exc}") from exc
         if previous is not None:  # wanted frames after the last decoded one take it
             for target in wanted[pending:]:
-                found[target] = _rgb(previous[1], self.size)
+                found[target] = rgb(*previous)
         if not found:
             raise DecodeError(f"{self.path}: PyAV decoded no frame with skip_frame={skip}")
         return np.stack([found[i] for i in indices])
