@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from vidbench.learn.evaluate import parity
+from vidbench.measure.dispatch import dispatched
+from vidbench.measure.env import cpu_features
 from vidbench.plugins import load_plugins
 
 REGISTRY = load_plugins()
@@ -102,6 +104,10 @@ def test_lossy_artifacts_run_close_to_eager_and_are_smaller_or_equal(
         assert not [f for f in artifact.files if f.parent != tmp_path], "only the int8 model counts"
     if name == "openvino-int8":
         assert {f.suffix for f in artifact.files} == {".xml", ".bin"} and artifact.engine == "openvino"
+        # what OpenVINO dispatched: some compute layers in an 8-bit type, on kernels of this CPU's ISA
+        said = dispatched(artifact.engine, artifact.engine_file, 1, artifact.precision)
+        assert re.search(r"compute layers run .*\b[iu]8 x\d", said), said
+        assert ("avx512" in said) == ("avx512f" in cpu_features()) and "kernels" in said, said
 
 
 def _untrained_timesformer() -> torch.nn.Module:
@@ -244,3 +250,8 @@ def test_each_artifact_names_the_precision_its_roofline_is_held_to(tmp_path: Pat
         workdir.mkdir()
         artifact = REGISTRY.optimization(name).prepare(model, example, iter(_calibration()), workdir)
         assert artifact.precision == precision, name
+        said = dispatched(artifact.engine, artifact.engine_file, 1, artifact.precision)
+        if name == "openvino":  # an fp32 row's compute layers all run f32, whatever the CPU offers
+            assert re.search(r"compute layers run f32 x\d+; kernels ", said), said
+        else:
+            assert said.startswith("PyTorch: ATen ") and torch.backends.cpu.get_cpu_capability() in said, said

@@ -115,6 +115,7 @@ class RowMeasurement(TypedDict, total=False):
     size_mb: float
     prepare_s: float
     precision: str
+    dispatch: str
     top1: float
     top1_ci95_low: float
     top1_ci95_high: float

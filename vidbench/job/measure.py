@@ -16,6 +16,7 @@ from vidbench.job.context import Context, on_device
 from vidbench.learn.analysis import TEMPORAL_PROBES, expected_calibration_error
 from vidbench.learn.evaluate import accuracy, multiview_scores, parity, probe_accuracy, run_split
 from vidbench.measure.complexity import count_params, gflops_per_clip
+from vidbench.measure.dispatch import dispatched
 from vidbench.measure.end_to_end import end_to_end
 from vidbench.measure.memory import peak_rss_mb
 from vidbench.measure.phases import logged_phase, process_age_s
@@ -50,6 +51,7 @@ def run_measure(ctx: Context) -> None:
         "size_mb": artifact.size_bytes / 2**20,
         "prepare_s": prepare_s,
         "precision": artifact.precision,
+        "dispatch": dispatched(artifact.engine, artifact.engine_file, ctx.threads, artifact.precision),
         **accuracy_fields(ctx, spec, artifact),
     }
     problem = parity_problem(measured["agreement_top1"], measured["max_abs_logit_diff"], ctx.suite.measure, spec.lossy)

@@ -34,8 +34,8 @@ ISA_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "am
 """CPU features that decide INT8 and bf16 speed (``/proc/cpuinfo`` flag names)."""
 
 
-def cpu_isa() -> dict[str, Any]:
-    """The ISA features of :data:`ISA_FEATURES` this CPU has, and what torch dispatches its kernels to."""
+def cpu_features() -> list[str]:
+    """The ISA features of :data:`ISA_FEATURES` this CPU has (``/proc/cpuinfo``; none found elsewhere)."""
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -44,7 +44,12 @@ def cpu_isa() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"features": [f for f in ISA_FEATURES if f in flags], **engine_isa()}
+    return [f for f in ISA_FEATURES if f in flags]
+
+
+def cpu_isa() -> dict[str, Any]:
+    """The ISA features of :data:`ISA_FEATURES` this CPU has, and what torch dispatches its kernels to."""
+    return {"features": cpu_features(), **engine_isa()}
 
 
 TORCH_ISA_CHECKS = ("avx2", "avx512", "vnni", "avx512_bf16", "amx_tile", "amx_fp16")
@@ -55,14 +60,19 @@ def engine_isa() -> dict[str, Any]:
     """What each engine says it will use here: torch's kernel dispatch level and ISA checks, and the OpenVINO
     CPU plugin's optimization capabilities (``BF16`` appears only where the CPU has AVX512-BF16 or AMX);
     ``unknown`` / ``None`` where an engine is missing. ONNX Runtime exposes no such query."""
+    return {**torch_isa(), "openvino_cpu_capabilities": _openvino_caps()}
+
+
+def torch_isa() -> dict[str, Any]:
+    """torch's kernel dispatch level (``AVX512``, ``AVX2``, ...) and the ISA its own CPU checks find."""
     try:
         import torch
 
         capability = torch.backends.cpu.get_cpu_capability()
-        torch_isa = [n for n in TORCH_ISA_CHECKS if getattr(torch.cpu, f"_is_{n}_supported", lambda: False)()]
+        found = [n for n in TORCH_ISA_CHECKS if getattr(torch.cpu, f"_is_{n}_supported", lambda: False)()]
     except (ImportError, AttributeError):
-        capability, torch_isa = "unknown", []
-    return {"torch_cpu_capability": capability, "torch_isa": torch_isa, "openvino_cpu_capabilities": _openvino_caps()}
+        capability, found = "unknown", []
+    return {"torch_cpu_capability": capability, "torch_isa": found}
 
 
 _OPENVINO_CAPS = (
