@@ -108,6 +108,8 @@ def test_scaled_decoding_gives_the_short_side_asked_and_the_same_picture(tmp_pat
 def test_policy_labels_name_the_allowed_values() -> None:
     assert policy_from_label("nonref+scaled", 2, 36) == DecodePolicy("nonref", 2, 36)
     assert policy_from_label("keyframes").label == "keyframes"
+    for label in ("nonref+scaled", "exact", "keyframes+scaled"):  # /healthz and the rows give back what parses
+        assert policy_from_label(policy_from_label(label, 1, 36).label, 1, 36) == policy_from_label(label, 1, 36)
     with pytest.raises(ValueError, match=r"allowed: exact\[\+scaled\], sequential"):
         policy_from_label("keyframes+small")
 

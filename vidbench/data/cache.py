@@ -34,8 +34,8 @@ class ClipCache:
 
     @staticmethod
     def key(fingerprint: str, indices: Sequence[int], upright: bool, square_pixels: bool, policy: str = "exact") -> str:
-        """The entry of these frames of this file, decoded under ``policy`` (a policy label; an inexact or scaled
-        one decodes other pixels)."""
+        """The entry of these frames of this file, decoded under ``policy`` (``DecodePolicy.key``; an inexact or
+        scaled one decodes other pixels)."""
         text = f"{fingerprint}|{','.join(map(str, indices))}|{int(upright)}{int(square_pixels)}"
         text += "" if policy == "exact" else f"|{policy}"  # the keys of exact entries hold
         return hashlib.sha256(text.encode()).hexdigest()[:32]

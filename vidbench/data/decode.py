@@ -111,8 +111,14 @@ class DecodePolicy:
 
     @property
     def label(self) -> str:
-        """``mode``, with ``+scaled<side>`` when frames are scaled at decode (the rows' ``decode_policy``)."""
-        return self.mode + (f"+scaled{self.short_side}" if self.short_side else "")
+        """The policy's name as a suite writes it: ``mode``, with ``+scaled`` when frames are scaled at decode (the
+        rows' ``decode_policy``; :func:`policy_from_label` reads it back)."""
+        return self.mode + ("+scaled" if self.short_side else "")
+
+    @property
+    def key(self) -> str:
+        """What decides the decoded pixels: the label and the short side scaled to (cache keys)."""
+        return self.label + (str(self.short_side) if self.short_side else "")
 
 
 def policy_from_label(label: str, threads: int = 1, scaled_side: int | None = None) -> DecodePolicy:

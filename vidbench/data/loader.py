@@ -124,7 +124,7 @@ class ClipDataset(Dataset):
         if rng is not None and not whole:
             return self._read(sample, meta, indices)
         wanted = list(range(meta.frames)) if whole else indices
-        key = ClipCache.key(self.fingerprint(sample.path), wanted, True, self.square_pixels, self.policy.label)
+        key = ClipCache.key(self.fingerprint(sample.path), wanted, True, self.square_pixels, self.policy.key)
         frames = self.cache.get(key)
         if frames is None:
             try:

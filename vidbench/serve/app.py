@@ -401,7 +401,8 @@ def _routes(app: FastAPI, engine: Engine) -> None:
         }
         batching = asdict(settings.batch)
         policy = engine.reader.policy
-        decoding = {"policy": policy.label, "threads": policy.threads, "backend": engine.reader.backend}
+        decoding = {"policy": policy.label, "short_side": policy.short_side, "threads": policy.threads,
+                    "backend": engine.reader.backend}  # fmt: skip
         health = {
             "status": "ok", **served.describe(), "batching": batching, "decoding": decoding, "limits": limits,
             "index": info,
