@@ -150,12 +150,18 @@ class Admission:
             await self._refuse(send, 503, "busy", f"{self.max_in_flight} uploads in progress; retry shortly")
             return
         self.in_flight += 1
+        slot = [True]  # held until the answer's last chunk is handed over, or the request ends otherwise
         try:
-            await self._admit(scope, receive, send)
+            await self._admit(scope, receive, send, slot)
         finally:
+            self._release(slot)
+
+    def _release(self, slot: list[bool]) -> None:
+        if slot[0]:
+            slot[0] = False
             self.in_flight -= 1
 
-    async def _admit(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _admit(self, scope: dict[str, Any], receive: Any, send: Any, slot: list[bool]) -> None:
         received, over, started = 0, False, False
 
         async def counted() -> dict[str, Any]:
@@ -174,6 +180,10 @@ class Admission:
             if over and not started:
                 return  # the app's own answer to the "disconnect" is replaced by the 413
             started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # A closed-loop client sends its next upload as soon as this chunk arrives: freed before the send,
+                # the slot is free for it (freed after, N clients against max_in_flight N met 503s, 4 in 300).
+                self._release(slot)
             await send(message)
 
         try:
