@@ -105,11 +105,6 @@ class DecodePolicy:
             raise ValueError(f"decode threads must be >= 1 and short_side >= 2 (got {self.threads}, {self.short_side})")
 
     @property
-    def exact(self) -> bool:
-        """Whether every wanted frame is the frame at its index, at full size."""
-        return self.mode not in INEXACT_MODES and self.short_side is None
-
-    @property
     def label(self) -> str:
         """The policy's name as a suite writes it: ``mode``, with ``+scaled`` when frames are scaled at decode (the
         rows' ``decode_policy``; :func:`policy_from_label` reads it back)."""
