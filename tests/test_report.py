@@ -21,6 +21,7 @@ from markupsafe import escape as html_escape
 from matplotlib.text import Annotation
 
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
+from vidbench.profiles import OperatorProfile, top_groups
 from vidbench.report.compare import compare_runs, parse_rule, wide_table
 from vidbench.report.figures import (
     accuracy_latency,
@@ -30,7 +31,8 @@ from vidbench.report.figures import (
     speedup_table,
     speedup_vs_baseline,
 )
-from vidbench.report.rundata import RunData, load_frame
+from vidbench.report.operators import operator_figures
+from vidbench.report.rundata import RunData, load_frame, load_run
 from vidbench.report.summary import summary_paragraph
 from vidbench.report.table import DISPLAY, display_frame, rich_table
 
@@ -47,9 +49,11 @@ def vidbench_optimizations():
 """
 
 SECTIONS = ("summary", "results", "not-measured", "pareto", "cost", "speedup", "classes", "probes", "embeddings",
-            "training", "time", "environment", "methodology")  # fmt: skip
+            "training", "time", "operators", "environment", "methodology")  # fmt: skip
+OPERATOR_FIGURES = ("operators_synthetic-motion__r2plus1d__tiny", "operators_synthetic-motion__frame_avg__tiny")
 FIGURES = ("accuracy_latency", "cost_accuracy", "size_on_disk", "speedup", "per_class", "confusion", "probes",
-           "tsne_r2plus1d_tiny", "tsne_frame_avg_tiny", "training", "time_split", "latency_histograms")  # fmt: skip
+           "tsne_r2plus1d_tiny", "tsne_frame_avg_tiny", "training", "time_split", "latency_histograms",
+           *OPERATOR_FIGURES)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +242,33 @@ def test_missing_inputs_become_visible_notes(run, copy_of) -> None:
         assert "not available:" in _figure_block(html, key), key
     assert "no per-class accuracy (analysis.json)" in _figure_block(html, "per_class")
     assert "not available: env.json is missing" in html
+    assert "not available: no ok row to profile" in _figure_block(html, "operators")
     assert "No cell was measured successfully" in html
     assert html.count("made to fail by the test") >= 2
+
+
+def test_where_the_time_goes_splits_each_artifact_by_operator_group(run, copy_of) -> None:
+    """Every timed artifact has its engine's profile beside its samples; its table line names the top groups,
+    whose times with the rest add up to the profiled call; a run without the files says why."""
+    data = load_run(run[0])
+    figures = {figure.key: figure for figure in operator_figures(data)}
+    assert set(figures) == set(OPERATOR_FIGURES)
+    for key in OPERATOR_FIGURES:
+        figure = figures[key]
+        assert figure.png, figure.missing
+        table = figure.table.set_index("artifact")
+        assert set(table.index) == {"eager", "onnx"}
+        assert "torch.profiler" in table.loc["eager", "profiler"]
+        assert "ONNX Runtime" in table.loc["onnx", "profiler"]
+    for path in (run[0] / "logs").glob("*/*/operators_bs1.json"):
+        profile = OperatorProfile.from_dict(json.loads(path.read_text()))
+        groups = top_groups(profile)
+        assert sum(ms for _, ms in groups) == pytest.approx(max(profile.wall_ms, profile.ops_ms), rel=1e-6)
+        assert profile.unprofiled_ms and profile.unprofiled_ms > 0
+    assert not list((run[0] / "logs").glob("*/*/operators_bs2.json"))  # measure.profile: the smallest batch
+    bare = copy_of("no-profiles")  # without the logs folder
+    missing = operator_figures(load_run(bare))
+    assert all("no profile file" in (figure.missing or "") for figure in missing)
 
 
 def test_a_report_failure_is_printed_and_keeps_the_results(run, copy_of) -> None:

@@ -189,6 +189,11 @@ class TaskDir:
         """The same calls round by round, with the interleaved order and the baseline's rounds (``.json``)."""
         return self.root / f"latency_rounds_bs{batch_size}.json"
 
+    def operator_profile(self, batch_size: int) -> Path:
+        """The artifact's operator profile at one batch size, from its engine's own profiler (``.json``: the
+        profile and the row's p50, or the reason there is none)."""
+        return self.root / f"operators_bs{batch_size}.json"
+
     @property
     def untimed(self) -> Path:
         """A measure task's rows that passed its gate and wait for the job's interleaved timing, with how to

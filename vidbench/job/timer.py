@@ -11,6 +11,8 @@ from pathlib import Path
 from vidbench.job.context import Context
 from vidbench.job.measure import prepare_artifact
 from vidbench.measure.latency import Channel, StdioChannel, serve_rounds, synchronizer
+from vidbench.measure.operators import profile_torch
+from vidbench.profiles import OperatorProfile
 
 
 def run_timer(ctx: Context, channel: Channel | None = None) -> None:
@@ -32,6 +34,11 @@ def run_timer(ctx: Context, channel: Channel | None = None) -> None:
             clip = ctx.example(batch).to(ctx.device)
             return lambda: (artifact(clip), sync())
 
-        serve_rounds(call_for, channel)
+        def profile_for(batch: int, calls: int, call: Callable[[], object]) -> OperatorProfile:
+            if ctx.device.type != "cpu":
+                raise RuntimeError(f"operator profiles are taken on the CPU only, not on {ctx.device}")
+            return profile_torch(call, batch, calls)
+
+        serve_rounds(call_for, channel, profile_for)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

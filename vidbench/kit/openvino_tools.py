@@ -56,11 +56,13 @@ def ov_config(threads: int, precision: str = "fp32") -> dict[str, Any]:
     return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
 
 
-def ov_compile(path: Path, threads: int, precision: str = "fp32") -> Any:
-    """An IR (``.xml`` beside its ``.bin``) compiled for the CPU with :func:`ov_config`."""
+def ov_compile(path: Path, threads: int, precision: str = "fp32", perf_count: bool = False) -> Any:
+    """An IR (``.xml`` beside its ``.bin``) compiled for the CPU with :func:`ov_config`; ``perf_count``: with
+    the CPU plugin's per-node performance counters on (an operator profile)."""
     import openvino as ov
 
-    return ov.Core().compile_model(str(path), "CPU", ov_config(threads, precision))
+    config = ov_config(threads, precision) | ({"PERF_COUNT": True} if perf_count else {})
+    return ov.Core().compile_model(str(path), "CPU", config)
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vidbench.measure.latency import LatencyPlan, LatencyStats, StdioChannel, measure_latency, serve_rounds
+from vidbench.measure.operators import ENGINE_PROFILERS
 
 ENGINES = ("onnxruntime", "openvino")
 
@@ -115,7 +116,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         serving = LOADERS[args.engine](args.file, args.threads, args.precision)
         if "torch" in sys.modules:
             raise SystemExit("the standalone timing process imported torch")
-        serve_rounds(lambda batch: serving([batch, *shape]), channel)
+        profiler = ENGINE_PROFILERS[args.engine]
+
+        def profile_for(batch: int, calls: int, _call: object) -> object:
+            array = _random_input([batch, *shape])
+            return profiler(args.file, args.threads, args.precision, array, batch, calls)
+
+        serve_rounds(lambda batch: serving([batch, *shape]), channel, profile_for)
         return
     call = LOADERS[args.engine](args.file, args.threads, args.precision)(shape)
     stats = measure_latency(call, LatencyPlan(args.warmup, args.min_iters, args.min_seconds, args.max_seconds))

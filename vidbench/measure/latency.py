@@ -14,6 +14,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from vidbench.profiles import OperatorProfile
 from vidbench.stats import MIN_INTERVAL_ROUNDS, interval_too_wide, median_interval
 
 P99_MIN_SAMPLES = 100
@@ -182,6 +183,9 @@ class RoundTimer(Protocol):
     def round(self, batch: int, seconds: float, min_calls: int, warmup: int) -> list[float]:
         """One timed round (see :func:`timed_round`)."""
 
+    def profile(self, batch: int, calls: int) -> dict[str, Any]:
+        """An operator profile of ``calls`` calls at ``batch`` (:meth:`OperatorProfile.as_dict`), once timed."""
+
 
 class Channel(Protocol):
     """How a warm timing process talks to its coordinator: one message (a dict) at a time each way."""
@@ -211,10 +215,17 @@ class StdioChannel:
         self.replies.flush()
 
 
-def serve_rounds(call_for: Callable[[int], Callable[[], object]], channel: Channel) -> None:
-    """A warm timing process's loop: says ``ready``, then answers each command (``warm``, ``round``; ``stop``
-    ends it) with one reply. ``call_for(batch)`` is the call on an input of ``batch`` clips (built once per
-    batch size, at its ``warm``)."""
+ProfileFor = Callable[[int, int, Callable[[], object]], OperatorProfile]
+"""An artifact's operator profiler in its timing process: ``(batch, calls, the warm call at that batch)``."""
+
+
+def serve_rounds(
+    call_for: Callable[[int], Callable[[], object]], channel: Channel, profile_for: ProfileFor | None = None
+) -> None:
+    """A warm timing process's loop: says ``ready``, then answers each command (``warm``, ``round``,
+    ``profile``; ``stop`` ends it) with one reply. ``call_for(batch)`` is the call on an input of ``batch`` clips
+    (built once per batch size, at its ``warm``); ``profile_for`` profiles it by operator (none: a ``profile``
+    command is answered with why not)."""
     calls: dict[int, Callable[[], object]] = {}
     typical_ms: dict[int, float] = {}
     channel.send({"ready": True})
@@ -227,12 +238,30 @@ def serve_rounds(call_for: Callable[[int], Callable[[], object]], channel: Chann
             cold_ms = (time.perf_counter() - start) * 1e3
             typical_ms[batch] = _warm_up(calls[batch], int(command["calls"])) or cold_ms
             channel.send({"cold_ms": cold_ms})
+        elif command["op"] == "profile":
+            channel.send(_profiled(profile_for, batch, int(command["calls"]), calls.get(batch)))
         else:
             seconds = float(command["seconds"])
             warmup = int(command.get("warmup", 0)) if typical_ms[batch] < seconds * 1e3 else 0
             samples = timed_round(calls[batch], seconds, int(command["min_calls"]), warmup)
             typical_ms[batch] = float(np.median(samples))
             channel.send({"samples_ms": samples})
+
+
+def _profiled(profile_for: ProfileFor | None, batch: int, calls: int, call: Callable[[], object] | None) -> dict:
+    """The reply to ``profile``: the profile, between two runs of as many calls timed without it (their median:
+    what a call costs around that moment, for the profile's own overhead to be seen), or ``profile_error`` with
+    why there is none (the process goes on)."""
+    if profile_for is None or call is None:
+        return {"profile_error": "this timing process has no operator profiler" if call else "batch not warmed"}
+    try:
+        before = timed_round(call, 0.0, calls, warmup=1)
+        profile = profile_for(batch, calls, call)
+        after = timed_round(call, 0.0, calls, warmup=1)
+    except Exception as exc:
+        return {"profile_error": _reason(exc)}
+    profile.unprofiled_ms = float(np.median(before + after))
+    return {"profile": profile.as_dict()}
 
 
 def _warm_up(call: Callable[[], object], calls: int) -> float | None:

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from vidbench.report import figures as F
+from vidbench.report.operators import operator_figures
 from vidbench.report.rundata import RunData
 from vidbench.report.summary import stopped_by_budget, summary_paragraph
 from vidbench.report.table import display_frame
@@ -232,7 +233,20 @@ def _sections(run: RunData) -> list[Section]:
             intro=" ".join(t for t in (training_protocols(run.frame), trainer_gains(run.frame, run.baseline)) if t),
         ),
         Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),
+        Section(
+            "operators",
+            "Where the model's time goes, by operator",
+            _safe_list(operator_figures, run, "operators", "Operators"),
+        ),
     ]
+
+
+def _safe_list(builder: Any, run: RunData, key: str, title: str) -> list[F.Figure]:
+    """A builder of several figures; an unexpected error becomes one "not available" note, as with ``F.safe``."""
+    try:
+        return builder(run)
+    except Exception as exc:
+        return [F.Figure(key, title, missing=f"could not be drawn: {type(exc).__name__}: {exc}")]
 
 
 def build_report(run: RunData) -> Report:

@@ -111,6 +111,11 @@ class RunData:
         except (OSError, ValueError):
             return None
 
+    def operator_profile(self, job: str, task: str, batch_size: int) -> dict[str, Any] | None:
+        """One cell's operator profile record at one batch size (the profile and the row's p50, or the reason
+        there is none), or ``None`` when the run took none."""
+        return read_json(RunDir(self.run_dir).task(job, task).operator_profile(batch_size))
+
 
 def load_frame(run_dir: Path) -> pd.DataFrame:
     """A run's rows with numeric columns as floats (``None`` becomes NaN) and ``batch_size`` as int."""

@@ -20,9 +20,24 @@ import numpy as np
 
 from vidbench.measure.alone import ENGINES, serve_command
 from vidbench.measure.latency import RoundPlan, Rounds, run_rounds, speedup
-from vidbench.results import Row, RowTiming, failed_row, row_with
+from vidbench.measure.operators import profile_calls
+from vidbench.results import KEY_COLUMN, Row, RowTiming, failed_row, row_with
 from vidbench.run.launch import TimerError, TimerProcess
 from vidbench.rundir import TaskDir, write_json_atomic
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Which timed batch sizes get an operator profile (``none`` | ``smallest`` | ``all``), and its length."""
+
+    batches: str = "smallest"
+    seconds: float = 1.0
+
+    def chosen(self, batches: list[int]) -> list[int]:
+        """The batch sizes of ``batches`` (one artifact's, timed) to profile."""
+        if self.batches == "none" or not batches:
+            return []
+        return sorted(batches) if self.batches == "all" else [min(batches)]
 
 
 @dataclass(frozen=True)
@@ -58,10 +73,12 @@ class Untimed:
 
 
 def time_job(
-    untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peaks: Mapping[str, float]
-) -> list[Row]:
+    untimed: list[Untimed], baseline: str | None, plan: RoundPlan, timeout_s: float, peaks: Mapping[str, float],
+    profile: ProfilePlan = ProfilePlan(),
+) -> list[Row]:  # fmt: skip
     """Every untimed row of one job, timed: ``ok`` with its latency and speedup, or ``failed`` with why its
-    timing process did not answer. The timing processes are stopped before this returns."""
+    timing process did not answer; then each timed artifact's operator profiles (``profile``), whose failure
+    costs only the profile. The timing processes are stopped before this returns."""
     timers: dict[int, TimerProcess] = {}
     rows: list[Row] = []
     try:
@@ -80,6 +97,7 @@ def time_job(
         for threads in sorted({untimed[i].threads for i in ready}):
             group = {i: t for i, t in ready.items() if untimed[i].threads == threads}
             rows += _time_group(untimed, group, baseline, plan, peaks)
+        _profile_all(untimed, ready, rows, profile)
     finally:
         for timer in timers.values():
             timer.stop()
@@ -154,6 +172,22 @@ def timed_fields(
         peak_gmacs_per_s=peak,
         roofline_pct=gflops * clips_per_s / peak * 100 if peak else None,
     )
+
+
+def _profile_all(untimed: list[Untimed], timers: dict[int, TimerProcess], rows: list[Row], plan: ProfilePlan) -> None:
+    """Each timed artifact's operator profiles, after every timing of the job (a profiler that upsets its process
+    cannot cost a timing), written beside its samples with the row's p50, or with the reason there is none."""
+    p50s = {row[KEY_COLUMN]: row.get("latency_ms_p50") for row in rows if row.get("status") == "ok"}
+    for index, timer in timers.items():
+        item = untimed[index]
+        timed = {bs: p50s[row[KEY_COLUMN]] for bs, row in item.rows.items() if p50s.get(row[KEY_COLUMN])}
+        for batch in plan.chosen(list(timed)):
+            record: dict[str, Any] = {"latency_ms_p50": timed[batch]}
+            try:
+                record |= timer.profile(batch, profile_calls(float(timed[batch]), plan.seconds))
+            except TimerError as exc:
+                record["error"] = str(exc)
+            write_json_atomic(item.folder.operator_profile(batch), record)
 
 
 def _keep_samples(folder: TaskDir, batch: int, rounds: Rounds, base: Rounds | None, plan: RoundPlan) -> None:

@@ -380,6 +380,13 @@ class TimerProcess:
         reply = self._ask({"op": "round", "batch": batch, "seconds": seconds, "min_calls": min_calls, "warmup": warmup})
         return [float(x) for x in reply["samples_ms"]]
 
+    def profile(self, batch: int, calls: int) -> dict[str, Any]:
+        """Its operator profile at ``batch``; :class:`TimerError` with the process's reason when it has none."""
+        reply = self._ask({"op": "profile", "batch": batch, "calls": calls})
+        if "profile" not in reply:
+            raise TimerError(str(reply.get("profile_error", "no profile in the reply")))
+        return dict(reply["profile"])
+
     def stop(self) -> None:
         """Ask it to exit; kill its whole session when it has not within a few seconds."""
         with contextlib.suppress(OSError, ValueError, BrokenPipeError):

@@ -26,7 +26,7 @@ from vidbench.measure.latency import RoundPlan
 from vidbench.measure.peak import Peak, matmul_peaks
 from vidbench.plugins import Registry
 from vidbench.results import KEY_COLUMN, Ledger, Row, keys_of
-from vidbench.run.interleave import Untimed, time_job
+from vidbench.run.interleave import ProfilePlan, Untimed, time_job
 from vidbench.run.launch import Executor, LocalExecutor, Outcome, TaskStep, wait_for_fork_server
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, write_json_atomic
@@ -195,7 +195,8 @@ class SuiteRun:
         with self.timing:
             progress.stage(label)
             peaks = {name: peak.gmacs_per_s for name, peak in (self.peaks or {}).items()}
-            rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, peaks)
+            profile = ProfilePlan(measure.profile, measure.profile_seconds)
+            rows = time_job(untimed, self.suite.baseline, plan, measure.timeout_s, peaks, profile)
         self.ledger.write_all(rows)
         for item in untimed:
             item.folder.untimed.unlink(missing_ok=True)

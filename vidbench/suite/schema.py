@@ -210,6 +210,13 @@ class MeasureSettings(_Strict):
     training evaluation nor any cell: for a timing suite whose model is too slow for 5 passes, or not trained
     enough for the probes to mean anything)."""
 
+    profile: Literal["none", "smallest", "all"] = "smallest"
+    """Which batch sizes of each timed artifact get an operator profile from their engine's own profiler
+    (torch.profiler, ONNX Runtime profiling, OpenVINO performance counters) once timed: the smallest, all, or
+    none (the report's "where the time goes")."""
+    profile_seconds: float = Field(1.0, gt=0)
+    """Seconds of calls per profile, roughly (at least 3 calls, at most 50)."""
+
     @field_validator("threads")
     @classmethod
     def _valid_threads(cls, value: int | list[int] | None) -> int | list[int] | None:
