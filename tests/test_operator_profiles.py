@@ -65,6 +65,10 @@ def _adds_up(profile: OperatorProfile) -> None:
     assert sum(groups.values()) == pytest.approx(max(profile.wall_ms, profile.ops_ms), rel=1e-6)
     assert sum(ms for _, ms in top_groups(profile, 2)) == pytest.approx(sum(groups.values()), rel=1e-6)
     assert OperatorProfile.from_dict(profile.as_dict()) == profile
+    assert profile.attributed() == profile.groups()  # no unprofiled time: nothing to attribute to
+    profile.unprofiled_ms = profile.wall_ms / 2
+    assert sum(profile.attributed().values()) == pytest.approx(profile.wall_ms / 2, rel=1e-6)
+    assert profile.overhead == pytest.approx(2.0)
 
 
 def test_torch_profile_names_its_operators_and_what_dynamic_int8_left_in_float() -> None:

@@ -265,6 +265,8 @@ def test_where_the_time_goes_splits_each_artifact_by_operator_group(run, copy_of
         groups = top_groups(profile)
         assert sum(ms for _, ms in groups) == pytest.approx(max(profile.wall_ms, profile.ops_ms), rel=1e-6)
         assert profile.unprofiled_ms and profile.unprofiled_ms > 0
+        attributed = top_groups(profile, attributed=True)  # the table's: shares of the unprofiled call
+        assert sum(ms for _, ms in attributed) == pytest.approx(profile.unprofiled_ms, rel=1e-6)
     assert not list((run[0] / "logs").glob("*/*/operators_bs2.json"))  # measure.profile: the smallest batch
     bare = copy_of("no-profiles")  # without the logs folder
     missing = operator_figures(load_run(bare))

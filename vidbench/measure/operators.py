@@ -41,20 +41,24 @@ def _timed(call: Callable[[], object], calls: int) -> float:
 
 
 def profile_torch(call: Callable[[], object], batch: int, calls: int) -> OperatorProfile:
-    """``call`` (a warm artifact that runs in torch) under ``torch.profiler`` on the CPU, with input types: each
-    operator type's self time per call, by the precision of its first input. Calls into an engine from torch
-    (ONNX Runtime, TensorRT) show as time outside operators."""
+    """``call`` (a warm artifact that runs in torch) under ``torch.profiler`` on the CPU: each operator type's
+    self time per call, with the precision of its first input (read from one more call, profiled with input
+    types: recording them on every call would slow the profiled calls further). Calls into an engine from
+    torch (ONNX Runtime, TensorRT) show as time outside operators."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    call()  # the profiler's own first-call setup stays out of the figures
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        wall_ms = _timed(call, calls)
-    totals: dict[tuple[str, str], float] = defaultdict(float)
-    for event in prof.events():
-        if event.self_cpu_time_total > 0:
-            totals[(event.key, _torch_precision(event.key, event.input_dtypes))] += event.self_cpu_time_total
-    ops = [OpTime(key, key, us / 1e3 / calls, precision) for (key, precision), us in totals.items()]
+    with torch.inference_mode():
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as typed:
+            call()  # also keeps the profiler's own first-call setup out of the timed profile
+        precisions = {e.key: _torch_precision(e.key, e.input_dtypes) for e in typed.events()}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            wall_ms = _timed(call, calls)
+    ops = [
+        OpTime(event.key, event.key, event.self_cpu_time_total / 1e3 / calls, precisions.get(event.key, ""))
+        for event in prof.key_averages()
+        if event.self_cpu_time_total > 0
+    ]
     return OperatorProfile("torch", f"torch.profiler {torch.__version__}", batch, calls, wall_ms, _sorted(ops))
 
 

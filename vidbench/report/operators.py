@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from vidbench.profiles import OUTSIDE, OperatorProfile, top_groups
@@ -50,28 +51,38 @@ def _ms(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _float_layers(profile: OperatorProfile, precision: Any) -> str:
+    """An INT8 artifact's convolutions and matmuls its engine ran in floating point: count, time, the slowest."""
+    if str(precision) != "int8":
+        return ""
+    if not profile.reports_precision:
+        return "not reported by the profiler"
+    left = profile.float_compute()
+    if not left:
+        return "none"
+    names = ", ".join(op.name for op in left[:3]) + (", ..." if len(left) > 3 else "")
+    return f"{len(left)}, {_ms(sum(op.ms for op in left))} ms: {names}"
+
+
 def _table_row(row: pd.Series, profile: OperatorProfile) -> dict[str, Any]:
-    """One artifact's line: its largest groups, the rest, and its profiled call against the p50."""
+    """One artifact's line: its largest groups and the rest (attributed to the unprofiled call), what they add
+    up to against the row's p50, and the profiler's own overhead."""
     p50 = float(row["latency_ms_p50"])
-    groups = top_groups(profile, TOP_GROUPS)
+    groups = top_groups(profile, TOP_GROUPS, attributed=True)
     total = sum(ms for _, ms in groups)
     named = "; ".join(f"{g} {_ms(ms)} ({ms / total * 100:.0f} %)" for g, ms in groups if g != "rest")
-    rest = dict(groups).get("rest", 0.0)
-    left = profile.float_compute()
-    floating = f"{len(left)} ({_ms(sum(op.ms for op in left))} ms)" if left else "none"
-    if not profile.reports_precision:
-        floating = "not reported"
+    overhead = profile.overhead
     return {
         "artifact": row["measure_task"],
         "batch": int(row["batch_size"]),
         "profiler": profile.profiler,
         f"top {TOP_GROUPS} groups, ms per call": named,
-        "rest ms": _ms(rest),
-        "profiled ms": _ms(total),
-        "unprofiled ms": _ms(profile.unprofiled_ms) if profile.unprofiled_ms else "?",
+        "rest ms": _ms(dict(groups).get("rest", 0.0)),
+        "sum ms": _ms(total),
         "row p50 ms": _ms(p50),
-        "profiled / p50": f"{total / p50 * 100:.0f} %",
-        "conv/matmul in float": floating if str(row.get("precision")) == "int8" else "",
+        "sum / p50": f"{total / p50 * 100:.0f} %",
+        "profiler overhead": f"x{overhead:.2f} ({_ms(profile.wall_ms)} ms profiled)" if overhead else "not measured",
+        "conv/matmul left in float": _float_layers(profile, row.get("precision")),
     }
 
 
@@ -79,26 +90,31 @@ def _draw(items: list[tuple[str, OperatorProfile, float]]) -> MplFigure:
     """A stacked bar per artifact (groups in a shared order and colour; outside operators grey) and its p50."""
     totals: dict[str, float] = {}
     for _, profile, _ in items:
-        for group, ms in profile.groups().items():
+        for group, ms in profile.attributed().items():
             totals[group] = totals.get(group, 0.0) + ms
     order = [g for g in sorted(totals, key=lambda g: -totals[g]) if g != OUTSIDE] + [OUTSIDE]
     colors = _colors(order) | {OUTSIDE: (0.8, 0.8, 0.8, 1.0)}
-    fig = MplFigure(figsize=(8.5, 1.4 + 0.42 * len(items)), dpi=100, layout="constrained")
+    fig = MplFigure(figsize=(9.5, 1.6 + 0.42 * len(items)), dpi=100, layout="constrained")
     ax = fig.subplots()
     labels = [label for label, _, _ in items]
     left = np.zeros(len(items))
     for group in order:
-        values = np.array([profile.groups().get(group, 0.0) for _, profile, _ in items])
+        values = np.array([profile.attributed().get(group, 0.0) for _, profile, _ in items])
         hatch = "//" if group == OUTSIDE else None
         ax.barh(labels, values, left=left, color=colors[group], hatch=hatch, edgecolor="white", linewidth=0.4)
         left += values
     ax.scatter([p50 for _, _, p50 in items], labels, marker="|", s=260, color="black", zorder=3)
+    profiled = [(profile.wall_ms, label) for label, profile, _ in items if profile.unprofiled_ms]
+    if profiled:
+        xs, ys = zip(*profiled, strict=True)
+        ax.scatter(xs, ys, marker="D", s=28, facecolor="white", edgecolor="black", zorder=4)
     ax.invert_yaxis()
-    ax.set_xlabel("ms per call (batch of the row), by operator group")
+    ax.set_xlabel("ms per call (batch of the row), by operator group, attributed to the unprofiled call")
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=colors[g], label=g, hatch="//" if g == OUTSIDE else None) for g in order]
-    handles.append(Patch(color="black", label="row p50 (timed)"))
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    handles.append(Line2D([], [], color="black", marker="|", ls="", ms=12, label="row p50 (timed in rounds)"))
+    handles.append(Line2D([], [], color="black", marker="D", mfc="white", ls="", label="a call under the profiler"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
@@ -127,9 +143,11 @@ def operator_figures(run: RunData) -> list[Figure]:
             "Each artifact's call split by operator group, from its engine's own profiler (torch.profiler self "
             "times; ONNX Runtime's node kernel times; OpenVINO's performance counters), taken after its timing "
             "rounds in its timing process; 'outside operators' is the profiled call's wall time that no operator "
-            "accounts for (Python and framework between operators, engine dispatch). The black mark is the row's "
-            "p50. 'unprofiled ms' times the same calls just before the profile, without it: the profiler's own "
-            "overhead, and the host's drift since the p50 was timed."
+            "accounts for (Python and framework between operators, engine dispatch). Each bar is the call timed "
+            "without the profiler just before and after it, split in the shares the profile measured (a "
+            "profiler slows what it watches: ONNX Runtime's slows its kernels too); the diamond is a call under "
+            "the profiler ('profiler overhead' in the table), the black mark the row's p50 from the timing "
+            "rounds ('sum / p50': the host's drift in between)."
         )
         if missing:
             caption += " Not profiled: " + "; ".join(missing) + "."
