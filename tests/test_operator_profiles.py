@@ -40,6 +40,9 @@ from vidbench.profiles import OUTSIDE, OperatorProfile, op_group, top_groups
         ("Reorder", "layout & copy"),
         ("ReduceMean", "pooling / reduction"),
         ("aten::_softmax", "attention / softmax"),
+        ("## Call CompiledFxGraph fjqxrrcb6vqt ##", "compiled (fused) code"),
+        ("TorchDynamo Cache Lookup", "torch.compile guards & wrappers"),
+        ("aten::resize_", "layout & copy"),
         ("SomethingNew", "other"),
     ],
 )

@@ -18,10 +18,12 @@ OUTSIDE = "outside operators"
 
 GROUP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("quantize / dequantize", ("quantize", "fakequant")),
-    ("compiled (fused) code", ("compiledfunction", "compiled region", "cpp_fused", "graph_")),
+    ("compiled (fused) code", ("compiledfunction", "compiledfxgraph", "compiled region", "cpp_fused", "graph_")),
+    ("torch.compile guards & wrappers", ("dynamo", "pregraph", "aotdispatcher", "guard")),
     ("layout & copy", ("convert", "reorder", "reshape", "transpose", "permute", "view", "copy", "contiguous",
                        "concat", "gather", "slice", "split", "squeeze", "flatten", "empty", "clone", "expand",
-                       "select", "stack", "as_strided", "pad", "fill", "zero", "unfold", "index", "shape")),
+                       "select", "stack", "as_strided", "pad", "fill", "zero", "unfold", "index", "shape", "resize",
+                       "resolve_conj", "resolve_neg")),
     ("convolution", ("conv",)),
     ("matmul / linear", ("matmul", "gemm", "fullyconnected", "linear", "addmm", "bmm", "_int_mm", "einsum")),
     ("attention / softmax", ("softmax", "attention")),
