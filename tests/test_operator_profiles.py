@@ -83,6 +83,8 @@ def test_torch_profile_names_its_operators_and_what_dynamic_int8_left_in_float()
     precisions = {op.name: op.precision for op in profile.ops}
     assert precisions["quantized::linear_dynamic"] == "int8"
     assert max(profile.groups(), key=profile.groups().get) == "convolution"
+    slowest = profile.by_kind()[0][0]  # "aten::<a convolution kernel> fp32"
+    assert op_group(slowest.split()[0]) == "convolution" and slowest.endswith(" fp32")
     assert profile.reports_precision
     left = profile.float_compute()
     assert left and {op.group for op in left} == {"convolution"}  # the convolution stayed fp32

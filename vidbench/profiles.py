@@ -119,6 +119,15 @@ class OperatorProfile:
         """Whether the engine said the precision of its compute operators."""
         return any(op.precision for op in self.ops if op.group in COMPUTE_GROUPS)
 
+    def by_kind(self) -> list[tuple[str, float]]:
+        """Milliseconds per call of each operator kind (type, kernel where reported, precision), largest first:
+        which kernels the time goes to (``aten::slow_conv3d_forward fp32``, ``Convolution brgconv_avx2_f32``)."""
+        totals: dict[str, float] = defaultdict(float)
+        for op in self.ops:
+            kind = " ".join(part for part in (op.op_type, op.kernel or op.precision) if part)
+            totals[kind] += op.ms
+        return sorted(totals.items(), key=lambda kv: -kv[1])
+
     def float_compute(self) -> list[OpTime]:
         """The convolutions and matmuls that ran in floating point, slowest first (an INT8 artifact's layers
         left unquantized); none where the engine does not report precisions."""

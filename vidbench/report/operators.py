@@ -78,6 +78,7 @@ def _table_row(row: pd.Series, profile: OperatorProfile) -> dict[str, Any]:
         "profiler": profile.profiler,
         f"top {TOP_GROUPS} groups, ms per call": named,
         "rest ms": _ms(dict(groups).get("rest", 0.0)),
+        "slowest kernels (profiled ms)": "; ".join(f"{kind} {_ms(ms)}" for kind, ms in profile.by_kind()[:3]),
         "sum ms": _ms(total),
         "row p50 ms": _ms(p50),
         "sum / p50": f"{total / p50 * 100:.0f} %",
