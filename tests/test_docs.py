@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -171,3 +172,58 @@ def test_adding_a_trainer_example_works_as_written(tmp_path: Path, data_root: Pa
     report = (run_dir / "report.md").read_text()
     assert "r2plus1d/tiny+mixup: trainer mixup" in report
     assert "Trainers against the default trainer on the same model: r2plus1d/tiny+mixup:" in report
+
+
+def _listed(value: int | list[int]) -> list[int]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_production_levers_example_works_as_written(tmp_path: Path, data_root: Path) -> None:
+    """The page's suite (its models, input sweep and cascade) on the tiny set: one job per frames x crop, named by
+    its input everywhere; the cascade's threshold chosen from the validation logits alone and its escalations
+    recomputed from the saved logits; the report's input-cost and cascade figures, tables and summary."""
+    import yaml
+
+    from vidbench.learn.cascade import DEFAULT_THRESHOLDS, cascade_point, choose_threshold
+    from vidbench.serve.artifact import parse_ref, select_slug
+
+    page = yaml.safe_load(_blocks((REPO / "docs" / "production-levers.md").read_text(), "yaml")[0])
+    frames, crops = _listed(page["input"]["frames"]), _listed(page["input"]["crop"])
+    suite = write_suite(
+        tmp_path, data_root, models=page["models"], optimizations=page["optimizations"],
+        batch_sizes=page["batch_sizes"], input={**page["input"]}, cascades=page["cascades"],
+    )  # fmt: skip
+    proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert set(frame["status"]) == {"ok"}, frame["reason"].tolist()
+    wanted = {(m["name"], f"tiny@{f}x{c}", f, c) for m in page["models"] for f in frames for c in crops}
+    assert set(zip(frame["model"], frame["preset"], frame["frames"], frame["crop"], strict=True)) == wanted
+    assert len({p.name for p in (run_dir / "models").iterdir()}) == len(wanted)  # one trained job per input
+
+    [record_file] = list((run_dir / "cascades").glob("*.json"))
+    record = json.loads(record_file.read_text())
+    assert record["status"] == "ok", record
+    [logits_file] = list((run_dir / "logs").glob("*/cascade-*/cascade_logits.npz"))
+    saved = np.load(logits_file)
+    chosen, _, _ = choose_threshold(saved["val_fast"], saved["val_slow"], saved["val_labels"], DEFAULT_THRESHOLDS)
+    assert record["threshold"] == chosen.threshold  # from the validation split's logits alone
+    test = cascade_point(saved["test_fast"], saved["test_slow"], saved["test_labels"], record["threshold"])
+    assert (record["test"]["escalations"], record["test"]["clips"]) == (test.escalations, test.clips)
+    assert record["test"]["top1"] == pytest.approx(test.top1)
+    timed = record["timed"]
+    assert timed["clips"] == test.clips and all(timed[k]["mean_ms"] > 0 for k in ("cascade", "slow", "fast"))
+
+    report = (run_dir / "report.md").read_text()
+    section = report.split("## Production levers", 1)[1].split("\n## ", 1)[0]
+    for figure in ("input_cost", "cascades"):
+        assert f"report_files/{figure}.png" in section, section
+    assert "not available" not in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "frames x crop" not in line]
+    assert sum(f"| {f}x{c} |" in line for line in rows for f in frames for c in crops) == len(wanted)
+    assert "cheapest input within" in report.split("## Results", 1)[0]
+
+    model = f"{page['models'][0]['name']}__tiny@{frames[0]}x{crops[0]}"
+    ref = parse_ref(f"{run_dir}/{model}")  # a swept input's job, not an optimization named "4x32"
+    assert ref.optimization is None and select_slug(ref).endswith(model)

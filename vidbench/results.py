@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -257,6 +258,34 @@ def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+INPUT_VARIANT = re.compile(r"@(\d+)x(\d+)$")
+"""The end of the preset of an input-cost sweep's job: ``tiny@8x32`` (frames x crop)."""
+
+
+def input_variant(frames: Any, crop: Any) -> str:
+    """How a job of an input-cost sweep names its input after the preset: ``@<frames>x<crop>``."""
+    return f"@{frames}x{crop}"
+
+
+def with_input_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an input-cost sweep's jobs (whose folder names their input, ``tiny@8x32``) with ``preset``
+    naming it too: one preset at two inputs is two models to every table and figure (``frames`` and ``crop``
+    stay)."""
+    if "job" not in frame or frame.empty:
+        return frame
+    tags = [
+        input_variant(int(f), int(c)) if pd.notna(f) and pd.notna(c) else "\0"  # no input: matches no folder
+        for f, c in zip(frame["frames"], frame["crop"], strict=True)
+    ]
+    swept = [
+        isinstance(job, str) and tag in job and not str(preset).endswith(tag)
+        for job, tag, preset in zip(frame["job"], tags, frame["preset"], strict=True)
+    ]
+    frame = frame.copy()
+    frame["preset"] = [f"{p}{t}" if s else p for p, t, s in zip(frame["preset"], tags, swept, strict=True)]
+    return frame
+
+
 class ResultStore:
     """Rows in ``jsonl`` (the record), mirrored to the table ``csv`` after each append when one is given."""
 
@@ -324,7 +353,8 @@ class ResultStore:
             frame = frame.drop_duplicates(subset=[KEY_COLUMN], keep="last")
             frame = _without_superseded_failures(frame)
         extras = [c for c in frame.columns if c not in SCHEMA]
-        frame = with_decode_variants(with_trainer_variants(frame[list(SCHEMA) + extras].reset_index(drop=True)))
+        frame = frame[list(SCHEMA) + extras].reset_index(drop=True)
+        frame = with_decode_variants(with_input_variants(with_trainer_variants(frame)))
         return with_seed_spread(frame)
 
     def write_csv(self) -> None:

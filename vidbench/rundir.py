@@ -195,6 +195,11 @@ class TaskDir:
         return self.root / f"operators_bs{batch_size}.json"
 
     @property
+    def cascade_logits(self) -> Path:
+        """A cascade task's two models' logits and labels on the validation and test splits (``.npz``)."""
+        return self.root / "cascade_logits.npz"
+
+    @property
     def untimed(self) -> Path:
         """A measure task's rows that passed its gate and wait for the job's interleaved timing, with how to
         start the artifact's timing process."""
@@ -356,6 +361,14 @@ class RunDir:
         """The run's result rows (``results.jsonl``, mirrored to ``results.csv``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         return ResultStore(self.results, self.results_csv)
+
+    def cascade(self, name: str) -> Path:
+        """One cascade's record (``cascades/<name>.json``): its threshold, validation sweep, test figures."""
+        return self.root / "cascades" / f"{name}.json"
+
+    def cascades(self) -> list[Path]:
+        """Every cascade record of the run."""
+        return sorted((self.root / "cascades").glob("*.json"))
 
     def dataset_index(self, name: str, options: Mapping[str, Any]) -> Path:
         """Where a prepared dataset's index is saved for the children (one per name and options)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 SEED_GROUP: tuple[str, ...] = ("dataset", "model", "preset", "optimization", "batch_size")
@@ -69,3 +70,16 @@ that contains 1 is a tie with the baseline, a finding, not an uncertainty."""
 def interval_too_wide(low: float, high: float) -> bool:
     """Whether a positive ratio's 95 % interval [``low``, ``high``] spans more than :data:`UNCERTAIN_SPAN`."""
     return low <= 0 or high / low > UNCERTAIN_SPAN
+
+
+def ratio_of_means_interval(
+    numerator: list[float], denominator: list[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(numerator) / mean(denominator) over paired samples (one pair per item), with a 95 % percentile
+    bootstrap interval that resamples the items (pairs stay together)."""
+    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    if len(a) == 0 or len(a) != len(b) or b.mean() <= 0:
+        return math.nan, math.nan, math.nan
+    picks = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    ratios = a[picks].mean(axis=1) / b[picks].mean(axis=1)
+    return float(a.mean() / b.mean()), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))

@@ -117,6 +117,25 @@ def latency_stats(ms: np.ndarray, cold_ms: float, measured_s: float, p50_ms: flo
     )
 
 
+def time_sequence(calls: dict[str, Callable[[int], object]], items: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Each named per-item call timed on items ``0 .. items - 1`` in order (a cascade's real sequence of clips:
+    what each clip costs, not an estimate), the names taking turns on each item in an order that rotates from one
+    item to the next, so a slow spell lands on every one alike; ``warmup`` untimed items first. Milliseconds per
+    item, by name."""
+    names = list(calls)
+    for index in range(min(warmup, items)):
+        for name in names:
+            calls[name](index)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(items):
+        turn = index % len(names)
+        for name in names[turn:] + names[:turn]:
+            began = time.perf_counter()
+            calls[name](index)
+            samples[name].append((time.perf_counter() - began) * 1e3)
+    return samples
+
+
 # Interleaved timing: the artifacts of one job take turns in short rounds, each in its own warm process, so a
 # slow spell of the machine lands on all of them alike and the per-round ratio to the baseline cancels it.
 

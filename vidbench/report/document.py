@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from vidbench.report import figures as F
+from vidbench.report.levers import cascades, input_cost
 from vidbench.report.operators import operator_figures
 from vidbench.report.rundata import RunData
 from vidbench.report.summary import stopped_by_budget, summary_paragraph
@@ -231,6 +232,14 @@ def _sections(run: RunData) -> list[Section]:
             "Training curves",
             [fig(F.training_curves, "training", "Training curves")],
             intro=" ".join(t for t in (training_protocols(run.frame), trainer_gains(run.frame, run.baseline)) if t),
+        ),
+        Section(
+            "levers",
+            "Production levers: fewer frames, smaller crops, cascades",
+            [
+                fig(input_cost, "input_cost", "Input cost: frames x crop"),
+                fig(cascades, "cascades", "Cascades: a fast model first, the slow one when unsure"),
+            ],
         ),
         Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),
         Section(

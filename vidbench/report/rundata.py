@@ -111,6 +111,11 @@ class RunData:
         except (OSError, ValueError):
             return None
 
+    def cascade_records(self) -> list[dict[str, Any]]:
+        """Every cascade's record (``cascades/*.json``; a failed one carries its reason), by name."""
+        records = (read_json(path) for path in RunDir(self.run_dir).cascades())
+        return [record for record in records if record is not None]
+
     def operator_profile(self, job: str, task: str, batch_size: int) -> dict[str, Any] | None:
         """One cell's operator profile record at one batch size (the profile and the row's p50, or the reason
         there is none), or ``None`` when the run took none."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
+from vidbench.results import INPUT_VARIANT
 from vidbench.stats import SEED_GROUP, wilson_interval
 
 ARTIFACT_COLUMNS: tuple[str, ...] = ("dataset", "model", "preset", "optimization")
@@ -145,6 +148,31 @@ def _speed_ties(timed: pd.DataFrame, fast: pd.Series) -> str:
     return f", a tie with {', '.join(named)}{more} (their speedups' 95% intervals overlap)"
 
 
+def view_count(views: object) -> int:
+    """Clips per video of a row's multi-view testing (``"2 x 3"``: 6); 1 for single-view rows."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(views))] if isinstance(views, str) else []
+    return max(1, int(pd.Series(numbers).prod())) if numbers else 1
+
+
+def gflops_per_video(row: pd.Series) -> float:
+    """A row's forward GFLOPs per video: per clip x the clips of its multi-view testing (pytorchvideo's model
+    zoo convention)."""
+    return float(row.get("gflops_per_clip") or float("nan")) * view_count(row.get("views"))
+
+
+def _cheapest_input(equals: pd.DataFrame, near: str) -> str:
+    """The clause naming the cheapest input of an input-cost sweep (GFLOPs per video) among the best's equals;
+    empty when the run sweeps no input."""
+    swept = equals[equals["preset"].astype(str).str.contains(INPUT_VARIANT)]
+    if swept.empty or swept["gflops_per_clip"].isna().all():
+        return ""
+    cheap = swept.loc[swept.apply(gflops_per_video, axis=1).idxmin()]
+    return (
+        f"cheapest input within {near}: {name(cheap)} at {gflops_per_video(cheap):.3g} GFLOPs per video "
+        f"({cheap['top1'] * 100:.1f}% top-1)"
+    )
+
+
 def _dataset_summary(rows: pd.DataFrame) -> list[str]:
     rows, left_out = _ranked(rows)
     best_text, floor, near = _best(rows)
@@ -164,7 +192,8 @@ def _dataset_summary(rows: pd.DataFrame) -> list[str]:
         parts.append(
             f"smallest within {near}: {name(small)} at {small['size_mb']:.2f} MB ({small['top1'] * 100:.1f}% top-1)"
         )
-    return parts
+    cheapest = _cheapest_input(equals, near)
+    return [*parts, cheapest] if cheapest else parts
 
 
 def _seed_note(frame: pd.DataFrame) -> str:

@@ -20,6 +20,7 @@ from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.job.card import add_latency
+from vidbench.job.cascade import cascade_name
 from vidbench.job.context import job_record
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
@@ -29,9 +30,9 @@ from vidbench.results import KEY_COLUMN, Ledger, Row, keys_of
 from vidbench.run.interleave import ProfilePlan, Untimed, time_job
 from vidbench.run.launch import Executor, LocalExecutor, Outcome, TaskStep, wait_for_fork_server
 from vidbench.run.progress import Progress, Silent
-from vidbench.rundir import RunDir, write_json_atomic
+from vidbench.rundir import RunDir, read_json, write_json_atomic
 from vidbench.suite.cells import Cell, ModelJob, expand, select, trained_weights
-from vidbench.suite.schema import Suite
+from vidbench.suite.schema import CascadeSettings, Suite
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,56 @@ class SuiteRun:
         executor = executor or LocalExecutor(progress)
         roots = [job for job in self.jobs if job.teacher is None]
         executor.each(roots, lambda job: self.run_job(job, executor, skip, progress))
+        self.run_cascades(executor, resume, progress)
         progress.stop()
+
+    def _named_job(self, name: str, dataset: str) -> ModelJob | None:
+        """The run's job that ``model/preset`` (its variant: ``tiny@8x32``, ``tiny+distill``) names on a dataset;
+        of several seeds, the first."""
+        return next((j for j in self.jobs if f"{j.model}/{j.variant}" == name and j.dataset == dataset), None)
+
+    def run_cascades(self, executor: Executor, resume: bool, progress: Progress) -> None:
+        """Each cascade of the suite on each dataset: a ``cascade`` task, its record in ``cascades/``; a cascade
+        that cannot run (a job missing or untrained, a child that failed) gets a record with ``status: failed``
+        and the reason. With ``resume`` an ``ok`` record of the same weights is kept."""
+        for settings in self.suite.cascades:
+            for dataset in self.suite.datasets:
+                step = self._cascade_step(settings, dataset.name, resume)
+                if step is None:
+                    continue
+                progress.stage(step.label)
+                for _, outcome, _ in executor.run([step]):
+                    if not outcome.ok:
+                        self._cascade_failed(settings, dataset.name, outcome.reason)
+
+    def _cascade_failed(self, settings: CascadeSettings, dataset: str, reason: str) -> None:
+        name = cascade_name(dataset, settings.fast, settings.slow)
+        record = {"name": name, "dataset": dataset, "fast": settings.fast, "slow": settings.slow}
+        write_json_atomic(self.rundir.cascade(name), {**record, "status": "failed", "reason": reason})
+
+    def _cascade_step(self, settings: CascadeSettings, dataset: str, resume: bool) -> TaskStep | None:
+        """The cascade's task on ``dataset``; None when it cannot run (its failed record written) or, resumed,
+        ran already on the same weights."""
+        jobs = [self._named_job(name, dataset) for name in (settings.fast, settings.slow)]
+        missing = [
+            n for n, j in zip((settings.fast, settings.slow), jobs, strict=True) if not j or not self.trained(j.slug)
+        ]
+        fast, slow = jobs
+        if missing or fast is None or slow is None:
+            self._cascade_failed(settings, dataset, f"no trained job {' or '.join(missing)} on {dataset} in this run")
+            return None
+        name = cascade_name(dataset, settings.fast, settings.slow)
+        checkpoints = {j.slug: (self.trained(j.slug) or {}).get("checkpoint_sha") for j in (fast, slow)}
+        earlier = read_json(self.rundir.cascade(name)) if resume else None
+        if earlier and earlier.get("status") == "ok" and earlier.get("checkpoints") == checkpoints:
+            return None
+        task_name = f"cascade-{fast.model}-{fast.variant}"
+        extra = {"fast_job": fast.to_dict(), "cascade": settings.model_dump(), "name": name, "task_name": task_name}
+        task = self.task("cascade", slow, **extra, record_file=str(self.rundir.cascade(name)), checkpoints=checkpoints)
+        label = f"cascade {settings.fast} -> {settings.slow} on {dataset}"
+        return TaskStep(
+            "cascade", slow, task, self.rundir.task(slow.slug, task_name), self.suite.measure.timeout_s, label
+        )
 
     def run_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
         """A job from start to end: train it (unless this run trained it already), measure each optimization,

@@ -1,8 +1,9 @@
 """The child process of a run: ``python -m vidbench.run.worker TASK.json``.
 
-Three kinds of task, each a job-level step of :mod:`vidbench.job`: ``train`` (:func:`~vidbench.job.train.run_train`),
-``measure`` (:func:`~vidbench.job.measure.run_measure`) and ``timer`` (:func:`~vidbench.job.timer.run_timer`,
-driven over ``channel`` by the job's interleaved timing). Any exception is written to the task's ``error.txt``
+Four kinds of task, each a job-level step of :mod:`vidbench.job`: ``train`` (:func:`~vidbench.job.train.run_train`),
+``measure`` (:func:`~vidbench.job.measure.run_measure`), ``timer`` (:func:`~vidbench.job.timer.run_timer`,
+driven over ``channel`` by the job's interleaved timing) and ``cascade`` (:func:`~vidbench.job.cascade.run_cascade`,
+two trained jobs run as a cascade). Any exception is written to the task's ``error.txt``
 for the parent, which turns it into ``failed`` rows.
 """
 
@@ -13,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from vidbench.job.cascade import run_cascade
 from vidbench.job.context import Context
 from vidbench.job.measure import run_measure
 from vidbench.job.timer import run_timer
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None, channel: Channel | None = None) -> int:
         if task["kind"] == "timer":
             run_timer(ctx, channel)
         else:
-            {"train": run_train, "measure": run_measure}[task["kind"]](ctx)
+            {"train": run_train, "measure": run_measure, "cascade": run_cascade}[task["kind"]](ctx)
     except BaseException as exc:
         lines = traceback.format_exception_only(type(exc), exc)
         error_file.write_text(lines[-1].strip() + "\n")

@@ -25,6 +25,7 @@ from vidbench.data.loader import ClipDataset
 from vidbench.data.transforms import frames_to_clip
 from vidbench.hashing import file_sha256
 from vidbench.job.context import Context, JobFileError
+from vidbench.results import INPUT_VARIANT
 from vidbench.rundir import RunDir
 from vidbench.specs import Artifact, OptimizationSpec, Unsupported, VideoSample
 
@@ -60,7 +61,7 @@ def parse_ref(text: str, model: str | None = None) -> ArtifactRef:
     """Split ``RUN_DIR/model@optimization`` (or ``RUN_DIR@optimization`` with ``model`` given apart); without
     ``@optimization`` the reference means the run's baseline."""
     body, sep, optimization = text.rpartition("@")
-    if not sep:
+    if not sep or INPUT_VARIANT.fullmatch(f"@{optimization}"):  # ``tiny@8x32``: a swept input, no optimization
         body, optimization = text, ""
     path = Path(body)
     if _is_run(path):
@@ -101,6 +102,7 @@ def _job_rows(run_dir: Path, ctx: Context, optimization: str) -> list[dict[str, 
         row for row in rows
         if (row.get("dataset"), row.get("model"), row.get("preset"), row.get("optimization"))
         == (job.dataset, job.model, job.preset, optimization)
+        and row.get("job", job.slug) == job.slug  # one input of an input-cost sweep, not its siblings
     ]  # fmt: skip
 
 

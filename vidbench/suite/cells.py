@@ -8,7 +8,7 @@ from typing import Any
 
 from vidbench.hashing import file_sha256, json_digest
 from vidbench.plugins import Registry
-from vidbench.results import Row, cell_key
+from vidbench.results import Row, cell_key, input_variant
 from vidbench.rundir import job_slug
 from vidbench.suite.checks import teacher_of, trainer_name
 from vidbench.suite.schema import DatasetEntry, ExcludeRule, ModelEntry, Suite, TrainSettings
@@ -47,6 +47,8 @@ class ModelJob:
     """The folder (slug) of the job this job's trainer learns from, trained first (``distill``)."""
     trainer_name: str | None = None
     """The trainer plugin that trains the job, resolved (the default one when the suite names none)."""
+    input_sweep: bool = False
+    """One of several inputs (frames x crop) of the same model (an input-cost sweep): its name carries them."""
 
     @property
     def trainer(self) -> str | None:
@@ -55,9 +57,10 @@ class ModelJob:
 
     @property
     def variant(self) -> str:
-        """The preset, with the trainer when it is not the default one (``tiny+distill``): how folders and the
-        report tell apart one preset trained two ways."""
-        return self.preset if self.trainer is None else f"{self.preset}+{self.trainer}"
+        """The preset, with the trainer when it is not the default one (``tiny+distill``) and the input in an
+        input-cost sweep (``tiny@8x32``): how folders and the report tell apart one preset trained two ways."""
+        name = self.preset if self.trainer is None else f"{self.preset}+{self.trainer}"
+        return name + input_variant(self.frames, self.crop) if self.input_sweep else name
 
     @property
     def slug(self) -> str:
@@ -81,6 +84,7 @@ class ModelJob:
         data.setdefault("per_seed", False)
         data.setdefault("teacher", None)
         data.setdefault("trainer_name", None)
+        data.setdefault("input_sweep", False)
         for name in ("dataset_options", "train", "data"):
             data[name] = tuple((k, v) for k, v in data[name])
         return cls(**data)
@@ -198,12 +202,17 @@ def _excluded(rules: list[ExcludeRule], fields: dict[str, Any]) -> bool:
     return False
 
 
-def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_name: str) -> dict[str, Any]:
-    """The clip settings of one model: its override, else the suite's ``input``, else the preset's."""
+def _values(value: int | list[int] | None) -> list[int | None]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _resolve_inputs(suite: Suite, entry: ModelEntry, registry: Registry, preset_name: str) -> list[dict[str, Any]]:
+    """The clip settings of one model: its override, else the suite's ``input``, else the preset's; one per
+    frames x crop of an input-cost sweep (a list in either layer)."""
     preset = registry.model(entry.name).presets[preset_name]
     resolved: dict[str, Any] = {
-        "frames": preset.input.frames,
-        "crop": preset.input.crop,
+        "frames": [preset.input.frames],
+        "crop": [preset.input.crop],
         "stride": preset.input.stride,
         "sampling": suite.input.sampling,
         "short": suite.input.short,
@@ -211,12 +220,14 @@ def _resolve_input(suite: Suite, entry: ModelEntry, registry: Registry, preset_n
     for layer in (suite.input, entry.input):
         if layer is None:
             continue
-        for name in ("frames", "crop", "stride"):
-            resolved[name] = getattr(layer, name) or resolved[name]
+        for name in ("frames", "crop"):
+            if getattr(layer, name) is not None:
+                resolved[name] = _values(getattr(layer, name))
+        resolved["stride"] = layer.stride or resolved["stride"]
         for name in ("sampling", "short"):
             if name in layer.model_fields_set:
                 resolved[name] = getattr(layer, name)
-    return resolved
+    return [{**resolved, "frames": frames, "crop": crop} for frames in resolved["frames"] for crop in resolved["crop"]]
 
 
 def _jobs(
@@ -229,13 +240,15 @@ def _jobs(
     trainer = trainer_name(settings, registry)
     if registry.trainer(trainer).default:  # named or not, the default trainer: the same job
         settings = settings.model_copy(update={"trainer": None})
+    inputs = _resolve_inputs(suite, entry, registry, preset)
     return [
         ModelJob(
             dataset=ds.name,
             dataset_options=tuple(sorted(ds.options.items())),
             model=entry.name,
             preset=preset,
-            **_resolve_input(suite, entry, registry, preset),
+            **clip,
+            input_sweep=len(inputs) > 1,
             pretrained=str((Path(base_dir or ".") / entry.pretrained).resolve()) if entry.pretrained else None,
             data=_training_data(suite),
             train=tuple(sorted(settings.model_copy(update={"seed": seed, "seeds": None}).model_dump().items())),
@@ -243,6 +256,7 @@ def _jobs(
             recipe=recipe.source if recipe else None,
             trainer_name=trainer,
         )
+        for clip in inputs
         for seed in seeds
     ]
 

@@ -3,6 +3,7 @@ optimization it names exists and its options fit the plugin's schema; the baseli
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,21 @@ def check_against_registry(
     for i, name in enumerate(suite.optimizations):
         if name not in registry.optimizations:
             raise _unknown(where, f"optimizations[{i}]", "optimization", name, list(registry.optimizations))
+    for i, cascade in enumerate(suite.cascades):
+        for role in ("fast", "slow"):
+            _check_cascade_model(suite, getattr(cascade, role), f"cascades[{i}].{role}", where)
     if suite.baseline is not None and suite.baseline not in suite.optimizations:
         raise _unknown(where, "baseline", "baseline (not among optimizations)", suite.baseline, suite.optimizations)
+
+
+def _check_cascade_model(suite: Suite, name: str, loc: str, where: str) -> None:
+    """A cascade's ``model/preset`` names a model and preset of the suite (before any ``+trainer`` or ``@input``)."""
+    model, _, variant = name.partition("/")
+    known = {entry.name: entry.presets for entry in suite.models}
+    preset = re.split(r"[+@]", variant, maxsplit=1)[0]
+    if model not in known or (known[model] and preset not in known[model]):
+        allowed = [f"{m}/{p}" for m, presets in known.items() for p in presets or ["<preset>"]]
+        raise _unknown(where, loc, "model/preset of this suite", name, allowed)
 
 
 class NoDefaultTrainer(ValueError):

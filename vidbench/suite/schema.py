@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vidbench.hashing import json_digest
 
@@ -19,15 +19,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class InputSettings(_Strict):
-    """How clips are cut from a video; unset fields fall back to the model preset's input spec."""
+INPUT_BOUNDS = {"frames": (1, 256), "crop": (8, 1024)}
+"""The allowed range of each clip size setting (each value of a sweep's list)."""
 
-    frames: int | None = Field(None, ge=1, le=256)
-    crop: int | None = Field(None, ge=8, le=1024)
+
+class InputSettings(_Strict):
+    """How clips are cut from a video; unset fields fall back to the model preset's input spec. ``frames`` and
+    ``crop`` may be lists: an input-cost sweep, one job per frames x crop (trained and measured at that input)."""
+
+    frames: int | list[int] | None = None
+    crop: int | list[int] | None = None
     stride: int | None = Field(None, ge=1, le=64)
     sampling: Literal["uniform", "dense"] = "uniform"
     short: Literal["loop", "repeat_last", "pad"] = "repeat_last"
     """What a video shorter than the clip does: wrap around, hold its last frame, or pad with black."""
+
+    @field_validator("frames", "crop")
+    @classmethod
+    def _in_range(cls, value: int | list[int] | None, info: ValidationInfo) -> int | list[int] | None:
+        low, high = INPUT_BOUNDS[str(info.field_name)]
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a sweep needs one or more distinct values, e.g. [8, 16]")
+        if any(not low <= v <= high for v in values):
+            raise ValueError(f"each value must be {low} to {high}")
+        return value
 
 
 class DataSettings(_Strict):
@@ -295,6 +311,27 @@ class ExcludeRule(_Strict):
     batch_size: int | None = None
 
 
+class CascadeSettings(_Strict):
+    """A cascade of two trained models of the suite: ``fast`` answers a clip when its softmax confidence clears
+    the threshold, else ``slow`` runs too and answers. The threshold is chosen on the validation split (the
+    cheapest whose top-1 lies inside the 95 % interval of ``slow``'s), then the cascade runs on the test clips."""
+
+    fast: str = Field(pattern=r"^[^/]+/[^/]+$")
+    """``model/preset`` of the suite (``x3d/tiny``; an input sweep's ``tiny@8x32``, a trainer's ``tiny+distill``)."""
+    slow: str = Field(pattern=r"^[^/]+/[^/]+$")
+    thresholds: list[float] | None = None
+    """The confidences tried on the validation split (default: 0, 0.02, ..., 1)."""
+    timed_clips: int | None = Field(None, ge=1)
+    """Test clips whose real sequence of calls is timed (default: the whole test split)."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _probabilities(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or any(not 0.0 <= t <= 1.0 for t in value)):
+            raise ValueError("thresholds are softmax confidences: one or more values from 0 to 1")
+        return value
+
+
 class Suite(_Strict):
     """A whole benchmark: datasets x models x presets x optimizations x batch sizes."""
 
@@ -318,6 +355,8 @@ class Suite(_Strict):
     say otherwise; ``false``: every model trains under the suite's ``train:`` block and its own overrides only."""
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     exclude: list[ExcludeRule] = Field(default_factory=list)
+    cascades: list[CascadeSettings] = Field(default_factory=list)
+    """Cascades of two of the suite's models (a production lever: docs/production-levers.md)."""
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     extends: list[str] = Field(default_factory=list)
     """The suite files this one was built on, nearest first (a file's ``extends: other.yaml``; recorded by
