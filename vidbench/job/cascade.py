@@ -19,7 +19,7 @@ import torch
 
 from vidbench.job.context import Context
 from vidbench.learn.cascade import DEFAULT_THRESHOLDS, cascade_point, choose_threshold
-from vidbench.measure.latency import time_sequence
+from vidbench.measure.latency import synchronizer, time_sequence
 from vidbench.rundir import write_json_atomic
 from vidbench.stats import ratio_of_means_interval, wilson_interval
 from vidbench.suite.schema import CascadeSettings
@@ -46,22 +46,28 @@ def _latency(samples: list[float]) -> dict[str, float]:
     return {"mean_ms": float(ms.mean()), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def _timed(fast: Callable, slow: Callable, fast_clips: list, slow_clips: list, threshold: float) -> dict[str, Any]:
-    """The real sequence of calls on each clip: the cascade, the slow model alone, the fast model alone."""
+def _timed(
+    fast: Callable, slow: Callable, fast_clips: list, slow_clips: list, threshold: float, device: str
+) -> dict[str, Any]:
+    """The real sequence of calls on each clip: the cascade, the slow model alone, the fast model alone (each
+    call waits for its device, as every timed call does)."""
     escalated: list[bool] = []
+    sync = synchronizer(device)
 
-    @torch.inference_mode()
     def cascade(index: int) -> None:
-        sure = torch.softmax(fast(fast_clips[index]).float(), dim=1).max().item()
+        sure = torch.softmax(fast(fast_clips[index]).float(), dim=1).max().item()  # .item() waits for the device
         escalated.append(sure < threshold)
         if sure < threshold:
             slow(slow_clips[index])
+            sync()
 
+    calls = {
+        "cascade": cascade,
+        "slow": lambda i: (slow(slow_clips[i]), sync()),
+        "fast": lambda i: (fast(fast_clips[i]), sync()),
+    }
     with torch.inference_mode():
-        samples = time_sequence(
-            {"cascade": cascade, "slow": lambda i: slow(slow_clips[i]), "fast": lambda i: fast(fast_clips[i])},
-            len(fast_clips),
-        )
+        samples = time_sequence(calls, len(fast_clips))
     timed = escalated[-len(fast_clips) :]  # the warm-up clips' decisions are not counted
     ratio, low, high = ratio_of_means_interval(samples["cascade"], samples["slow"])
     return {
@@ -120,6 +126,6 @@ def run_cascade(ctx: Context) -> None:
             "slow_top1": alone["slow"],
             "slow_top1_ci95": list(wilson_interval(alone["slow"], test.clips)),
         },
-        "timed": _timed(fast, slow, fast_clips, slow_clips, chosen.threshold),
+        "timed": _timed(fast, slow, fast_clips, slow_clips, chosen.threshold, str(ctx.device)),
     }
     write_json_atomic(Path(task["record_file"]), record)
