@@ -198,22 +198,25 @@ def test_production_levers_example_works_as_written(tmp_path: Path, data_root: P
     run_dir = only_run_dir(tmp_path)
     frame = pd.read_csv(run_dir / "results.csv")
     assert set(frame["status"]) == {"ok"}, frame["reason"].tolist()
-    wanted = {(m["name"], f"tiny@{f}x{c}", f, c) for m in page["models"] for f in frames for c in crops}
+    swept = [m for m in page["models"] if "input" not in m]
+    wanted = {(m["name"], f"tiny@{f}x{c}", f, c) for m in swept for f in frames for c in crops}
+    wanted.add(("r2plus1d", "tiny-exit+early-exit", 8, crops[0]))
     assert set(zip(frame["model"], frame["preset"], frame["frames"], frame["crop"], strict=True)) == wanted
     assert len({p.name for p in (run_dir / "models").iterdir()}) == len(wanted)  # one trained job per input
 
-    [record_file] = list((run_dir / "cascades").glob("*.json"))
-    record = json.loads(record_file.read_text())
-    assert record["status"] == "ok", record
-    [logits_file] = list((run_dir / "logs").glob("*/cascade-*/cascade_logits.npz"))
-    saved = np.load(logits_file)
-    chosen, _, _ = choose_threshold(saved["val_fast"], saved["val_slow"], saved["val_labels"], DEFAULT_THRESHOLDS)
-    assert record["threshold"] == chosen.threshold  # from the validation split's logits alone
-    test = cascade_point(saved["test_fast"], saved["test_slow"], saved["test_labels"], record["threshold"])
-    assert (record["test"]["escalations"], record["test"]["clips"]) == (test.escalations, test.clips)
-    assert record["test"]["top1"] == pytest.approx(test.top1)
-    timed = record["timed"]
-    assert timed["clips"] == test.clips and all(timed[k]["mean_ms"] > 0 for k in ("cascade", "slow", "fast"))
+    records = {r["kind"]: r for r in (json.loads(p.read_text()) for p in (run_dir / "cascades").glob("*.json"))}
+    assert set(records) == {"cascade", "early-exit"}
+    for kind, record in records.items():
+        assert record["status"] == "ok", record
+        [logits_file] = list((run_dir / "logs").glob(f"*/{kind}-*/cascade_logits.npz"))
+        saved = np.load(logits_file)
+        chosen, _, _ = choose_threshold(saved["val_fast"], saved["val_slow"], saved["val_labels"], DEFAULT_THRESHOLDS)
+        assert record["threshold"] == chosen.threshold  # from the validation split's logits alone
+        test = cascade_point(saved["test_fast"], saved["test_slow"], saved["test_labels"], record["threshold"])
+        assert (record["test"]["escalations"], record["test"]["clips"]) == (test.escalations, test.clips)
+        assert record["test"]["top1"] == pytest.approx(test.top1)
+        timed = record["timed"]
+        assert timed["clips"] == test.clips and all(timed[k]["mean_ms"] > 0 for k in ("cascade", "slow", "fast"))
 
     report = (run_dir / "report.md").read_text()
     section = report.split("## Production levers", 1)[1].split("\n## ", 1)[0]
@@ -221,7 +224,7 @@ def test_production_levers_example_works_as_written(tmp_path: Path, data_root: P
         assert f"report_files/{figure}.png" in section, section
     assert "not available" not in section
     rows = [line for line in section.splitlines() if line.startswith("| ") and "frames x crop" not in line]
-    assert sum(f"| {f}x{c} |" in line for line in rows for f in frames for c in crops) == len(wanted)
+    assert sum(f"| {f}x{c} |" in line for line in rows for f in frames for c in crops) == len(wanted) - 1
     assert "cheapest input within" in report.split("## Results", 1)[0]
 
     model = f"{page['models'][0]['name']}__tiny@{frames[0]}x{crops[0]}"

@@ -128,9 +128,13 @@ class R2Plus1DMM(nn.Module):
 
 
 class R2Plus1D(nn.Module):
-    """Generic R(2+1)D network: stem, four residual stages, global average pool, linear head."""
+    """Generic R(2+1)D network: stem, four residual stages, global average pool, linear head; optionally early
+    exits, a pooled linear head after some stages (``exits``: their 1-based numbers), which an early-exit model
+    answers from when its softmax confidence clears a threshold (:meth:`forward_until`)."""
 
-    def __init__(self, widths: Sequence[int], depths: Sequence[int], stem_mid: int, num_classes: int) -> None:
+    def __init__(
+        self, widths: Sequence[int], depths: Sequence[int], stem_mid: int, num_classes: int, exits: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         self.stem = _stem(stem_mid, widths[0])
         channels = widths[0]
@@ -140,6 +144,10 @@ class R2Plus1D(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(channels, num_classes)
         self.embed_dim = channels
+        heads = {str(i): nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(widths[i - 1], num_classes))
+                 for i in exits}  # fmt: skip
+        if heads:  # none: the state dict stays torchvision's
+            self.exit_heads = nn.ModuleDict(heads)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -153,14 +161,41 @@ class R2Plus1D(nn.Module):
                 nn.init.normal_(module.weight, 0, 0.01)
                 nn.init.zeros_(module.bias)
 
+    def _stages(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
         """Pooled features before the head, ``B x embed_dim``."""
         x = self.stem(clip)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for stage in self._stages():
+            x = stage(x)
         return self.avgpool(x).flatten(1)
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.embed(clip))
+    def forward(self, clip: torch.Tensor, all_exits: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """The logits; with ``all_exits``, every early exit's logits then the final ones (joint training)."""
+        if not all_exits:
+            return self.fc(self.embed(clip))
+        heads = getattr(self, "exit_heads", {})
+        x, outputs = self.stem(clip), []
+        for number, stage in enumerate(self._stages(), 1):
+            x = stage(x)
+            if str(number) in heads:
+                outputs.append(heads[str(number)](x))
+        return [*outputs, self.fc(self.avgpool(x).flatten(1))]
+
+    def forward_until(self, clip: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int | None]:
+        """Early-exit inference: the logits of the first exit whose softmax confidence reaches ``threshold`` for
+        every clip of the batch, and the stage it follows (the stages after it never run); the final head's
+        logits and None when no exit is sure."""
+        heads = getattr(self, "exit_heads", {})
+        x = self.stem(clip)
+        for number, stage in enumerate(self._stages(), 1):
+            x = stage(x)
+            if str(number) in heads:
+                logits = heads[str(number)](x)
+                if torch.softmax(logits.float(), dim=1).amax(dim=1).min() >= threshold:
+                    return logits, number
+        return self.fc(self.avgpool(x).flatten(1)), None
 
 
 MMACTION_RECIPE = Recipe(
@@ -187,6 +222,14 @@ PRESETS = {
         input=InputSpec(frames=8, crop=32),
         arch={"widths": (16, 32, 64, 128), "depths": (1, 1, 1, 1), "stem_mid": 12},
         description="CPU-trainable in minutes; same block structure as r18 at 1/4 width, 1 block per stage",
+        recipe=TINY_RECIPE,
+    ),
+    "tiny-exit": Preset(
+        name="tiny-exit",
+        input=InputSpec(frames=8, crop=32),
+        arch={"widths": (16, 32, 64, 128), "depths": (1, 1, 1, 1), "stem_mid": 12, "exits": (2,)},
+        description="tiny with an early exit after stage 2 (a pooled linear head): train it with the early-exit "
+        "trainer, measure it with the suite's early_exits",
         recipe=TINY_RECIPE,
     ),
     "r18": Preset(

@@ -235,10 +235,10 @@ def _sections(run: RunData) -> list[Section]:
         ),
         Section(
             "levers",
-            "Production levers: fewer frames, smaller crops, cascades",
+            "Production levers: fewer frames, smaller crops, cascades, early exits",
             [
                 fig(input_cost, "input_cost", "Input cost: frames x crop"),
-                fig(cascades, "cascades", "Cascades: a fast model first, the slow one when unsure"),
+                fig(cascades, "cascades", "Cascades and early exits"),
             ],
         ),
         Section("time", "Where end-to-end time goes", [fig(F.time_split, "time_split", "Time split")]),

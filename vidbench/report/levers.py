@@ -115,6 +115,19 @@ def input_cost(run: RunData) -> Figure:
     return Figure(key, title, caption, png=_png(fig), table=lever_table(rows))
 
 
+def _roles(record: dict) -> tuple[str, str, str]:
+    """What the record's three timed paths are called: (the lever, the slow path, the fast path)."""
+    if record.get("kind") == "early-exit":
+        return "early exit", "whole network", "exit alone"
+    return "cascade", "slow alone", "fast alone"
+
+
+def _title(record: dict) -> str:
+    if record.get("kind") == "early-exit":
+        return f"{record.get('fast')}: early exit"
+    return f"{record.get('fast')} -> {record.get('slow')}"
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:.1f}"
 
@@ -122,8 +135,11 @@ def _pct(value: float) -> str:
 def _cascade_line(record: dict) -> dict:
     """One cascade's table line: its threshold, test top-1 against the slow model's, escalations, latencies."""
     if record.get("status") != "ok":
-        return {"cascade": f"{record.get('fast')} -> {record.get('slow')}", "dataset": record.get("dataset"),
-                "verdict": f"failed: {record.get('reason', '?')}"}  # fmt: skip
+        return {
+            "lever": _title(record),
+            "dataset": record.get("dataset"),
+            "verdict": f"failed: {record.get('reason', '?')}",
+        }
     test, timed = record["test"], record["timed"]
     cost = timed["cost_vs_slow"]
     low, high = test["slow_top1_ci95"]
@@ -132,17 +148,19 @@ def _cascade_line(record: dict) -> dict:
     verdict = ("within the slow model's interval" if inside else "below the slow model's interval") + (
         f", at {cost['ratio']:.2f}x its mean time" + (" (at most half, interval included)" if cheap else "")
     )
+    answered = test["clips"] - test["escalations"]
     return {
-        "cascade": f"{record['fast']} -> {record['slow']}",
+        "lever": _title(record),
         "dataset": record["dataset"],
         "threshold (validation)": f"{record['threshold']:.2f}",
         "top-1 % [95 %]": f"{_pct(test['top1'])} [{_pct(test['top1_ci95'][0])}-{_pct(test['top1_ci95'][1])}]",
-        "slow alone % [95 %]": f"{_pct(test['slow_top1'])} [{_pct(low)}-{_pct(high)}]",
-        "fast alone %": _pct(test["fast_top1"]),
-        "escalated": f"{test['escalations']} of {test['clips']} ({test['escalated'] * 100:.0f} %)",
-        "cascade ms mean / p50 / p99": "{mean_ms:.3g} / {p50_ms:.3g} / {p99_ms:.3g}".format(**timed["cascade"]),
-        "slow ms mean": f"{timed['slow']['mean_ms']:.3g}",
-        "fast ms mean": f"{timed['fast']['mean_ms']:.3g}",
+        "slow path % [95 %]": f"{_pct(test['slow_top1'])} [{_pct(low)}-{_pct(high)}]",
+        "top-1 vs slow path (points)": f"{(test['top1'] - test['slow_top1']) * 100:+.1f}",
+        "fast path %": _pct(test["fast_top1"]),
+        "answered first (test)": f"{answered} of {test['clips']} ({answered / max(test['clips'], 1) * 100:.0f} %)",
+        "ms mean / p50 / p99": "{mean_ms:.3g} / {p50_ms:.3g} / {p99_ms:.3g}".format(**timed["cascade"]),
+        "slow path ms mean": f"{timed['slow']['mean_ms']:.3g}",
+        "fast path ms mean": f"{timed['fast']['mean_ms']:.3g}",
         "mean time vs slow [95 %]": f"{cost['ratio']:.2f}x [{cost['ci95_low']:.2f}-{cost['ci95_high']:.2f}]",
         "verdict": verdict,
     }
@@ -161,17 +179,18 @@ def _draw_cascade(ax: Axes, record: dict) -> None:
     ax.scatter(
         [chosen_cost], [chosen["top1"] * 100], marker="s", facecolor="none", edgecolor="black", s=60, label=label
     )
+    lever, slow, fast = _roles(record)
     points = (
-        ("cascade (test, timed)", timed["cascade"]["mean_ms"], test["top1"], test["top1_ci95"], "C0"),
-        ("slow alone (test)", slow_ms, test["slow_top1"], test["slow_top1_ci95"], "C3"),
-        ("fast alone (test)", fast_ms, test["fast_top1"], None, "C2"),
+        (f"{lever} (test, timed)", timed["cascade"]["mean_ms"], test["top1"], test["top1_ci95"], "C0"),
+        (f"{slow} (test)", slow_ms, test["slow_top1"], test["slow_top1_ci95"], "C3"),
+        (f"{fast} (test)", fast_ms, test["fast_top1"], None, "C2"),
     )
     for name, ms, top1, interval, color in points:
         yerr = [[(top1 - interval[0]) * 100], [(interval[1] - top1) * 100]] if interval else None
         ax.errorbar([ms / slow_ms], [top1 * 100], yerr=yerr, fmt="o", color=color, capsize=3, label=name)
     ax.axvline(0.5, color="black", lw=0.6, ls=":")
-    ax.set_title(f"{record['fast']} -> {record['slow']} ({record['dataset']})", fontsize=9)
-    ax.set_xlabel("mean time per clip / slow model's")
+    ax.set_title(f"{_title(record)} ({record['dataset']})", fontsize=9)
+    ax.set_xlabel(f"mean time per clip / {slow}'s")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -180,10 +199,10 @@ def _draw_cascade(ax: Axes, record: dict) -> None:
 def cascades(run: RunData) -> Figure:
     """Each cascade's validation sweep (top-1 against the share of the slow model's time it would take) with its
     chosen threshold, and on the test split the cascade as timed, the slow and the fast model alone."""
-    key, title = "cascades", "Cascades: a fast model first, the slow one when unsure"
+    key, title = "cascades", "Cascades and early exits: the cheap answer first, the expensive one when unsure"
     records = run.cascade_records()
     if not records:
-        return Figure(key, title, missing="the run has no cascade (cascades: [{fast: ..., slow: ...}])")
+        return Figure(key, title, missing="the run has no cascade or early exit (cascades:, early_exits:)")
     table = pd.DataFrame([_cascade_line(r) for r in records])
     done = [r for r in records if r.get("status") == "ok"]
     if not done:
@@ -192,10 +211,13 @@ def cascades(run: RunData) -> Figure:
     for ax, record in zip(axes, done, strict=True):
         _draw_cascade(ax, record)
     caption = (
-        "The threshold is the fast model's softmax confidence below which the slow model runs too; it is chosen on "
-        "the validation split only: the cheapest whose top-1 lies inside the 95 % interval of the slow model's own. "
+        "The threshold is the fast model's (an early exit's) softmax confidence below which the slow model (the rest "
+        "of the network) runs too; it is chosen on the validation split only: the cheapest whose top-1 lies inside "
+        "the 95 % interval of the slow path's own. "
         "The grey curve is that sweep, its cost estimated from the two models' measured mean times; the points are "
-        "the test split, timed on the real sequence of calls clip by clip at batch 1 (cascade, slow alone and fast "
-        "alone taking turns on each clip), with 95 % intervals (top-1: Wilson; time ratio: bootstrap over clips)."
+        "the test split, timed on the real sequence of calls clip by clip at batch 1 (the lever, the slow path alone "
+        "and the fast one alone taking turns on each clip), with 95 % intervals (top-1: Wilson; time ratio: "
+        "bootstrap over clips). The slow path is the slow model (a cascade) or the whole network (an early exit); "
+        "the fast path the fast model or the network up to its exit."
     )
     return Figure(key, title, caption, png=_png(fig), table=table)

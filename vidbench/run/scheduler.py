@@ -20,7 +20,7 @@ from vidbench.data.decode import resolve_backend
 from vidbench.data.loader import read_skip_log
 from vidbench.data.scan import DatasetError, save_prepared, write_skipped
 from vidbench.job.card import add_latency
-from vidbench.job.cascade import cascade_name
+from vidbench.job.cascade import Lever, levers
 from vidbench.job.context import job_record
 from vidbench.measure.env import collect_env, env_hash, git_commit
 from vidbench.measure.latency import RoundPlan
@@ -32,7 +32,7 @@ from vidbench.run.launch import Executor, LocalExecutor, Outcome, TaskStep, wait
 from vidbench.run.progress import Progress, Silent
 from vidbench.rundir import RunDir, read_json, write_json_atomic
 from vidbench.suite.cells import Cell, ModelJob, expand, select, trained_weights
-from vidbench.suite.schema import CascadeSettings, Suite
+from vidbench.suite.schema import Suite
 
 
 @dataclass(frozen=True)
@@ -232,47 +232,42 @@ class SuiteRun:
         return next((j for j in self.jobs if f"{j.model}/{j.variant}" == name and j.dataset == dataset), None)
 
     def run_cascades(self, executor: Executor, resume: bool, progress: Progress) -> None:
-        """Each cascade of the suite on each dataset: a ``cascade`` task, its record in ``cascades/``; a cascade
-        that cannot run (a job missing or untrained, a child that failed) gets a record with ``status: failed``
-        and the reason. With ``resume`` an ``ok`` record of the same weights is kept."""
-        for settings in self.suite.cascades:
+        """Each cascade and early exit of the suite (:func:`~vidbench.job.cascade.levers`) on each dataset: a
+        ``cascade`` task, its record in ``cascades/``; one that cannot run (a job missing or untrained, a child
+        that failed) gets a record with ``status: failed`` and the reason. With ``resume`` an ``ok`` record of
+        the same weights is kept."""
+        for lever in levers(self.suite):
             for dataset in self.suite.datasets:
-                step = self._cascade_step(settings, dataset.name, resume)
+                step = self._lever_step(lever, dataset.name, resume)
                 if step is None:
                     continue
                 progress.stage(step.label)
                 for _, outcome, _ in executor.run([step]):
                     if not outcome.ok:
-                        self._cascade_failed(settings, dataset.name, outcome.reason)
+                        self._lever_failed(lever, dataset.name, outcome.reason)
 
-    def _cascade_failed(self, settings: CascadeSettings, dataset: str, reason: str) -> None:
-        name = cascade_name(dataset, settings.fast, settings.slow)
-        record = {"name": name, "dataset": dataset, "fast": settings.fast, "slow": settings.slow}
-        write_json_atomic(self.rundir.cascade(name), {**record, "status": "failed", "reason": reason})
+    def _lever_failed(self, lever: Lever, dataset: str, reason: str) -> None:
+        record = {**lever.identity(dataset), "status": "failed", "reason": reason}
+        write_json_atomic(self.rundir.cascade(lever.name(dataset)), record)
 
-    def _cascade_step(self, settings: CascadeSettings, dataset: str, resume: bool) -> TaskStep | None:
-        """The cascade's task on ``dataset``; None when it cannot run (its failed record written) or, resumed,
-        ran already on the same weights."""
-        jobs = [self._named_job(name, dataset) for name in (settings.fast, settings.slow)]
-        missing = [
-            n for n, j in zip((settings.fast, settings.slow), jobs, strict=True) if not j or not self.trained(j.slug)
-        ]
-        fast, slow = jobs
+    def _lever_step(self, lever: Lever, dataset: str, resume: bool) -> TaskStep | None:
+        """The lever's task on ``dataset``; None when it cannot run (its failed record written) or, resumed, ran
+        already on the same weights."""
+        fast, slow = self._named_job(lever.fast, dataset), self._named_job(lever.slow, dataset)
+        missing = [n for n, j in ((lever.fast, fast), (lever.slow, slow)) if not j or not self.trained(j.slug)]
         if missing or fast is None or slow is None:
-            self._cascade_failed(settings, dataset, f"no trained job {' or '.join(missing)} on {dataset} in this run")
+            self._lever_failed(lever, dataset, f"no trained job {' or '.join(sorted(set(missing)))} on {dataset}")
             return None
-        name = cascade_name(dataset, settings.fast, settings.slow)
+        record = self.rundir.cascade(lever.name(dataset))
         checkpoints = {j.slug: (self.trained(j.slug) or {}).get("checkpoint_sha") for j in (fast, slow)}
-        earlier = read_json(self.rundir.cascade(name)) if resume else None
+        earlier = read_json(record) if resume else None
         if earlier and earlier.get("status") == "ok" and earlier.get("checkpoints") == checkpoints:
             return None
-        task_name = f"cascade-{fast.model}-{fast.variant}"
-        extra = {"fast_job": fast.to_dict(), "cascade": settings.model_dump(), "name": name, "task_name": task_name}
-        task = self.task("cascade", slow, **extra, record_file=str(self.rundir.cascade(name)), checkpoints=checkpoints)
-        label = f"cascade {settings.fast} -> {settings.slow} on {dataset}"
-        return TaskStep(
-            "cascade", slow, task, self.rundir.task(slow.slug, task_name), self.suite.measure.timeout_s, label
-        )
+        task_name = f"{lever.kind}-{fast.model}-{fast.variant}"
+        extra = {"lever": lever.as_dict(), "fast_job": fast.to_dict(), "task_name": task_name}
+        task = self.task("cascade", slow, **extra, record_file=str(record), checkpoints=checkpoints)
+        folder = self.rundir.task(slow.slug, task_name)
+        return TaskStep("cascade", slow, task, folder, self.suite.measure.timeout_s, lever.label(dataset))
 
     def run_job(self, job: ModelJob, executor: Executor, skip: set[str], progress: Progress) -> None:
         """A job from start to end: train it (unless this run trained it already), measure each optimization,

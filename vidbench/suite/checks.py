@@ -55,6 +55,8 @@ def check_against_registry(
     for i, cascade in enumerate(suite.cascades):
         for role in ("fast", "slow"):
             _check_cascade_model(suite, getattr(cascade, role), f"cascades[{i}].{role}", where)
+    for i, early in enumerate(suite.early_exits):
+        _check_cascade_model(suite, early.model, f"early_exits[{i}].model", where)
     if suite.baseline is not None and suite.baseline not in suite.optimizations:
         raise _unknown(where, "baseline", "baseline (not among optimizations)", suite.baseline, suite.optimizations)
 
@@ -62,7 +64,9 @@ def check_against_registry(
 def _check_cascade_model(suite: Suite, name: str, loc: str, where: str) -> None:
     """A cascade's ``model/preset`` names a model and preset of the suite (before any ``+trainer`` or ``@input``)."""
     model, _, variant = name.partition("/")
-    known = {entry.name: entry.presets for entry in suite.models}
+    known: dict[str, list[str]] = {}
+    for entry in suite.models:  # one model may have several entries (other presets, another trainer)
+        known.setdefault(entry.name, []).extend(entry.presets)
     preset = re.split(r"[+@]", variant, maxsplit=1)[0]
     if model not in known or (known[model] and preset not in known[model]):
         allowed = [f"{m}/{p}" for m, presets in known.items() for p in presets or ["<preset>"]]

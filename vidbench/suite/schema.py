@@ -311,16 +311,11 @@ class ExcludeRule(_Strict):
     batch_size: int | None = None
 
 
-class CascadeSettings(_Strict):
-    """A cascade of two trained models of the suite: ``fast`` answers a clip when its softmax confidence clears
-    the threshold, else ``slow`` runs too and answers. The threshold is chosen on the validation split (the
-    cheapest whose top-1 lies inside the 95 % interval of ``slow``'s), then the cascade runs on the test clips."""
+class _ConfidenceLever(_Strict):
+    """What a cascade and an early exit share: the thresholds tried on validation, the test clips timed."""
 
-    fast: str = Field(pattern=r"^[^/]+/[^/]+$")
-    """``model/preset`` of the suite (``x3d/tiny``; an input sweep's ``tiny@8x32``, a trainer's ``tiny+distill``)."""
-    slow: str = Field(pattern=r"^[^/]+/[^/]+$")
     thresholds: list[float] | None = None
-    """The confidences tried on the validation split (default: 0, 0.02, ..., 1)."""
+    """The softmax confidences tried on the validation split (default: 0, 0.02, ..., 1)."""
     timed_clips: int | None = Field(None, ge=1)
     """Test clips whose real sequence of calls is timed (default: the whole test split)."""
 
@@ -330,6 +325,25 @@ class CascadeSettings(_Strict):
         if value is not None and (not value or any(not 0.0 <= t <= 1.0 for t in value)):
             raise ValueError("thresholds are softmax confidences: one or more values from 0 to 1")
         return value
+
+
+class CascadeSettings(_ConfidenceLever):
+    """A cascade of two trained models of the suite: ``fast`` answers a clip when its softmax confidence clears
+    the threshold, else ``slow`` runs too and answers. The threshold is chosen on the validation split (the
+    cheapest whose top-1 lies inside the 95 % interval of ``slow``'s), then the cascade runs on the test clips."""
+
+    fast: str = Field(pattern=r"^[^/]+/[^/]+$")
+    """``model/preset`` of the suite (``x3d/tiny``; an input sweep's ``tiny@8x32``, a trainer's ``tiny+distill``)."""
+    slow: str = Field(pattern=r"^[^/]+/[^/]+$")
+
+
+class EarlyExitSettings(_ConfidenceLever):
+    """A model of the suite with early exits (``r2plus1d/tiny-exit+early-exit``: the preset with an exit head,
+    trained by the ``early-exit`` trainer) measured exiting when confident: at its exit it answers when its
+    softmax confidence clears the threshold, else the rest of the network runs. The threshold is chosen on the
+    validation split as a cascade's is, the exit in the role of the fast model, the whole network the slow one."""
+
+    model: str = Field(pattern=r"^[^/]+/[^/]+$")
 
 
 class Suite(_Strict):
@@ -357,6 +371,8 @@ class Suite(_Strict):
     exclude: list[ExcludeRule] = Field(default_factory=list)
     cascades: list[CascadeSettings] = Field(default_factory=list)
     """Cascades of two of the suite's models (a production lever: docs/production-levers.md)."""
+    early_exits: list[EarlyExitSettings] = Field(default_factory=list)
+    """Models with early exits measured exiting when confident (docs/production-levers.md)."""
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     extends: list[str] = Field(default_factory=list)
     """The suite files this one was built on, nearest first (a file's ``extends: other.yaml``; recorded by
