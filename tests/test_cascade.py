@@ -93,3 +93,24 @@ def test_a_cascade_of_a_model_the_suite_lacks_names_the_field_and_the_allowed_on
     cascade = {"fast": "r2plus1d/tiny", "slow": "r2plus1d/tiny", "thresholds": [2]}
     with pytest.raises(SuiteError, match=r"cascades\[0\]\.thresholds: .*from 0 to 1"):
         load_suite(write_suite(tmp_path, tmp_path, cascades=[cascade]))
+
+
+def test_an_early_exit_model_stops_after_a_sure_exit_and_runs_through_otherwise() -> None:
+    import torch
+
+    from vidbench.plugins import load_plugins
+
+    spec = load_plugins().model("r2plus1d")
+    model = spec.build(spec.presets["tiny-exit"], 5).eval()
+    clip = torch.randn(1, 3, 8, 32, 32)
+    later: list[int] = []
+    model.layer3.register_forward_hook(lambda *_: later.append(1))
+    with torch.inference_mode():
+        exit_logits, final = model(clip, all_exits=True)
+        assert torch.equal(model(clip), final)
+        logits, stage = model.forward_until(clip, 0.0)  # every exit is sure enough
+        assert stage == 2 and torch.allclose(logits, exit_logits) and later == [1, 1]  # layer3 ran twice above only
+        logits, stage = model.forward_until(clip, 1.01)  # no exit can be that sure
+        assert stage is None and torch.allclose(logits, final) and later == [1, 1, 1]
+    plain = spec.build(spec.presets["tiny"], 5)
+    assert "exit_heads" not in dict(plain.named_children())  # tiny keeps torchvision's state dict
