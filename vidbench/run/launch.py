@@ -288,7 +288,7 @@ class TaskStep:
     """One child process to run: its task, its log folder, its time limit, and a label for the progress display."""
 
     kind: str
-    """``train`` or ``measure``."""
+    """``train``, ``measure`` or ``cascade``."""
     job: ModelJob
     task: dict[str, Any]
     folder: TaskDir
