@@ -258,7 +258,7 @@ def with_trainer_variants(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-INPUT_VARIANT = re.compile(r"@(\d+)x(\d+)$")
+INPUT_VARIANT = re.compile(r"@\d+x\d+$")
 """The end of the preset of an input-cost sweep's job: ``tiny@8x32`` (frames x crop)."""
 
 

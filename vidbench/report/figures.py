@@ -113,10 +113,16 @@ def _sinks(label: Annotation) -> bool:
 
 
 def _shift(box: Bbox, placed: list[Bbox], down: bool) -> float:
-    """How far (pixels, up positive) ``box`` moves in its direction to clear every placed box."""
+    """How far (pixels, up positive) ``box`` moves in its direction to clear every placed box. The shift only
+    ever grows in that direction (past a box that lies back the other way it would move back onto the one it
+    just cleared, forever), so each placed box is cleared at most once."""
     shift = 0.0
-    while hit := next((p for p in placed if _overlap(box.translated(0, shift), p)), None):
-        shift = hit.y0 - LABEL_GAP_PX - box.y1 if down else hit.y1 + LABEL_GAP_PX - box.y0
+    for _ in range(len(placed)):
+        hit = next((p for p in placed if _overlap(box.translated(0, shift), p)), None)
+        if hit is None:
+            break
+        past = hit.y0 - LABEL_GAP_PX - box.y1 if down else hit.y1 + LABEL_GAP_PX - box.y0
+        shift = min(shift, past) if down else max(shift, past)
     return shift
 
 
