@@ -19,11 +19,14 @@ import pandas as pd
 import pytest
 from markupsafe import escape as html_escape
 from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 
 from tests.conftest import REPO, only_run_dir, vidbench, write_suite
 from vidbench.profiles import OperatorProfile, top_groups
 from vidbench.report.compare import compare_runs, parse_rule, wide_table
 from vidbench.report.figures import (
+    _overlap,
+    _shift,
     accuracy_latency,
     accuracy_latency_points,
     draw_accuracy_latency,
@@ -622,3 +625,16 @@ def test_point_labels_of_close_points_do_not_overprint(tmp_path: Path) -> None:
     assert any(offset != (4, 3) for offset in offsets[0]), "the points are not close enough to test anything"
     assert offsets[0] == offsets[1]
     assert accuracy_latency(run).png
+
+
+def test_a_label_meeting_a_box_it_rounds_against_is_placed_past_it() -> None:
+    """Run 20261207-103746's accuracy-vs-latency figure hung here: shifted just below the box at y 107.8, the
+    label still touched it by rounding (1e-14 px) and met it again, forever."""
+    box = Bbox.from_bounds(216.80465784798128, 305.9717119402539, 67.0, 10.335611979166686)
+    placed = [Bbox.from_bounds(182.057047877112, 107.80672593390806, 75.00000000000003, 10.335611979166671)]
+    placed += [Bbox.from_bounds(x, y, 64.0, 10.335611979166686) for x, y in ((266.81815972992587, 312.36091729525856),
+               (233.52798395712392, 300.0253053160919), (222.388733544269, 287.6896933369252))]  # fmt: skip
+    placed += [Bbox.from_bounds(198.0, y, 75.0, 10.335611979166671) for y in range(110, 290, 12)]  # a column below
+    for down in (True, False):
+        shift = _shift(box, placed, down=down)
+        assert (shift < 0) == down and not any(_overlap(box.translated(0, shift), p) for p in placed)

@@ -95,6 +95,10 @@ LABEL_GAP_PX = 2.0
 """The least gap, in pixels, ``spread_labels`` leaves between two point labels."""
 
 
+CLEAR_PX = 1e-3
+"""How far past a box a moved label lands beyond the gap: more than floating-point rounding of pixel sums."""
+
+
 def _overlap(a: Bbox, b: Bbox, gap: float = LABEL_GAP_PX) -> bool:
     """Whether two boxes come closer than ``gap`` pixels on both axes."""
     return a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap
@@ -113,15 +117,15 @@ def _sinks(label: Annotation) -> bool:
 
 
 def _shift(box: Bbox, placed: list[Bbox], down: bool) -> float:
-    """How far (pixels, up positive) ``box`` moves in its direction to clear every placed box. The shift only
-    ever grows in that direction (past a box that lies back the other way it would move back onto the one it
-    just cleared, forever), so each placed box is cleared at most once."""
+    """How far (pixels, up positive) ``box`` moves in its direction to clear every placed box: just past each
+    box it meets (by :data:`CLEAR_PX` more, or rounding can leave it touching the box it has just cleared, which
+    it would then meet again forever), the shift only growing in its direction, each box cleared at most once."""
     shift = 0.0
     for _ in range(len(placed)):
         hit = next((p for p in placed if _overlap(box.translated(0, shift), p)), None)
         if hit is None:
             break
-        past = hit.y0 - LABEL_GAP_PX - box.y1 if down else hit.y1 + LABEL_GAP_PX - box.y0
+        past = hit.y0 - LABEL_GAP_PX - box.y1 - CLEAR_PX if down else hit.y1 + LABEL_GAP_PX - box.y0 + CLEAR_PX
         shift = min(shift, past) if down else max(shift, past)
     return shift
 
