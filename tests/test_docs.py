@@ -192,6 +192,7 @@ def test_production_levers_example_works_as_written(tmp_path: Path, data_root: P
     suite = write_suite(
         tmp_path, data_root, models=page["models"], optimizations=page["optimizations"],
         batch_sizes=page["batch_sizes"], input={**page["input"]}, cascades=page["cascades"],
+        early_exits=page["early_exits"],
     )  # fmt: skip
     proc = vidbench("run", str(suite), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

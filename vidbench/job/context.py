@@ -5,6 +5,7 @@ it from the job's ``job.json``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,13 @@ class Context:
         return make_loader(clips, batch_size, settings.workers, shuffle=train_mode, seed=settings.seed, sampler=shard)
 
     def build_model(self) -> torch.nn.Module:
+        """The job's model, untrained: its preset built for the job's own clip size (an input-cost sweep's or the
+        suite's frames and crop, which an architecture may be sized by: X3D's head pool, TimeSformer's
+        position embeddings)."""
         spec = self.registry.model(self.job.model)
-        return spec.build(spec.presets[self.job.preset], self.dataset.num_classes)
+        preset = spec.presets[self.job.preset]
+        clip = replace(preset.input, frames=self.job.frames, crop=self.job.crop)
+        return spec.build(replace(preset, input=clip), self.dataset.num_classes)
 
     def trained_model(self) -> torch.nn.Module:
         """A fresh model with the job's trained weights, in eval mode, on the CPU."""
