@@ -77,8 +77,9 @@ def time_job(
     profile: ProfilePlan = ProfilePlan(),
 ) -> list[Row]:  # fmt: skip
     """Every untimed row of one job, timed: ``ok`` with its latency and speedup, or ``failed`` with why its
-    timing process did not answer; then each timed artifact's operator profiles (``profile``), whose failure
-    costs only the profile. The timing processes are stopped before this returns."""
+    timing process did not answer; each timed artifact's operator profiles (``profile``) right after its batch
+    size's rounds, a profile's failure costing only the profile. The timing processes are stopped before this
+    returns."""
     timers: dict[int, TimerProcess] = {}
     rows: list[Row] = []
     try:
@@ -96,8 +97,7 @@ def time_job(
                 rows += [failed_row(row, f"timing: {exc}") for row in untimed[index].rows.values()]
         for threads in sorted({untimed[i].threads for i in ready}):
             group = {i: t for i, t in ready.items() if untimed[i].threads == threads}
-            rows += _time_group(untimed, group, baseline, plan, peaks)
-        _profile_all(untimed, ready, rows, profile)
+            rows += _time_group(untimed, group, baseline, plan, peaks, profile)
     finally:
         for timer in timers.values():
             timer.stop()
@@ -106,9 +106,11 @@ def time_job(
 
 def _time_group(
     untimed: list[Untimed], timers: dict[int, TimerProcess], baseline: str | None, plan: RoundPlan,
-    peaks: Mapping[str, float],
+    peaks: Mapping[str, float], profile: ProfilePlan,
 ) -> list[Row]:  # fmt: skip
-    """The rows of one thread count: each batch size's artifacts timed in turns, baseline first."""
+    """The rows of one thread count: each batch size's artifacts timed in turns, baseline first, then profiled
+    (as soon after their rounds as can be: the host drifts by the minute, and the profile is set beside the
+    rounds' p50)."""
     # the reference is the baseline decoded as every other cell is (not a further decode policy's cell of it)
     is_reference = [item.optimization == baseline and "decode" not in item.task for item in untimed]
     order = sorted(timers, key=lambda i: not is_reference[i])
@@ -127,7 +129,16 @@ def _time_group(
                 continue
             usable_base = base if base is not None and not base.error and base.samples_ms else None
             rows.append(row_with(row, **timed_fields(rounds, usable_base, batch, row, peaks)))
+        for index in present:
+            if batch in profile.chosen(list(untimed[index].rows)):
+                _profile(untimed[index], timers[index], _timed_row(rows, untimed[index], batch), batch, profile)
     return rows
+
+
+def _timed_row(rows: list[Row], item: Untimed, batch: int) -> Row | None:
+    """The ``ok`` row ``rows`` holds for ``item`` at ``batch``, if it was timed."""
+    key = item.rows[batch][KEY_COLUMN]
+    return next((r for r in reversed(rows) if r[KEY_COLUMN] == key and r.get("status") == "ok"), None)
 
 
 def ceiling(peaks: Mapping[str, float], precision: str) -> float | None:
@@ -174,20 +185,18 @@ def timed_fields(
     )
 
 
-def _profile_all(untimed: list[Untimed], timers: dict[int, TimerProcess], rows: list[Row], plan: ProfilePlan) -> None:
-    """Each timed artifact's operator profiles, after every timing of the job (a profiler that upsets its process
-    cannot cost a timing), written beside its samples with the row's p50, or with the reason there is none."""
-    p50s = {row[KEY_COLUMN]: row.get("latency_ms_p50") for row in rows if row.get("status") == "ok"}
-    for index, timer in timers.items():
-        item = untimed[index]
-        timed = {bs: p50s[row[KEY_COLUMN]] for bs, row in item.rows.items() if p50s.get(row[KEY_COLUMN])}
-        for batch in plan.chosen(list(timed)):
-            record: dict[str, Any] = {"latency_ms_p50": timed[batch]}
-            try:
-                record |= timer.profile(batch, profile_calls(float(timed[batch]), plan.seconds))
-            except TimerError as exc:
-                record["error"] = str(exc)
-            write_json_atomic(item.folder.operator_profile(batch), record)
+def _profile(item: Untimed, timer: TimerProcess, row: Row | None, batch: int, plan: ProfilePlan) -> None:
+    """One timed artifact's operator profile at ``batch``, written beside its samples with the row's p50, or with
+    the reason there is none."""
+    if row is None or not row.get("latency_ms_p50"):
+        return
+    p50 = float(row["latency_ms_p50"])
+    record: dict[str, Any] = {"latency_ms_p50": p50}
+    try:
+        record |= timer.profile(batch, profile_calls(p50, plan.seconds))
+    except TimerError as exc:
+        record["error"] = str(exc)
+    write_json_atomic(item.folder.operator_profile(batch), record)
 
 
 def _keep_samples(folder: TaskDir, batch: int, rounds: Rounds, base: Rounds | None, plan: RoundPlan) -> None:
