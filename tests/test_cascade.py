@@ -54,6 +54,19 @@ def test_an_unsure_fast_model_escalates_until_it_ties_the_slow_one() -> None:
     assert all(p.top1 < low for p in cheaper)  # nothing cheaper ties the slow model
 
 
+def test_a_drop_budget_replaces_the_interval_as_the_floor() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, 300)
+    fast = _logits(labels, rng.random(300) < 0.8, 1.5)
+    slow = _logits(labels, rng.random(300) < 0.95, 4.0)
+    slow_top1 = float((slow.argmax(axis=1) == labels).mean())
+    strict, _, _ = choose_threshold(fast, slow, labels, max_drop=0.0)
+    loose, _, _ = choose_threshold(fast, slow, labels, max_drop=100.0)
+    tie, _, (low, _) = choose_threshold(fast, slow, labels)
+    assert strict.top1 >= slow_top1 and loose.escalations == 0 and tie.top1 >= low
+    assert loose.escalations <= tie.escalations <= strict.escalations
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 60))
 def test_escalations_grow_with_the_threshold_and_the_choice_ties_or_is_best(seed: int, clips: int) -> None:

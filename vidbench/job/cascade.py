@@ -38,6 +38,7 @@ class Lever:
     slow: str
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     timed_clips: int | None = None
+    max_drop: float | None = None
 
     def name(self, dataset: str) -> str:
         """The record's file name: ``<dataset>__<fast>__to__<slow>``, or ``<dataset>__<model>__early-exit``."""
@@ -63,11 +64,11 @@ class Lever:
 def levers(suite: Suite) -> list[Lever]:
     """The suite's cascades, then its early exits."""
     found = [
-        Lever("cascade", c.fast, c.slow, tuple(c.thresholds or DEFAULT_THRESHOLDS), c.timed_clips)
+        Lever("cascade", c.fast, c.slow, tuple(c.thresholds or DEFAULT_THRESHOLDS), c.timed_clips, c.max_drop)
         for c in suite.cascades
     ]
     return found + [
-        Lever("early-exit", e.model, e.model, tuple(e.thresholds or DEFAULT_THRESHOLDS), e.timed_clips)
+        Lever("early-exit", e.model, e.model, tuple(e.thresholds or DEFAULT_THRESHOLDS), e.timed_clips, e.max_drop)
         for e in suite.early_exits
     ]
 
@@ -179,7 +180,7 @@ def run_cascade(ctx: Context) -> None:
     logits, timing = (_early_exit if lever.kind == "early-exit" else _cascade)(ctx, lever)
     np.savez(ctx.run.task(ctx.job.slug, task["task_name"]).cascade_logits, **logits)
     chosen, sweep, slow_val_interval = choose_threshold(
-        logits["val_fast"], logits["val_slow"], logits["val_labels"], lever.thresholds
+        logits["val_fast"], logits["val_slow"], logits["val_labels"], lever.thresholds, lever.max_drop
     )
     labels = logits["test_labels"]
     test = cascade_point(logits["test_fast"], logits["test_slow"], labels, chosen.threshold)
@@ -193,6 +194,7 @@ def run_cascade(ctx: Context) -> None:
         "threads": ctx.threads,
         "device": str(ctx.device),
         "threshold": chosen.threshold,
+        "rule": "the slow path's 95 % interval" if lever.max_drop is None else f"at most {lever.max_drop:g} points",
         "validation": {
             "chosen": chosen.as_dict(),
             "slow_top1_ci95": list(slow_val_interval),

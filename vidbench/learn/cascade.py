@@ -58,14 +58,20 @@ def cascade_point(fast: np.ndarray, slow: np.ndarray, labels: np.ndarray, thresh
 
 
 def choose_threshold(
-    fast: np.ndarray, slow: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    fast: np.ndarray,
+    slow: np.ndarray,
+    labels: np.ndarray,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    max_drop: float | None = None,
 ) -> tuple[CascadePoint, list[CascadePoint], tuple[float, float]]:
-    """On the validation split: the cheapest threshold (fewest escalations, then the lowest) whose top-1 lies
-    inside the 95 % interval of the slow model's own top-1 (a tie with it), every threshold's point, and that
-    interval. When none does, the most accurate point."""
+    """On the validation split: the cheapest threshold (fewest escalations, then the lowest) whose top-1 is at
+    least the floor, every threshold's point, and the slow model's 95 % interval. The floor is the bottom of that
+    interval (a tie with the slow model), or with ``max_drop`` the slow model's top-1 less that many points.
+    When no threshold reaches it, the most accurate point."""
     slow_top1 = float((slow.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
     interval = wilson_interval(slow_top1, len(labels))
+    floor = interval[0] if max_drop is None else slow_top1 - max_drop / 100
     points = [cascade_point(fast, slow, labels, t) for t in sorted(set(thresholds))]
-    inside = [p for p in points if p.top1 >= interval[0] - 1e-12]
+    inside = [p for p in points if p.top1 >= floor - 1e-12]
     chosen = min(inside, key=lambda p: (p.escalations, p.threshold)) if inside else max(points, key=lambda p: p.top1)
     return chosen, points, interval

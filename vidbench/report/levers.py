@@ -152,7 +152,7 @@ def _cascade_line(record: dict) -> dict:
     return {
         "lever": _title(record),
         "dataset": record["dataset"],
-        "threshold (validation)": f"{record['threshold']:.2f}",
+        "threshold (validation)": f"{record['threshold']:.2f}, {record.get('rule', "the slow path's 95 % interval")}",
         "top-1 % [95 %]": f"{_pct(test['top1'])} [{_pct(test['top1_ci95'][0])}-{_pct(test['top1_ci95'][1])}]",
         "slow path % [95 %]": f"{_pct(test['slow_top1'])} [{_pct(low)}-{_pct(high)}]",
         "top-1 vs slow path (points)": f"{(test['top1'] - test['slow_top1']) * 100:+.1f}",

@@ -318,6 +318,9 @@ class _ConfidenceLever(_Strict):
     """The softmax confidences tried on the validation split (default: 0, 0.02, ..., 1)."""
     timed_clips: int | None = Field(None, ge=1)
     """Test clips whose real sequence of calls is timed (default: the whole test split)."""
+    max_drop: float | None = Field(None, ge=0, le=100)
+    """The accuracy the lever may give up, in top-1 points below the slow path's on the validation split (a
+    team's budget: ``1`` = one point); unset: as much as the slow path's 95 % interval allows (a tie)."""
 
     @field_validator("thresholds")
     @classmethod
