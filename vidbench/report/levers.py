@@ -115,6 +115,10 @@ def input_cost(run: RunData) -> Figure:
     return Figure(key, title, caption, png=_png(fig), table=lever_table(rows))
 
 
+DEFAULT_RULE = "the slow path's 95 % interval"
+"""The threshold's floor of a record that does not name its rule."""
+
+
 def _roles(record: dict) -> tuple[str, str, str]:
     """What the record's three timed paths are called: (the lever, the slow path, the fast path)."""
     if record.get("kind") == "early-exit":
@@ -152,7 +156,7 @@ def _cascade_line(record: dict) -> dict:
     return {
         "lever": _title(record),
         "dataset": record["dataset"],
-        "threshold (validation)": f"{record['threshold']:.2f}, {record.get('rule', "the slow path's 95 % interval")}",
+        "threshold (validation)": f"{record['threshold']:.2f}, {record.get('rule', DEFAULT_RULE)}",
         "top-1 % [95 %]": f"{_pct(test['top1'])} [{_pct(test['top1_ci95'][0])}-{_pct(test['top1_ci95'][1])}]",
         "slow path % [95 %]": f"{_pct(test['slow_top1'])} [{_pct(low)}-{_pct(high)}]",
         "top-1 vs slow path (points)": f"{(test['top1'] - test['slow_top1']) * 100:+.1f}",
