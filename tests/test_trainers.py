@@ -149,7 +149,7 @@ def test_a_suite_names_trainers_and_teachers_or_says_what_is_allowed(tmp_path: P
     """Before any work: an unknown trainer lists the installed ones; a teacher not in the suite lists those that
     are; a trainer's bad option and a bad label fraction name the field (the CLI prints these, exit 2)."""
     cases = {
-        "models[0].train.trainer: unknown trainer 'nope'; allowed: distill, ssl, supervised": [
+        "models[0].train.trainer: unknown trainer 'nope'; allowed: distill, early-exit, ssl, supervised": [
             {"name": "r2plus1d", "presets": ["tiny"], "train": {"trainer": "nope"}}
         ],
         "models[0].train.trainer_options.teacher: 'x3d/tiny' is not a model/preset of this suite trained without "
